@@ -1,10 +1,6 @@
 # Clustering area: embeddings, FAISS k-means/kNN per domain, dedup, 5-pair clusters.
-.PHONY: clusters test-clustering bench-clustering
+.PHONY: test-clustering bench-clustering
 
-CLUSTER_INPUT ?= $(OUT)/demo/corpus/pairs.csv
-
-clusters: setup ## build retrieval clusters from CLUSTER_INPUT into $(OUT)/clusters
-	$(PYTHON) -m pipelines.build_clusters --input $(CLUSTER_INPUT) --output $(OUT)/clusters
 
 test-clustering: setup ## clustering tests only
 	$(PYTHON) -m pytest -q tests/test_clustering_logic.py tests/test_clustering_embedders.py tests/test_clustering_pipeline.py

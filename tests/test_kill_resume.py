@@ -1,4 +1,5 @@
-"""SIGKILL the pipeline at several points, rerun it, and get the outputs of an uninterrupted run.
+"""SIGKILL the pipeline at several points, rerun it, and get the outputs of an uninterrupted run;
+the same chain on the other two local runners gives the same files.
 
 The chain (corpus -> records -> mining -> clustering -> tasks) runs in a subprocess. A reference
 run logs every atomic write (``IIDATA_WRITE_LOG``); kill points are chosen from that log so each
@@ -29,10 +30,11 @@ CHAIN = [sys.executable, "-m", "pipelines.demo", "--n", str(N_PAIRS), "--stop-af
 VOLATILE = ("summary.json", "read_summary.json", "demo_summary.json", "card.json", "card.md")
 
 
-def _run(out: Path, env_extra: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+def _run(out: Path, env_extra: dict[str, str] | None = None, timeout: int = 900,
+         runner: str = "fnapi") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", **(env_extra or {})}
-    return subprocess.run([*CHAIN, "--output", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([*CHAIN, "--runner", runner, "--output", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
@@ -98,6 +100,25 @@ def test_sigkill_at_six_points_then_rerun_gives_identical_outputs(reference):
     resumed = _run(out)
     assert resumed.returncode == 0, f"rerun failed\n{resumed.stdout[-3000:]}{resumed.stderr[-3000:]}"
     want, got = _outputs(ref_out), _outputs(out)
+    _assert_same_files(want, got)
+
+
+def _assert_same_files(want: dict[str, bytes], got: dict[str, bytes]) -> None:
     assert sorted(got) == sorted(want), f"file sets differ: {sorted(set(got) ^ set(want))[:10]}"
     differing = [name for name in want if want[name] != got[name]]
     assert not differing, f"{len(differing)} files differ, e.g. {differing[:5]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["direct-mp", "portable"])
+def test_other_runners_give_the_fnapi_outputs(reference, runner):
+    """The same chain on DirectRunner (multi-processing) and PortableRunner (embedded job endpoint,
+    LOOPBACK workers) gives the FnApiRunner reference's files, byte for byte."""
+    base, _ = reference
+    out = base / "run"
+    if out.exists():  # the kill test's folder (same absolute path the reference was made at)
+        out.rename(base / f"before-{runner}")
+    done = _run(out, runner=runner)
+    assert done.returncode == 0, f"{runner} failed\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    _assert_same_files(_outputs(base / "reference"), _outputs(out))
+    out.rename(base / runner)

