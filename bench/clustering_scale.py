@@ -108,7 +108,7 @@ def ours(x: np.ndarray, k: int, thr: float, seed: int, niter: int, workers: int 
     labels = assign(x, cent)
     t2 = time.perf_counter()
     kept = np.ones(len(x), dtype=bool)
-    groups = [g for g in groups_of(labels) if len(g) >= 2]
+    groups = sorted((g for g in groups_of(labels) if len(g) >= 2), key=len, reverse=True)  # largest first: balance
     jobs = [(g, thr, neighbours, seed) for g in groups]
     bar = dict(total=len(groups), desc="ours: groups", mininterval=5, disable=len(groups) < 20)
     if workers > 1 and len(groups) > 1:  # forked workers read x copy-on-write; one torch thread each

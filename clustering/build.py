@@ -26,6 +26,7 @@ class ClusterConfig:
     neighbours: int = 10  # nearest neighbours searched per seed (the paper's 10)
     size: int = 5  # pairs per cluster; smaller clusters are discarded
     min_similarity: float = 0.0  # neighbours below this cosine to the seed are not members
+    max_distance_ratio: float = 2.0  # weakest member's (1 - cos) over the closest member's; above: discarded (0: off)
     seeds: str = "all"  # all | cover
     knn_method: str = "auto"  # auto | flat | ivf | bf16
     ivf_threshold: int = 100_000
@@ -78,7 +79,7 @@ def cluster_group(points: list[dict], domain: str, cfg: ClusterConfig) -> tuple[
     """Clusters and duplicate rows of one group; ``points`` carry key, url, embedding, quality, phash."""
     pts, x, ph, phf, caps = stack_points(points)
     n = len(pts)
-    stats = {"points": n, "duplicates": 0, "clusters_kept": 0, "clusters_too_small": 0}
+    stats = {"points": n, "duplicates": 0, "clusters_kept": 0, "clusters_too_small": 0, "clusters_weak": 0}
     if n == 0:
         return [], [], stats
     ranks = np.arange(n)  # pts are in rank order
@@ -109,6 +110,15 @@ def cluster_group(points: list[dict], domain: str, cfg: ClusterConfig) -> tuple[
     return clusters, duplicates, stats
 
 
+def weak_cluster(member_sims: list[float], max_ratio: float) -> bool:
+    """Ratio test: the weakest member is more than ``max_ratio`` times farther (1 - cosine) from the
+    seed than the closest member. Scale-free, so one default serves embedders whose cosines live
+    on different scales (an absolute floor calibrated on one corpus removes every cluster of another)."""
+    if not max_ratio or len(member_sims) < 2:
+        return False
+    return (1.0 - min(member_sims)) > max_ratio * max(1.0 - max(member_sims), 1e-6)
+
+
 def build_clusters(pts, x, sims, idx, kept, domain, cfg, ph, phf, caps, copies, stats) -> list[dict]:
     """Seed + nearest kept neighbours that are no near-duplicate of any member, truncated to ``cfg.size``."""
     n = len(pts)
@@ -129,6 +139,9 @@ def build_clusters(pts, x, sims, idx, kept, domain, cfg, ph, phf, caps, copies, 
             msims.append(float(sim))
         if len(members) < cfg.size:
             stats["clusters_too_small"] += 1
+            continue
+        if weak_cluster(msims[1:], cfg.max_distance_ratio):
+            stats["clusters_weak"] += 1
             continue
         used[members] = True
         seed_key = pts[s]["key"]

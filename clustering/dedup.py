@@ -25,6 +25,7 @@ class DedupConfig:
     cos_threshold: float = 0.97  # cosine at or above which two images are near-duplicates
     phash_threshold: int = 4  # flip-aware pHash Hamming distance at or below which ...
     phash_min_cos: float = 0.45  # ... a pair is a duplicate when cosine also reaches this
+    phash_min_copy: float = 0.9  # ... and (with thumbnails) the aligned copy score reaches this (<= -1: off)
     use_phash: bool = True
     caption_min_cos: float = 1.01  # (off by default: >1) same normalised caption + at least this cosine = duplicate
     use_copy: bool = True
@@ -54,6 +55,16 @@ class CopyScores:
             else:
                 self.verified += 1
                 self.cache[key] = aligned_similarity(self.thumbs[i], self.thumbs[j], early=self.threshold)
+        return self.cache[key]
+
+    def score(self, i: int, j: int) -> float:
+        """Copy score without the layout gate (corroborates a pHash match; records without a
+        thumbnail score 1, i.e. the pHash rule alone decides)."""
+        if self.thumbs[i] is None or self.thumbs[j] is None:
+            return 1.0
+        key = ("full",) + ((i, j) if i < j else (j, i))
+        if key not in self.cache:
+            self.cache[key] = aligned_similarity(self.thumbs[i], self.thumbs[j], early=self.threshold)
         return self.cache[key]
 
     def match(self, i: int, j: int) -> bool:
@@ -115,6 +126,9 @@ def neighbour_duplicates(ranks: np.ndarray, sims: np.ndarray, idx: np.ndarray, c
     if cfg.use_phash and phash is not None:
         dist = flip_hamming(phash[:, None], phash[safe], phash_flip[safe])
         is_ph = earlier & ~is_cos & (dist <= cfg.phash_threshold) & (sims >= cfg.phash_min_cos)
+        if copies is not None and cfg.phash_min_copy > -1:  # 64-bit pHash collides for distinct renders
+            for r, c in zip(*np.nonzero(is_ph)):
+                is_ph[r, c] = copies.score(int(r), int(safe[r, c])) >= cfg.phash_min_copy
     is_cap = np.zeros_like(is_cos)
     if captions is not None:
         same = (captions[safe] == captions[:, None]) & (captions[:, None] != None)  # noqa: E711
@@ -149,6 +163,7 @@ def pair_is_duplicate(i: int, j: int, x: np.ndarray, cfg: DedupConfig,
     if captions is not None and captions[i] is not None and captions[i] == captions[j] and c >= cfg.caption_min_cos:
         return True
     if cfg.use_phash and phash is not None and c >= cfg.phash_min_cos:
-        if int(flip_hamming(phash[i], phash[j], phash_flip[j])) <= cfg.phash_threshold:
+        if int(flip_hamming(phash[i], phash[j], phash_flip[j])) <= cfg.phash_threshold and (
+                copies is None or cfg.phash_min_copy <= -1 or copies.score(i, j) >= cfg.phash_min_copy):
             return True
     return bool(cfg.use_copy and copies is not None and c >= cfg.copy_min_cos and copies.match(i, j))

@@ -47,12 +47,15 @@ def train_centroids(x: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np
     return np.asarray(km.centroids, dtype=np.float32)
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, use_bf16: bool | None = None, margin: float = 0.02) -> np.ndarray:
+def assign(x: np.ndarray, centroids: np.ndarray, use_bf16: bool | None = None, margin: float = 0.02,
+           chunk: int = 8192, threads: int | None = None) -> np.ndarray:
     """Nearest centroid (inner product) of each row of ``x`` (unit-norm rows and centroids).
 
     With bf16 (CPUs with bf16 matmul) scores are computed in bf16 and every row whose top two
     are within ``margin`` (> twice the bf16 error for unit vectors) is re-scored exactly in
-    float32, so labels equal the float32 ones.
+    float32, so labels equal the float32 ones. Rows go in ``chunk``-row pieces (conversion,
+    product and top-2 of a piece stay in cache), one piece per thread on ``threads`` threads
+    (default: torch's thread count), each single-threaded inside.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     k = len(centroids)
@@ -67,19 +70,31 @@ def assign(x: np.ndarray, centroids: np.ndarray, use_bf16: bool | None = None, m
     import torch
 
     ct = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
-    cb = ct.to(torch.bfloat16)
+    cbt = ct.to(torch.bfloat16).T.contiguous()
     xt = torch.from_numpy(x)
     labels = torch.empty(len(x), dtype=torch.int64)
-    step = max(1, (1 << 24) // k)
-    for s in range(0, len(x), step):
-        xs = xt[s : s + step]
-        top = torch.topk(xs.to(torch.bfloat16) @ cb.T, 2, dim=1)  # torch: no float32 copy, no numpy partition
-        lab = top.indices[:, 0].clone()
-        gap = top.values[:, 0].float() - top.values[:, 1].float()
-        unsure = torch.nonzero(gap < margin).flatten()
-        if len(unsure):
-            lab[unsure] = (xs[unsure] @ ct.T).argmax(1)
-        labels[s : s + step] = lab
+
+    def piece(s: int):  # converted, multiplied and ranked while in cache
+        top = torch.topk(xt[s : s + chunk].to(torch.bfloat16) @ cbt, 2, dim=1)
+        labels[s : s + chunk] = top.indices[:, 0]
+        return torch.nonzero(top.values[:, 0].float() - top.values[:, 1].float() < margin).flatten() + s
+
+    threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one chunk per thread: no intra-op sync (it spins on a loaded machine)
+    try:
+        if threads > 1 and len(x) > chunk:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:  # torch releases the GIL in these kernels
+                unsure = list(pool.map(piece, range(0, len(x), chunk)))
+        else:
+            unsure = [piece(s) for s in range(0, len(x), chunk)]
+        u = torch.cat(unsure)
+        for s in range(0, len(u), chunk):  # rows whose top-2 gap is within the bf16 error: float32 re-score
+            labels[u[s : s + chunk]] = (xt[u[s : s + chunk]] @ ct.T).argmax(1)
+    finally:
+        torch.set_num_threads(before)
     return labels.numpy()
 
 

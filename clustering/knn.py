@@ -220,17 +220,19 @@ def close_pairs(x: np.ndarray, threshold: float, k: int = 0, sub_size: int | Non
     return out.result(1.0 if k else (n + 1) / (2 * n), 0)
 
 
-def _best_sub_centroids(xt, ms: list[int], delta: float, seed: int, niter: int, per_centroid: int = 64):
-    """Sub-centroids for the cheapest of the candidate counts ``ms`` (cost estimated on the sample)."""
+def _best_sub_centroids(xt, ms: list[int], delta: float, seed: int, niter: int, per_centroid: int = 64,
+                        probe: int = 2):
+    """Sub-centroids for the cheapest of the candidate counts ``ms``: each count runs ``probe``
+    Lloyd iterations, its cost is estimated on the sample, and only the winner runs the rest."""
+    if len(ms) == 1:
+        return next(_sub_kmeans(xt, ms, seed, niter, per_centroid))[0]
     best, best_cost = None, np.inf
-    for cent, xs, scores in _sub_kmeans(xt, ms, seed, niter, per_centroid):
-        if len(ms) == 1:
-            return cent
+    for cent, xs, scores in _sub_kmeans(xt, ms, seed, min(probe, niter), per_centroid):
         sizes = (scores >= scores.max(1, keepdim=True).values - delta).sum(0).double() * (len(xt) / len(xs))
         cost = float((sizes**2).sum()) + LIST_COST * len(cent)
         if cost < best_cost:
-            best, best_cost = cent, cost
-    return best
+            best, best_cost, best_xs = cent, cost, xs
+    return _lloyd(best_xs, best, niter - min(probe, niter))
 
 
 def sub_centroids(x, m: int, seed: int = 0, niter: int = 6, per_centroid: int = 64):
@@ -259,14 +261,24 @@ def _sub_kmeans(x, ms: list[int], seed: int, niter: int, per_centroid: int):
         pick.append(int(near.argmin()))
         near = torch.maximum(near, seeds @ seeds[pick[-1]])
     for m in ms:
-        cent = seeds[torch.tensor(pick[:m])].clone()
-        for _ in range(niter):
-            lab = (xb @ cent.to(torch.bfloat16).T).float().argmax(1)
-            sums = torch.zeros_like(cent).index_add_(0, lab, xs)
-            nz = torch.bincount(lab, minlength=m) > 0
-            cent[nz] = sums[nz] / sums[nz].norm(dim=1, keepdim=True).clamp_min(1e-12)
-        cent = cent / cent.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        cent = _lloyd(xs, seeds[torch.tensor(pick[:m])].clone(), niter, xb)
         yield cent, xs, (xb @ cent.to(torch.bfloat16).T).float()
+
+
+def _lloyd(xs, cent, niter: int, xb=None):
+    """``niter`` spherical Lloyd iterations on sample ``xs`` (bf16 scores) from ``cent``; unit rows out."""
+    import torch
+
+    if niter > 0 and xb is None:
+        xb = xs.to(torch.bfloat16)
+    for _ in range(niter):
+        lab = (xb @ cent.to(torch.bfloat16).T).argmax(1)
+        onehot = torch.zeros(len(cent), len(xs), dtype=torch.bfloat16)
+        onehot[lab, torch.arange(len(xs))] = 1
+        sums = (onehot @ xb).float()  # bf16 sums: centroids only steer speed, never correctness
+        nz = torch.bincount(lab, minlength=len(cent)) > 0
+        cent[nz] = sums[nz] / sums[nz].norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return cent / cent.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 class _Collector:

@@ -1,4 +1,5 @@
-"""Clustering stage as a Beam graph: embed -> exact dedup -> per-domain k-means -> kNN, dedup, 5-pair clusters.
+"""Clustering stage as a Beam graph: embed -> exact dedup -> cross-domain near-duplicate pass -> per-domain
+k-means -> kNN, dedup, 5-pair clusters (ratio test).
 
     python -m pipelines.build_clusters --input pairs.csv --output out/clusters
     python -m pipelines.build_clusters --input IGNORED --mined out/mined --output out/clusters
@@ -22,6 +23,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from clustering.build import ClusterConfig
+from clustering.cross_domain import CrossDomainConfig
 from clustering.dedup import DedupConfig
 from mining import storage
 from pipelines import cluster_transforms as ct
@@ -59,7 +61,7 @@ def prepare(input: str, output: str, runner: str | None, beam_args) -> tuple[str
 
 def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, cfg: ClusterConfig,
                 target_group: int, centroids: int | None, seed: int, niter: int, exact_fields, per_shard: int,
-                batch_size: int) -> None:
+                batch_size: int, xcfg: CrossDomainConfig | None = None) -> None:
     indexed = p | "Files" >> beam.Create(list(enumerate(files)))
     points = (indexed | "Spread" >> beam.Reshuffle()
               | "Embed" >> beam.ParDo(ct.EmbedShard(output, embedder, batch_size)))
@@ -67,6 +69,11 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
     for field in exact_fields:
         points, dups = ct.exact_dedup(points, field, field)
         dup_pcs.append(dups)
+    stat_pcs = []
+    if xcfg is not None and xcfg.enabled:
+        points, xdups, xstats = ct.cross_domain_pass(points, xcfg, cfg.dedup, seed, niter)
+        dup_pcs.append(xdups)
+        stat_pcs.append(xstats)
     by_dom = points | "ByDomain" >> beam.Map(lambda q: (q["domain"], q))
     plans = (by_dom | "CountDomain" >> beam.combiners.Count.PerKey()
              | "Plan" >> beam.MapTuple(lambda d, n: (d, ct.centroid_plan(n, target_group, centroids))))
@@ -83,8 +90,8 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
     (clusters | "ListClusters" >> beam.combiners.ToList()
      | "WriteClusters" >> beam.Map(ct.write_rows, storage.join(output, "clusters.parquet"), CLUSTER_SCHEMA, "cluster_id"))
     (tuple(dup_pcs) | "AllDups" >> beam.Flatten() | "ListDups" >> beam.combiners.ToList()
-     | "WriteDups" >> beam.Map(ct.write_rows, storage.join(output, "duplicates.parquet"), DUP_SCHEMA, "key"))
-    (groups.stats | "SumStats" >> beam.CombineGlobally(ct.sum_dicts)
+     | "WriteDups" >> beam.Map(ct.write_duplicates, storage.join(output, "duplicates.parquet"), DUP_SCHEMA))
+    ((groups.stats, *stat_pcs) | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombineGlobally(ct.sum_dicts)
      | "WriteStats" >> beam.Map(lambda s: storage.atomic_write_bytes(
          storage.join(output, "group_stats.json"), json.dumps(s, sort_keys=True).encode())))
     ct.write_cluster_shards(clusters, indexed, output, per_shard)
@@ -93,8 +100,9 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
 def run(input: str, output: str, mined: str | None = None, embedder: str = "offline", runner: str | None = "fnapi",
         beam_args=(), neighbours: int = 10, cluster_size: int = 5, min_similarity: float = 0.0, seeds: str = "all",
         knn_method: str = "auto", cos_threshold: float = 0.97, phash_threshold: int = 4, phash_min_cos: float = 0.45,
-        caption_min_cos: float = 1.01, copy_threshold: float = 0.985, copy_min_cos: float = 0.5,
-        copy_gate: float = 0.5, layout_neighbours: int = 10, exact_fields=EXACT_FIELDS, target_group: int = 4000, centroids: int | None = None, seed: int = 0,
+        phash_min_copy: float = 0.9, caption_min_cos: float = 1.01, copy_threshold: float = 0.985, copy_min_cos: float = 0.5,
+        copy_gate: float = 0.5, layout_neighbours: int = 10, max_distance_ratio: float = 2.0,
+        cross_domain: bool = True, cross_domain_group: int = 20_000, cross_domain_spill: float = 0.05, exact_fields=EXACT_FIELDS, target_group: int = 4000, centroids: int | None = None, seed: int = 0,
         niter: int = 20, per_shard: int = 1000, batch_size: int = 64, **_: Any) -> dict[str, Any]:
     """Build clusters from ``input`` (or the already-mined ``mined`` folder) into ``output``; returns the summary."""
     from pipelines.runners import make_pipeline
@@ -109,17 +117,20 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
     if not files:
         raise FileNotFoundError(f"no kept parquet files under {mined}")
     cfg = ClusterConfig(neighbours=neighbours, size=cluster_size, min_similarity=min_similarity, seeds=seeds,
-                        knn_method=knn_method,
+                        knn_method=knn_method, max_distance_ratio=max_distance_ratio,
                         dedup=DedupConfig(cos_threshold=cos_threshold, phash_threshold=phash_threshold,
-                                          phash_min_cos=phash_min_cos, caption_min_cos=caption_min_cos,
+                                          phash_min_cos=phash_min_cos, phash_min_copy=phash_min_copy,
+                                          caption_min_cos=caption_min_cos,
                                           use_copy=copy_threshold <= 1.0, copy_threshold=copy_threshold,
                                           copy_min_cos=copy_min_cos, copy_gate=copy_gate,
                                           layout_neighbours=layout_neighbours))
+    xcfg = CrossDomainConfig(enabled=cross_domain, neighbours=neighbours, group=cross_domain_group,
+                             spill=cross_domain_spill)
     with make_pipeline(runner, beam_args) as p:
         build_graph(p, files, output, embedder, cfg, target_group, centroids, seed, niter, tuple(exact_fields),
-                    per_shard, batch_size)
+                    per_shard, batch_size, xcfg)
     summary = summarise(output, files, upstream)
-    summary["config"] = dict(ct.config_dict(cfg), embedder=embedder, target_group=target_group, centroids=centroids,
+    summary["config"] = dict(ct.config_dict(cfg), cross_domain=ct.config_dict(xcfg), embedder=embedder, target_group=target_group, centroids=centroids,
                              seed=seed, exact_fields=list(exact_fields))
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     storage.atomic_write_bytes(storage.join(output, "summary.json"),
@@ -148,6 +159,8 @@ def summarise(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
         "accounted": kept + sum(rejected.values()) == read,
         "clusters_kept": n_clusters,
         "clusters_too_small": stats.get("clusters_too_small", 0),
+        "clusters_weak": stats.get("clusters_weak", 0),
+        "cross_domain_duplicates": stats.get("cross_domain_duplicates", 0),
         "duplicates_removed": dict(sorted(Counter(d["reason"] for d in dups).items())),
         "outputs": {
             "clusters": storage.join(output, "clusters.parquet"),
@@ -178,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cos-threshold", type=float, default=0.97, help="cosine at/above which images are near-duplicates")
     ap.add_argument("--phash-threshold", type=int, default=4, help="flip-aware pHash distance at/below which ...")
     ap.add_argument("--phash-min-cos", type=float, default=0.45, help="... pairs with at least this cosine are duplicates")
+    ap.add_argument("--phash-min-copy", type=float, default=0.9,
+                    help="... and whose aligned-thumbnail copy score reaches this (corroboration; <= -1: off)")
     ap.add_argument("--caption-min-cos", type=float, default=1.01,
                     help="pairs with the same normalised caption and at least this cosine are duplicates (>1: off)")
     ap.add_argument("--copy-threshold", type=float, default=0.985,
@@ -187,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="unaligned layout correlation below which a pair is not verified (pre-filter)")
     ap.add_argument("--layout-neighbours", type=int, default=10,
                     help="extra dedup candidates per record from kNN on layout vectors (0: off)")
+    ap.add_argument("--max-distance-ratio", type=float, default=2.0,
+                    help="discard a cluster whose weakest member is more than this many times farther (1 - cosine) "
+                    "from the seed than its closest member (scale-free; 0: off)")
+    ap.add_argument("--no-cross-domain", action="store_true", help="skip the global near-duplicate pass across domains")
+    ap.add_argument("--cross-domain-group", type=int, default=20_000,
+                    help="records per global list of the cross-domain pass (one exact list below 1.5x this)")
+    ap.add_argument("--cross-domain-spill", type=float, default=0.05,
+                    help="a record also joins its second global list when that centroid scores within this of its best")
     ap.add_argument("--exact-fields", default=",".join(EXACT_FIELDS), help="exact-match duplicate keys, in order")
     ap.add_argument("--target-group", type=int, default=4000, help="points per k-means centroid (sets k)")
     ap.add_argument("--centroids", type=int, default=None, help="centroids per domain (overrides --target-group)")
@@ -203,9 +226,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   beam_args=beam_args, neighbours=args.neighbours, cluster_size=args.cluster_size,
                   min_similarity=args.min_similarity, seeds=args.seeds, knn_method=args.knn,
                   cos_threshold=args.cos_threshold, phash_threshold=args.phash_threshold,
-                  phash_min_cos=args.phash_min_cos, caption_min_cos=args.caption_min_cos,
+                  phash_min_cos=args.phash_min_cos,
+                  phash_min_copy=args.phash_min_copy, caption_min_cos=args.caption_min_cos,
                   copy_threshold=args.copy_threshold, copy_min_cos=args.copy_min_cos, copy_gate=args.copy_gate,
-                  layout_neighbours=args.layout_neighbours, exact_fields=[s for s in args.exact_fields.split(",") if s],
+                  layout_neighbours=args.layout_neighbours, max_distance_ratio=args.max_distance_ratio,
+                  cross_domain=not args.no_cross_domain, cross_domain_group=args.cross_domain_group,
+                  cross_domain_spill=args.cross_domain_spill, exact_fields=[s for s in args.exact_fields.split(",") if s],
                   target_group=args.target_group, centroids=args.centroids, seed=args.seed, niter=args.niter,
                   per_shard=args.per_shard, batch_size=args.batch_size)
     print(json.dumps({k: v for k, v in summary.items() if k != "upstream"}, indent=2, default=str))

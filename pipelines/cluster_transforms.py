@@ -10,7 +10,13 @@ import numpy as np
 
 from clustering import embeddings_io, shards
 from clustering.build import ClusterConfig, cluster_group
-from clustering.dedup import exact_duplicates
+from clustering.cross_domain import (
+    CrossDomainConfig,
+    cross_domain_duplicates,
+    list_assignments,
+    resolve_roots,
+)
+from clustering.dedup import DedupConfig, exact_duplicates
 from clustering.kmeans import assign, hash01, num_centroids, sample_size, train_centroids
 from mining import storage
 from mining.schema import load_image_bytes
@@ -110,6 +116,65 @@ class ClusterGroupFn(beam.DoFn):
         for d in dups:
             yield beam.pvalue.TaggedOutput("dups", d)
         yield beam.pvalue.TaggedOutput("stats", stats)
+
+
+GLOBAL = "\x00global"  # the plan / centroid key of the cross-domain lists
+
+
+def cross_domain_pass(points, cfg: CrossDomainConfig, dedup: DedupConfig, seed: int, niter: int):
+    """Global near-duplicate pass across domains (``clustering/cross_domain.py``) as Beam stages:
+    count -> hash sample -> spherical k-means lists -> home/guest assignment -> GroupByKey ->
+    judge each list's home points. Returns (kept points, duplicate rows, stats)."""
+    keyed = points | "XKey" >> beam.Map(lambda q: (GLOBAL, q))
+    plans = beam.pvalue.AsDict(keyed | "XCount" >> beam.combiners.Count.PerKey()
+                               | "XPlan" >> beam.MapTuple(lambda d, n: (d, centroid_plan(n, cfg.group, None))))
+    cents = beam.pvalue.AsDict(keyed | "XSample" >> beam.Filter(in_sample, plans, seed)
+                               | "XGroupSample" >> beam.GroupByKey()
+                               | "XTrain" >> beam.Map(train_domain, plans, seed, niter))
+    out = (keyed | "XBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+           | "XAssign" >> beam.ParDo(AssignLists(cfg.spill), cents)
+           | "XGroupList" >> beam.GroupByKey()
+           | "XJudge" >> beam.ParDo(CrossDomainFn(dedup, cfg.neighbours)).with_outputs("dups", "stats", main="kept"))
+    return out.kept, out.dups, out.stats
+
+
+class AssignLists(beam.DoFn):
+    """A batch of (GLOBAL, point) -> (list id, (point, is home)); a point may also be a guest of its second list."""
+
+    def __init__(self, spill: float):
+        self.spill = spill
+
+    def process(self, batch, centroids: dict):
+        c = centroids.get(GLOBAL)
+        pts = [p for _, p in batch]
+        if c is None or len(c) == 1:
+            scores = np.zeros((len(pts), 1), np.float32)
+        else:
+            scores = np.stack([p["embedding"] for p in pts]) @ np.asarray(c, np.float32).T
+        for p, lists in zip(pts, list_assignments(scores, self.spill)):
+            for lid, home in lists:
+                yield lid, (p, home)
+
+
+class CrossDomainFn(beam.DoFn):
+    """(list id, [(point, is home)]) -> kept home points, tagged 'dups' and 'stats'."""
+
+    def __init__(self, dedup: DedupConfig, neighbours: int):
+        self.dedup, self.neighbours = dedup, neighbours
+
+    def process(self, kv):
+        items = list(kv[1])
+        kept, dups, stats = cross_domain_duplicates([p for p, _ in items], [h for _, h in items], self.dedup,
+                                                    self.neighbours)
+        yield from kept
+        for d in dups:
+            yield beam.pvalue.TaggedOutput("dups", d)
+        yield beam.pvalue.TaggedOutput("stats", stats)
+
+
+def write_duplicates(rows: list[dict], path: str, schema) -> str:
+    """Duplicate rows with every ``duplicate_of`` resolved to a kept record, sorted by key."""
+    return write_rows(resolve_roots(rows), path, schema, "key")
 
 
 def sum_dicts(dicts) -> dict[str, int]:

@@ -82,7 +82,8 @@ def test_clusters_have_five_distinct_pairs_seed_first_and_no_duplicates():
     assert stats["duplicates"] == len(dups) >= 30
     assert all(len(c["keys"]) == 5 == len(set(c["keys"])) for c in clusters)
     assert all(c["similarities"][0] == 1.0 and c["domain"] == "animals" for c in clusters)
-    assert stats["clusters_kept"] + stats["clusters_too_small"] == stats["points"] - stats["duplicates"]
+    discarded = stats["clusters_too_small"] + stats["clusters_weak"]
+    assert stats["clusters_kept"] + discarded == stats["points"] - stats["duplicates"]
     res = score(clusters, dups, truth, {p["key"] for p in pts})
     assert res["recall"] >= 0.95 and res["precision"] >= 0.98 and res["clusters_with_planted_dups"] == 0
     assert res["purity"] >= 0.9

@@ -36,6 +36,9 @@ def test_build_clusters_on_mined_folder(tmp_path):
     same_url = "https://x.invalid/5.jpg"  # the same bytes again: sha256 duplicate
     rows.append(dict(make_record(key=url_key(same_url, 1), url=same_url, caption="again", image=_jpeg(5),
                                  source="demo"), domain="all", quality=0.1))
+    other_url = "https://x.invalid/flip7.jpg"  # a mirrored copy of 7 that mining put in another domain
+    rows.append(dict(make_record(key=url_key(other_url), url=other_url, caption="pic 7 mirrored", image=_jpeg(7, True),
+                                 source="demo"), domain="products", quality=0.1))
     bad = dict(make_record(key="bad", url="bad", caption="broken", image=b"\xff\xd8\xffgarbage", source="demo"),
                domain="all", quality=0.5)
     rows.append(bad)
@@ -47,14 +50,16 @@ def test_build_clusters_on_mined_folder(tmp_path):
     storage.write_parquet(rows[14:], str(mined / "kept" / "part-00001.parquet"), schema=schema_for(rows, extra))
     out = tmp_path / "out"
     s = run("", str(out), mined=str(mined), per_shard=8)
-    assert s["read"] == 27 and s["accounted"]
+    assert s["read"] == 28 and s["accounted"]
     removed = s["duplicates_removed"]
     assert removed.get("sha256") == 1 and removed.get("phash", 0) + removed.get("cosine", 0) == 1
+    assert s["cross_domain_duplicates"] == 1 and sum(v for k, v in removed.items() if k.startswith("cross_domain_")) == 1
     assert sum(v for k, v in s["rejected"].items() if not k.startswith("duplicate_")) == 1
     clusters = storage.read_parquet(str(out / "clusters.parquet")).to_pylist()
     assert s["clusters_kept"] == len(clusters) > 0
     dups = {d["key"]: d for d in storage.read_parquet(str(out / "duplicates.parquet")).to_pylist()}
     assert dups[url_key(flip_url)]["duplicate_of"] == url_key("https://x.invalid/3.jpg")
+    assert dups[url_key(other_url)]["duplicate_of"] == url_key("https://x.invalid/7.jpg")
     for c in clusters:
         assert len(c["keys"]) == 5 and not set(c["keys"]) & set(dups)
     # clip-retrieval layout: same row order in embeddings and metadata
