@@ -120,7 +120,8 @@ def print_summary(results: list[dict[str, Any]]) -> None:
             f"{r['stage']:<9} {r['status']:<8} {s.get('read', ''):>7} {s.get('kept', ''):>7}  "
             f"{r.get('seconds', 0):>7.1f}  {_fmt_rejected(s.get('rejected'))}"
         )
-        for extra in ("clusters_kept", "clusters_discarded_too_small", "duplicates_by_reason", "final_loss", "note"):
+        for extra in ("clusters_kept", "clusters_too_small", "clusters_weak", "cross_domain_duplicates",
+                      "duplicates_removed", "final_loss", "note"):
             if extra in s:
                 print(f"{'':<18}{extra}: {s[extra]}")
         if r["status"] != "ok":

@@ -92,6 +92,15 @@ def _section_clusters(run: str, limit: int) -> str:
     shown = clusters[:limit]
     rows = _rows_by_key(run, {k for c in shown for k in c["keys"]})
     parts = [f"<p>{len(clusters)} clusters of 5 pairs (showing {len(shown)}); seed first.</p>"]
+    summ_path = os.path.join(os.path.dirname(path), "summary.json")
+    if os.path.exists(summ_path):
+        summ = json.load(open(summ_path))
+        facts = [f"{k.replace('_', ' ')}: {summ[k]}" for k in ("clusters_kept", "clusters_too_small",
+                                                                "clusters_weak", "cross_domain_duplicates") if k in summ]
+        dups = summ.get("duplicates_removed") or {}
+        if dups:
+            facts.append("duplicates removed by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(dups.items())))
+        parts.append(f"<p class=\"facts\">{_esc('; '.join(facts))}</p>")
     for c in shown:
         cells = []
         sims = c.get("similarities") or [None] * len(c["keys"])
