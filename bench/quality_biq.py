@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="BIQ2021 folder")
     ap.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache folder")
     ap.add_argument("--max-train", type=int, default=0, help="train rows for the baseline (0 = as the head)")
+    ap.add_argument("--speed-images", type=int, default=16, help="images for the extractor speed line (0 = skip)")
     a = ap.parse_args(argv)
     if not (Path(a.biq) / "metadata.csv").exists():
         print(f"skipped: {a.biq} is absent")
@@ -44,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     mos = np.array([r["mos"] for r in rows])
     te, tr = split == "test", split == "train"
     hd = {"mu": head.mu, "sd": head.sd, "w": head.w, "b": head.b}
+    gates = {"share": head.share, "clip_floor": head.clip_floor, "clip_gamma": head.clip_gamma, "floors": head.floors,
+             "gate_gamma": head.gate_gamma}
     res = evaluate([r for r, t in zip(rows, te) if t], feats[te], {k: v[te] for k, v in parts.items()}, hd,
-                   head.blend_w, head.blend_b, head.fill, head.share, head.clip_gamma)
-    # baseline: the 1280 head-channel means of the 224 px view only (global pooled penultimate features)
+                   head.blend_w, head.blend_b, head.fill, gates)
+    # baseline: the 1280 head-channel means of the native-resolution view only (global pooled penultimate features)
     from mining.quality.deep import global_pool_columns
 
     cols = global_pool_columns()
@@ -57,11 +60,45 @@ def main(argv: list[str] | None = None) -> int:
     print("| scorer | SRCC | PLCC |")
     print("|---|---|---|")
     names = {"technical": "(a) technical measures", "brisque": "(b) BRISQUE (bundled SVR)",
-             "learned": "(c) learned head (multi-depth, 2 views)", "combination": "(d) combination (val-fitted blend, clipping gate)"}
+             "learned": "(c) learned head (all blocks, native 512 + full 384)",
+             "combination": "(d) combination (val-fitted blend, extreme-only gates)"}
     for k, label in names.items():
         print(f"| {label} | {res[k]['srcc']:.3f} | {res[k]['plcc']:.3f} |")
-    print(f"| baseline: ridge on global pooled 224 px features | {bs:.3f} | {bp:.3f} |")
+    print(f"| baseline: ridge on global pooled native-resolution features | {bs:.3f} | {bp:.3f} |")
+    if a.speed_images:
+        speed([r["file"] for r in rows[: a.speed_images]])
     return 0
+
+
+def speed(files: list[str]) -> None:
+    """Extractor images/s side by side: the v1 extractor (eager PyTorch, 224 squash + 384 crop, 6 taps) and
+    the current views on PyTorch and on onnxruntime."""
+    import time
+
+    from PIL import Image
+
+    from mining.quality import deep
+
+    ims = [Image.open(f).convert("RGB") for f in files]
+    cur = (deep.VIEWS, deep.TAPS)
+    res = {}
+    for name, views, taps, backend in (("v1 (torch, full224 + crop384, 6 taps)", (("full", 224), ("crop", 384)),
+                                        (0, 2, 4, 7, 10, 15), "torch"),
+                                       ("current views on torch", *cur, "torch"),
+                                       ("current views on onnxruntime (pipeline default)", *cur, "onnx")):
+        deep.VIEWS, deep.TAPS = views, taps
+        try:
+            qf = deep.QualityFeatures(threads=2, backend=backend)
+            qf(ims[:2])  # warm-up
+            t = time.perf_counter()
+            qf(ims)
+            res[name] = len(ims) / (time.perf_counter() - t)
+        finally:
+            deep.VIEWS, deep.TAPS = cur
+    base = next(iter(res.values()))
+    print(f"extractor speed on {len(ims)} BIQ2021 images (2 threads, same run):")
+    for name, v in res.items():
+        print(f"  {name}: {v:.2f} images/s ({v / base:.2f}x v1)")
 
 
 if __name__ == "__main__":

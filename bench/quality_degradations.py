@@ -3,7 +3,7 @@ below the original, per degradation, for each part and the combination (side by 
 
     python -m bench.quality_degradations [--data ../shared/data/coco_mini] [--subset val2017] [--limit 0]
 
-The clipping gate and technical share of the committed blend were tuned on train2017's degradations:
+The gates of the committed weights were chosen on train2017's degradations (`mining.quality.train`):
 ``--subset val2017`` reports on images that took no part in that choice.
 """
 

@@ -1,12 +1,14 @@
 # Mining area: quality head training, mining pipeline, quality benchmarks.
 BIQ2021     ?= ../shared/data/biq2021
+# COCO images whose degradations choose the quality gates (train2017 only; '' = no gates)
+QUALITY_COCO ?= ../shared/data/coco_mini
 # The committed head uses all 2,387 train images (empty list, 0 = no limit); set either to fit on a subset.
 QUALITY_TRAIN_LIST ?=
 QUALITY_MAX_TRAIN ?= 0
 .PHONY: train-quality-head bench-quality test-mining
 
 train-quality-head: setup ## fit the learned quality head + blend on BIQ2021 (features cached in out/quality_cache)
-	nice -n 10 $(PYTHON) -m mining.quality.train --biq $(BIQ2021) --out mining/weights/quality_head.npz --max-train $(QUALITY_MAX_TRAIN) --train-list "$(QUALITY_TRAIN_LIST)"
+	nice -n 10 $(PYTHON) -m mining.quality.train --biq $(BIQ2021) --out mining/weights/quality_head.npz --max-train $(QUALITY_MAX_TRAIN) --train-list "$(QUALITY_TRAIN_LIST)" --coco "$(QUALITY_COCO)"
 
 bench-quality: setup ## quality benchmarks: BIQ2021 SRCC/PLCC, degradations, COCO domain accuracy
 	nice -n 10 $(PYTHON) -m bench.run quality_

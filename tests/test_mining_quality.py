@@ -48,7 +48,9 @@ def test_committed_head_is_small_and_documented():
     note = (DEFAULT_WEIGHTS.parent / "NOTE.md").read_text()
     assert "BIQ2021" in note and "SRCC" in note
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    assert meta["metrics"]["test"]["combination"]["srcc"] > 0.5  # measured 0.60; target 0.80 not reached yet
+    combo, learned = meta["metrics"]["test"]["combination"]["srcc"], meta["metrics"]["test"]["learned"]["srcc"]
+    # measured 0.722 vs 0.733: the extreme-only gates may cost a little, never the old 0.03-0.07
+    assert combo > 0.7 and combo >= learned - 0.02
 
 
 def test_every_degradation_lowers_the_combined_score(coco_images):
@@ -89,3 +91,26 @@ def test_clipping_gate_lowers_blown_out_images_only():
     assert q[0] == pytest.approx(0.8) and q[0] > q[1] > q[2]
     assert np.all(final_quality(blend, tech_, res, clip, share=0.0, clip_gamma=0.0) == pytest.approx(0.8))
     assert final_quality(blend, tech_, res * 0.25, clip, share=0.5)[0] == pytest.approx(0.7 * 0.5)
+
+
+def test_gates_act_only_at_extremes():
+    from mining.quality.scorer import final_quality
+
+    blend, tech_, res = np.full(4, 0.8), np.full(4, 0.6), np.ones(4)
+    clip = np.array([0.0, 0.04, 0.3, 0.0])
+    sharp = np.array([0.9, 0.6, 0.9, 0.1])  # the last one is far below its floor (0.5)
+    q = final_quality(blend, tech_, res, clip, clip_gamma=2.0, clip_floor=0.05, measures={"sharpness": sharp},
+                      floors={"sharpness": 0.5}, gate_gamma=1.0)
+    assert q[0] == pytest.approx(0.8) and q[1] == pytest.approx(0.8)  # normal photos keep their order and score
+    assert q[2] < 0.8 * 0.8 and q[3] == pytest.approx(0.8 * 0.2)
+
+
+def test_onnx_and_torch_extractors_agree(coco_images):
+    pytest.importorskip("onnx")
+    from mining.quality.deep import QualityFeatures
+
+    ims = [coco_images[0], coco_images[0].resize((40, 30))]  # a tiny one is up-scaled to MIN_SIDE
+    fo = QualityFeatures(threads=2, backend="onnx")(ims)
+    ft = QualityFeatures(threads=2, backend="torch")(ims)
+    assert fo.shape == ft.shape == (2, QualityFeatures.dim.fget(None)) and np.isfinite(fo).all()
+    np.testing.assert_allclose(fo, ft, atol=1e-3, rtol=1e-3)

@@ -69,16 +69,21 @@ def hash_key(name: str) -> bytes:
     return hashlib.sha1(name.encode("utf-8")).digest()
 
 
-def deep_features(rows: list[dict], cache_dir: str = DEFAULT_CACHE, threads: int | None = None) -> np.ndarray:
-    """Cached :class:`QualityFeatures` for every row."""
+def deep_features(rows: list[dict], cache_dir: str = DEFAULT_CACHE, threads: int | None = None,
+                  loader: Callable | None = None) -> np.ndarray:
+    """Cached :class:`QualityFeatures` for every row (``loader(path) -> PIL RGB``; default: open the file).
+    The network loads only when some row is not cached yet."""
     from PIL import Image
 
     from mining.quality.deep import FEATURE_VERSION, QualityFeatures
 
-    qf = QualityFeatures(threads=threads)
+    load = loader or (lambda p: Image.open(p).convert("RGB"))
+    qf = []
 
     def fn(paths):
-        return qf([Image.open(p).convert("RGB") for p in paths])
+        if not qf:
+            qf.append(QualityFeatures(threads=threads))
+        return qf[0]([load(p) for p in paths])
 
     cached_matrix(extraction_order(rows), FEATURE_VERSION, fn, cache_dir, desc="deep features")
     return cached_matrix(rows, FEATURE_VERSION, fn, cache_dir)

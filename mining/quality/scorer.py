@@ -5,13 +5,17 @@ in [0, 1]) and its parts ``quality_technical``, ``quality_brisque``, ``quality_l
 The head and the blend come from ``mining/weights/quality_head.npz`` (``make train-quality-head``);
 they are never trained here.
 
-Blend: ``quality = clip((1 - s) * clip(b + sum_i w_i * part_i) + s * technical)
-* (1 - clip_high) ** g * resolution ** 0.5`` where the parts are [learned, brisque, technical, and
-six technical measures (not resolution)], ``w >= 0`` fitted on the BIQ2021 val split. ``clip_high``
-is the fraction of blown-out highlights (luma >= 252): BIQ2021 has few over-exposed photos, so the
-head and the blend cannot learn that failure; the clipping gate (exponent ``g``) and the optional
-technical share ``s`` are stored in the weights file (``clip_gamma``, ``technical_share``). The
-fixed resolution gate (1 at >= 0.25 Mpx) keeps small images from outranking large ones.
+Blend: ``quality = clip(b + sum_i w_i * part_i) * gates`` where the parts are [learned, brisque,
+technical, and six technical measures (not resolution)], ``w >= 0`` fitted on the BIQ2021 val
+split. The gates are 1 for ordinary photos and act only at the extremes, so they never reorder
+normal images: a clipping gate ``(1 - max(0, clip_high - c0) / (1 - c0)) ** g`` (``clip_high``:
+fraction of blown-out highlights, luma >= 252), an extreme-measure gate ``prod_k min(1, m_k /
+floor_k) ** e`` over the mapped measures in ``gate_measures`` (sharpness, noise, blockiness,
+exposure), and the fixed resolution gate ``resolution ** 0.5`` (1 at >= 0.25 Mpx). BIQ2021 has
+few over-exposed, tiny or synthetic-degraded photos, so the gate parameters are stored priors
+chosen on COCO train2017 degradations (``mining.quality.train``). An optional fixed technical
+share ``s`` (``(1 - s) * blend + s * technical``; 0 in the committed weights) is kept for older
+weight files.
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ RESOLUTION_GAMMA = 0.5
 
 
 def final_quality(blend: np.ndarray, technical: np.ndarray, resolution: np.ndarray, clip_high: np.ndarray,
-                  share: float = 0.0, clip_gamma: float = 0.0) -> np.ndarray:
-    """``((1 - share) * blend + share * technical) * (1 - clip_high) ** clip_gamma * resolution ** 0.5``, in [0, 1]."""
+                  share: float = 0.0, clip_gamma: float = 0.0, clip_floor: float = 0.0,
+                  measures: dict[str, np.ndarray] | None = None, floors: dict[str, float] | None = None,
+                  gate_gamma: float = 0.0) -> np.ndarray:
+    """``((1 - share) * blend + share * technical)`` times the clipping gate
+    ``(1 - max(0, clip_high - clip_floor) / (1 - clip_floor)) ** clip_gamma``, the extreme-measure gate
+    ``prod_k min(1, measures[k] / floors[k]) ** gate_gamma`` and ``resolution ** 0.5``; in [0, 1]."""
     q = np.clip((1 - share) * blend + share * np.asarray(technical, dtype=np.float64), 0.0, 1.0)
-    q = q * np.clip(1.0 - np.asarray(clip_high, dtype=np.float64), 0.0, 1.0) ** clip_gamma
+    excess = np.clip((np.asarray(clip_high, dtype=np.float64) - clip_floor) / (1.0 - clip_floor), 0.0, 1.0)
+    q = q * (1.0 - excess) ** clip_gamma
+    for k, floor in (floors or {}).items():
+        m = np.asarray((measures or {})[k], dtype=np.float64)
+        q = q * np.clip(np.where(np.isnan(m), 1.0, m) / floor, 0.0, 1.0) ** gate_gamma
     return q * np.asarray(resolution, dtype=np.float64) ** RESOLUTION_GAMMA
 
 
@@ -63,11 +75,15 @@ class LearnedHead:
         self.fill = float(z["brisque_fill"]) if "brisque_fill" in z else 0.5
         self.share = float(z["technical_share"]) if "technical_share" in z else 0.35
         self.clip_gamma = float(z["clip_gamma"]) if "clip_gamma" in z else 0.0
+        self.clip_floor = float(z["clip_floor"]) if "clip_floor" in z else 0.0
+        self.floors = dict(zip(map(str, z["gate_measures"]), map(float, z["gate_floors"]))) if "gate_floors" in z else {}
+        self.gate_gamma = float(z["gate_gamma"]) if "gate_gamma" in z else 0.0
 
     def final(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The combined ``quality`` from every part (``parts`` as returned by :meth:`QualityScorer.parts`)."""
         return final_quality(self.blend(parts), parts["technical"], parts["m_resolution"], parts["clip_high"],
-                             self.share, self.clip_gamma)
+                             self.share, self.clip_gamma, self.clip_floor, {k: parts[f"m_{k}"] for k in self.floors},
+                             self.floors, self.gate_gamma)
 
     def predict(self, feats: np.ndarray) -> np.ndarray:
         return np.clip(((feats - self.mu) / self.sd) @ self.w + self.b, 0.0, 1.0)

@@ -2,9 +2,10 @@
 
 Split (by sha1 of the file name, see :mod:`mining.quality.biq`): the ridge head is fitted on
 train (its penalty chosen by val SRCC), the non-negative blend on val, and test is only ever used
-for reporting. The clipping gate and the technical share are fixed priors (``--clip-gamma``,
-``--technical-share``): BIQ2021 holds too few over-exposed photos to fit them. Features are cached
-under ``--cache`` (gitignored).
+for reporting. The gates (clipping, extreme technical measures) only act at the extremes; their
+parameters are chosen on the degradations of the COCO train2017 images (``--coco``): among the
+settings whose combined score drops for at least ``--degradation-target`` of the images under
+every degradation, the one with the best val SRCC. Features are cached under ``--cache`` (gitignored).
 
     python -m mining.quality.train --biq ../shared/data/biq2021 --out mining/weights/quality_head.npz
 """
@@ -26,14 +27,30 @@ from mining.quality.scorer import BLEND_INPUTS, DEFAULT_WEIGHTS, blend_matrix, f
 PART_COLUMNS = ("brisque", "technical") + tuple(f"m_{n}" for n in tech.NAMES)
 PARTS_VERSION = "parts-brisque-technical-v1"
 ALPHAS = (100.0, 300.0, 1000.0, 2000.0, 3000.0, 5000.0, 10000.0, 30000.0)
-CLIP_GAMMA = 0.5  # exponent of the (1 - blown-out fraction) gate (tuned on COCO train2017 degradations)
-TECHNICAL_SHARE = 0.25
+TECHNICAL_SHARE = 0.0  # fixed share of the technical score (0: the gates below carry the priors)
+# Gates (see mining/quality/scorer.py): floors of the mapped measures below which an image is an outlier
+# (about the 1st percentile of BIQ2021 val photos; far below clean COCO photos), and the grids searched.
+GATE_FLOORS = {"sharpness": 0.3, "noise": 0.15, "blockiness": 0.03}
+CLIP_FLOORS = (0.1, 0.2, 0.3)
+CLIP_GAMMAS = (0.5, 1.0, 2.0)
+GATE_GAMMAS = (0.0, 0.25, 0.5, 1.0)
+DEGRADATION_TARGET = 0.95
+DEFAULT_COCO = "../shared/data/coco_mini"
+
+
+def load_image(path: str):
+    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of :mod:`mining.quality.degrade`."""
+    from PIL import Image
+
+    from mining.quality.degrade import DEGRADATIONS
+
+    path, _, deg = path.partition("#")
+    im = Image.open(path).convert("RGB")
+    return DEGRADATIONS[deg](im) if deg else im
 
 
 def hand_parts(rows: list[dict], cache_dir: str = DEFAULT_CACHE) -> dict[str, np.ndarray]:
-    """Cached BRISQUE + technical parts (columns PART_COLUMNS) for rows."""
-    from PIL import Image
-
+    """Cached BRISQUE + technical parts (columns PART_COLUMNS) and ``clip_high`` for rows."""
     from mining.quality.brisque_score import Brisque
 
     b = Brisque()
@@ -41,7 +58,7 @@ def hand_parts(rows: list[dict], cache_dir: str = DEFAULT_CACHE) -> dict[str, np
     def fn(paths):
         out = []
         for p in paths:
-            rgb = np.asarray(Image.open(p).convert("RGB"))
+            rgb = np.asarray(load_image(p))
             t, m = tech.technical(rgb)
             try:
                 bs = b.score(rgb)
@@ -54,7 +71,7 @@ def hand_parts(rows: list[dict], cache_dir: str = DEFAULT_CACHE) -> dict[str, np
     out = {c: mat[:, i] for i, c in enumerate(PART_COLUMNS)}
 
     def clip_fn(paths):
-        return np.array([[tech.raw_measures(np.asarray(Image.open(p).convert("RGB")))["clip_high"]] for p in paths])
+        return np.array([[tech.raw_measures(np.asarray(load_image(p)))["clip_high"]] for p in paths])
 
     out["clip_high"] = cached_matrix(rows, "clip-high-v1", clip_fn, cache_dir, chunk=100, desc="clipping")[:, 0]
     return out
@@ -69,7 +86,8 @@ def srcc_plcc(pred: np.ndarray, mos: np.ndarray) -> tuple[float, float]:
 def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
              alphas: tuple[float, ...] = ALPHAS) -> dict[str, np.ndarray]:
     """Ridge on standardised features; the penalty is the one with the best SRCC on (x_val, y_val)
-    (every alpha from one SVD), or leave-one-out CV on train when no val set is given."""
+    (every alpha from one eigendecomposition of the Gram matrix), or leave-one-out CV on train when no
+    val set is given."""
     mu = x.mean(0)
     sd = x.std(0) + 1e-6
     z = (x - mu) / sd
@@ -80,12 +98,12 @@ def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_va
         w, b, alpha = model.coef_, model.intercept_, model.alpha_
     else:
         ym = y.mean()
-        u, s, vt = np.linalg.svd(z, full_matrices=False)
+        s, u = np.linalg.eigh(z @ z.T)  # dual form: fast when features outnumber images
         uty = u.T @ (y - ym)
         zv = (x_val - mu) / sd
         best = None
         for a in alphas:
-            wa = vt.T @ (s / (s**2 + a) * uty)
+            wa = z.T @ (u @ (uty / (np.maximum(s, 0) + a)))
             r = stats.spearmanr(zv @ wa, y_val).statistic
             if best is None or r > best[0]:
                 best = (r, a, wa)
@@ -102,21 +120,76 @@ def fit_blend(parts: dict[str, np.ndarray], y: np.ndarray) -> tuple[np.ndarray, 
     return m.coef_.astype(np.float32), float(m.intercept_)
 
 
-def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5, share: float = TECHNICAL_SHARE,
-             clip_gamma: float = CLIP_GAMMA) -> dict[str, dict[str, float]]:
+def default_gates() -> dict:
+    """Gate parameters that leave every score unchanged (no gate)."""
+    return {"share": TECHNICAL_SHARE, "clip_floor": 0.0, "clip_gamma": 0.0, "floors": dict(GATE_FLOORS),
+            "gate_gamma": 0.0}
+
+
+def combined(parts: dict[str, np.ndarray], learned: np.ndarray, blend_w, blend_b, fill: float, gates: dict) -> np.ndarray:
+    """The scorer's ``quality`` from cached parts (same formula as :meth:`LearnedHead.final`)."""
+    p = dict(parts, learned=learned)
+    blend = np.clip(blend_matrix(p, fill) @ blend_w + blend_b, 0, 1)
+    return final_quality(blend, p["technical"], p["m_resolution"], p["clip_high"], gates["share"], gates["clip_gamma"],
+                         gates["clip_floor"], {k: p[f"m_{k}"] for k in gates["floors"]}, gates["floors"],
+                         gates["gate_gamma"])
+
+
+def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5,
+             gates: dict | None = None) -> dict[str, dict[str, float]]:
     """SRCC/PLCC per part and for the combination on the rows given."""
     z = (feats - head["mu"]) / head["sd"]
     learned = np.clip(z @ head["w"] + head["b"], 0, 1)
-    p = dict(parts, learned=learned)
-    combo = final_quality(np.clip(blend_matrix(p, fill) @ blend_w + blend_b, 0, 1), p["technical"], p["m_resolution"],
-                          p["clip_high"], share, clip_gamma)
+    combo = combined(parts, learned, blend_w, blend_b, fill, gates or default_gates())
     mos = np.array([r["mos"] for r in rows])
     res = {}
-    for name, v in (("technical", p["technical"]), ("brisque", p["brisque"]), ("learned", learned),
+    for name, v in (("technical", parts["technical"]), ("brisque", parts["brisque"]), ("learned", learned),
                     ("combination", combo)):
         s, pl = srcc_plcc(v, mos)
         res[name] = {"srcc": s, "plcc": pl}
     return res
+
+
+def degradation_parts(coco: str, subset: str, cache: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """(hand parts, deep features, degradation names) for every COCO image of ``subset`` and its degraded
+    copies: arrays of shape (n_images, 1 + n_degradations, ...); column 0 is the original."""
+    from mining.quality.degrade import DEGRADATIONS
+
+    files = sorted(Path(coco).glob(f"{subset}/*.jpg"))
+    kinds = [""] + list(DEGRADATIONS)
+    rows = [{"file": f"{f}#{k}" if k else str(f), "name": f"coco/{f.parent.name}/{f.name}#{k}", "split": "train"}
+            for f in files for k in kinds]
+    parts = hand_parts(rows, cache)
+    feats = deep_features(rows, cache, loader=load_image)
+    n, v = len(files), len(kinds)
+    return {k: a.reshape(n, v) for k, a in parts.items()}, feats.reshape(n, v, -1), list(DEGRADATIONS)
+
+
+def degradation_fractions(quality: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Fraction of images whose degraded copy (columns 1..) scores below the original (column 0)."""
+    return {d: float((quality[:, i + 1] < quality[:, 0]).mean()) for i, d in enumerate(names)}
+
+
+def choose_gates(val: tuple, deg: tuple, target: float = DEGRADATION_TARGET, share: float = TECHNICAL_SHARE) -> tuple:
+    """Grid search: among gate settings whose every degradation fraction on ``deg`` is >= ``target``, the best
+    val SRCC (else the setting with the highest worst-case fraction). ``val`` = (parts, learned, mos, blend_w,
+    blend_b, fill); ``deg`` = (parts, learned, names). Returns (gates, val SRCC, fractions, table)."""
+    vp, vl, mos, bw, bb, fill = val
+    dp, dl, names = deg
+    flat = {k: a.reshape(-1) for k, a in dp.items()}
+    best, table = None, []
+    for cf in CLIP_FLOORS:
+        for cg in CLIP_GAMMAS:
+            for gg in GATE_GAMMAS:
+                g = default_gates() | {"share": share, "clip_floor": cf, "clip_gamma": cg, "gate_gamma": gg}
+                r = float(stats.spearmanr(combined(vp, vl, bw, bb, fill, g), mos).statistic)
+                fr = degradation_fractions(combined(flat, dl.reshape(-1), bw, bb, fill, g).reshape(dl.shape), names)
+                worst = min(fr.values())
+                key = (worst >= target, r if worst >= target else worst)
+                table.append((cf, cg, gg, r, worst))
+                if best is None or key > best[0]:
+                    best = (key, g, r, fr)
+    return best[1], best[2], best[3], table
 
 
 def select_rows(rows: list[dict], max_train: int = 0, train_list: str | None = None) -> list[dict]:
@@ -145,7 +218,8 @@ def prepare(biq: str, cache: str, max_train: int = 0, train_list: str | None = N
 
 
 def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, train_list: str | None = None,
-          share: float = TECHNICAL_SHARE, clip_gamma: float = CLIP_GAMMA) -> dict:
+          share: float = TECHNICAL_SHARE, coco: str = DEFAULT_COCO, coco_subset: str = "train2017",
+          target: float = DEGRADATION_TARGET) -> dict:
     from mining.quality.deep import FEATURE_VERSION
     from mining.storage import atomic_write_bytes
 
@@ -154,27 +228,44 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
     mos = np.array([r["mos"] for r in rows])
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
     head = fit_head(feats[tr], mos[tr], feats[va], mos[va])
-    z = (feats - head["mu"]) / head["sd"]
-    learned = np.clip(z @ head["w"] + head["b"], 0, 1)
-    val_parts = {k: v[va] for k, v in parts.items()} | {"learned": learned[va]}
-    blend_w, blend_b = fit_blend(val_parts, mos[va])
+
+    def predict(f):
+        return np.clip(((f - head["mu"]) / head["sd"]) @ head["w"] + head["b"], 0, 1)
+
+    learned = predict(feats)
     sel = lambda m: {k: v[m] for k, v in parts.items()}  # noqa: E731
+    blend_w, blend_b = fit_blend(sel(va) | {"learned": learned[va]}, mos[va])
+    fill = float(np.nanmean(parts["brisque"][va]))
+    blend_val = stats.spearmanr(combined(sel(va), learned[va], blend_w, blend_b, fill, default_gates()), mos[va]).statistic
+    if blend_val < stats.spearmanr(learned[va], mos[va]).statistic:  # the MSE-fitted blend must earn its place
+        blend_w, blend_b = np.eye(len(BLEND_INPUTS), dtype=np.float32)[0], 0.0
+    gates, gate_info = default_gates() | {"share": share}, {}
+    if coco and sorted(Path(coco).glob(f"{coco_subset}/*.jpg")):
+        dp, df, names = degradation_parts(coco, coco_subset, cache)
+        gates, val_srcc, fractions, table = choose_gates(
+            (sel(va), learned[va], mos[va], blend_w, blend_b, fill), (dp, predict(df), names), target, share)
+        gate_info = {"coco_subset": coco_subset, "images": int(df.shape[0]), "target": target,
+                     "val_srcc": val_srcc, "fractions": fractions,
+                     "grid": [dict(zip(("clip_floor", "clip_gamma", "gate_gamma", "val_srcc", "worst_fraction"), t))
+                              for t in table]}
     rows_te = [r for r, t in zip(rows, te) if t]
     metrics = {
-        "val": evaluate([r for r, t in zip(rows, va) if t], feats[va], sel(va), head, blend_w, blend_b,
-                        share=share, clip_gamma=clip_gamma),
-        "test": evaluate(rows_te, feats[te], sel(te), head, blend_w, blend_b, share=share, clip_gamma=clip_gamma),
+        "val": evaluate([r for r, t in zip(rows, va) if t], feats[va], sel(va), head, blend_w, blend_b, fill, gates),
+        "test": evaluate(rows_te, feats[te], sel(te), head, blend_w, blend_b, fill, gates),
     }
     buf = io.BytesIO()
     np.savez_compressed(buf, mu=head["mu"], sd=head["sd"], w=head["w"], b=head["b"], blend_w=blend_w,
                         blend_b=np.float32(blend_b), blend_inputs=np.array(BLEND_INPUTS),
                         feature_version=np.array(FEATURE_VERSION), alpha=head["alpha"],
-                        max_train=np.int64(max_train), brisque_fill=np.float32(np.nanmean(parts["brisque"][va])),
-                        technical_share=np.float32(share), clip_gamma=np.float32(clip_gamma))
+                        max_train=np.int64(max_train), brisque_fill=np.float32(fill),
+                        technical_share=np.float32(gates["share"]), clip_gamma=np.float32(gates["clip_gamma"]),
+                        clip_floor=np.float32(gates["clip_floor"]), gate_measures=np.array(list(gates["floors"])),
+                        gate_floors=np.array(list(gates["floors"].values()), np.float32),
+                        gate_gamma=np.float32(gates["gate_gamma"]))
     atomic_write_bytes(out, buf.getvalue())
     summary = {"max_train": max_train, "train_list": train_list, "n": {"train": int(tr.sum()), "val": int(va.sum()), "test": int(te.sum())},
                "ridge_alpha": float(head["alpha"]), "blend": dict(zip(BLEND_INPUTS, map(float, blend_w))),
-               "blend_bias": blend_b, "technical_share": share, "clip_gamma": clip_gamma, "metrics": metrics,
+               "blend_bias": blend_b, "gates": gates, "gate_selection": gate_info, "metrics": metrics,
                "feature_version": FEATURE_VERSION}
     atomic_write_bytes(str(Path(out).with_suffix(".json")), json.dumps(summary, indent=2).encode())
     atomic_write_bytes(str(Path(out).parent / "NOTE.md"), note(summary, Path(out).name).encode())
@@ -183,7 +274,7 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
 
 def note(s: dict, name: str) -> str:
     """The NOTE.md beside the weights: data, split, metric."""
-    t = s["metrics"]["test"]
+    t, g, gi = s["metrics"]["test"], s["gates"], s["gate_selection"]
     lines = [
         f"# `{name}`: learned quality head + blend", "",
         "Data: BIQ2021 (`../shared/data/biq2021`, a stratified 3,000-image sample of its official train split,",
@@ -192,18 +283,22 @@ def note(s: dict, name: str) -> str:
         f"Used: train {s['n']['train']} images (train_list={s['train_list']}, max_train={s['max_train']};",
         f"no list and 0 = all 2,387), val {s['n']['val']}, test {s['n']['test']} (never used for fitting).", "",
         f"Features: `{s['feature_version']}` (`mining/quality/deep.py`): EfficientNet-Lite0 ImageNet weights,",
-        "mean+std pooled outputs of blocks 0, 2, 4, 7, 10, 15 and the head, for the whole image at 224x224",
-        "and a 384x384 centre crop (short side resized to 384).", "",
+        "mean+std pooled outputs of all 16 blocks and the head, for the image at its native resolution",
+        "(short side capped at 512, centre crop <= 512x512) and the whole image resized to 384x384.", "",
         f"Head: ridge on standardised features, penalty {s['ridge_alpha']:g} chosen by SRCC on val.",
         "Blend: non-negative least squares on val over [learned, BRISQUE, technical, 6 technical measures],",
-        f"technical share {s['technical_share']:g}, times a clipping gate (1 - blown-out fraction) ** {s['clip_gamma']:g}",
-        "and a resolution gate (`mining/quality/scorer.py`). Share and gate exponent are fixed priors",
-        "(`--technical-share`, `--clip-gamma`), picked on COCO train2017 degradations so that over-exposure",
-        "and noise both lower the score (BIQ2021 has too few over-exposed photos to fit them; on val they",
-        "cost SRCC: see `docs/mining.md`).", "",
-        "Metric (held-out test split, Spearman SRCC / Pearson PLCC against MOS):", "",
-        "| scorer | SRCC | PLCC |", "|---|---|---|",
+        "kept only if it beats the learned head's val SRCC, else the learned head alone",
+        f"(weights: {', '.join(f'{k} {v:.3f}' for k, v in s['blend'].items() if v > 0)}); times gates that act",
+        f"only at extremes (`mining/quality/scorer.py`): clipping gate above {g['clip_floor']:g} blown-out fraction",
+        f"(exponent {g['clip_gamma']:g}), extreme-measure gate (floors {g['floors']}, exponent {g['gate_gamma']:g})",
+        f"and the resolution gate; technical share {g['share']:g}.",
     ]
+    if gi:
+        fr = ", ".join(f"{k} {v:.3f}" for k, v in gi["fractions"].items())
+        lines += [f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: best val SRCC",
+                  f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} of them ({fr})."]
+    lines += ["", "Metric (held-out test split, Spearman SRCC / Pearson PLCC against MOS):", "",
+              "| scorer | SRCC | PLCC |", "|---|---|---|"]
     for k in ("technical", "brisque", "learned", "combination"):
         lines.append(f"| {k} | {t[k]['srcc']:.3f} | {t[k]['plcc']:.3f} |")
     lines += ["", "Reproduce: `make train-quality-head` (see `mk/mining.mk`; features cached in out/quality_cache).", ""]
@@ -220,11 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-list", default=None, help="text file of train image names to use (default: all)")
     ap.add_argument("--technical-share", type=float, default=TECHNICAL_SHARE,
                     help="fixed share of the technical score mixed into the blend")
-    ap.add_argument("--clip-gamma", type=float, default=CLIP_GAMMA,
-                    help="exponent of the (1 - blown-out highlight fraction) gate")
+    ap.add_argument("--coco", default=DEFAULT_COCO, help="coco_mini folder for choosing the gates ('' = no gates)")
+    ap.add_argument("--coco-subset", default="train2017", help="COCO folder whose degradations choose the gates")
+    ap.add_argument("--degradation-target", type=float, default=DEGRADATION_TARGET,
+                    help="minimum fraction of COCO images whose degraded copy must score lower, per degradation")
     a = ap.parse_args(argv)
-    s = train(a.biq, a.out, a.cache, a.max_train, a.train_list or None, a.technical_share, a.clip_gamma)
-    print(json.dumps(s, indent=2))
+    s = train(a.biq, a.out, a.cache, a.max_train, a.train_list or None, a.technical_share, a.coco, a.coco_subset,
+              a.degradation_target)
+    print(json.dumps({k: v for k, v in s.items() if k != "gate_selection"} | {"gate_fractions": s["gate_selection"].get("fractions")}, indent=2))
     return 0
 
 
