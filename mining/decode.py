@@ -66,6 +66,16 @@ def _check_caption(record: dict, cfg: MiningConfig) -> tuple[str | None, str]:
     return None, ""
 
 
+def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
+    """Resize so the short side is ``size`` (bicubic), then crop the centred ``size`` x ``size`` square."""
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
 def truncate_caption(text: str, limit: int) -> str:
     """Cut at the last space before ``limit`` chars (hard cut when there is none)."""
     if len(text) <= limit:

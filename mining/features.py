@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mining.decode import resize_center_crop
+
 EFFNET_NAME = "efficientnet-lite0"
 EFFNET_DIM = 1280
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -64,12 +66,7 @@ def preprocess(images: Sequence[Image.Image], size: int, crop: bool = True) -> t
     for i, im in enumerate(images):
         im = _to_rgb(im)
         if crop:
-            w, h = im.size
-            s = size / min(w, h)
-            nw, nh = max(size, round(w * s)), max(size, round(h * s))
-            im = im.resize((nw, nh), Image.BICUBIC)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
+            im = resize_center_crop(im, size)
         else:
             im = im.resize((size, size), Image.BICUBIC)
         out[i] = np.asarray(im, dtype=np.float32)

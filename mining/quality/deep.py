@@ -48,11 +48,9 @@ def view(img, kind: str, size: int) -> np.ndarray:
         left, top = (nw - cw) // 2, (nh - ch) // 2
         im = im.crop((left, top, left + cw, top + ch)) if (cw, ch) != (nw, nh) else im
     elif kind == "crop":
-        s = size / min(w, h)
-        nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = img.resize((nw, nh), Image.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
+        from mining.decode import resize_center_crop
+
+        im = resize_center_crop(img, size)
     else:
         raise ValueError(f"unknown view kind {kind!r}")
     a = (np.asarray(im, dtype=np.float32) / 255.0 - _MEAN) / _STD
