@@ -110,10 +110,13 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
     o = _cluster_defaults()
     cfg = ClusterConfig(neighbours=o["neighbours"], size=o["cluster_size"], min_similarity=o["min_similarity"],
                         seeds=o["seeds"], knn_method=o["knn_method"],
-                        dedup=DedupConfig(cos_threshold=o["cos_threshold"], phash_threshold=o["phash_threshold"],
+                        dedup=DedupConfig(cos_threshold=o["cos_threshold"], cos_min_copy=o["cos_min_copy"],
+                                          cos_alone=o["cos_alone"], phash_threshold=o["phash_threshold"],
                                           phash_min_cos=o["phash_min_cos"], caption_min_cos=o["caption_min_cos"],
                                           use_copy=o["copy_threshold"] <= 1.0, copy_threshold=o["copy_threshold"],
                                           copy_min_cos=o["copy_min_cos"], copy_gate=o["copy_gate"],
+                                          copy_max_colour_change=o["copy_max_colour_change"],
+                                          copy_max_residual=o["copy_max_residual"],
                                           layout_neighbours=o["layout_neighbours"]))
     storage.makedirs(output)
     files = bc.kept_files(mined)

@@ -91,7 +91,8 @@ def cluster_group(points: list[dict], domain: str, cfg: ClusterConfig) -> tuple[
                     rescore_above=min(cfg.dedup.cos_threshold, cfg.dedup.phash_min_cos, cfg.dedup.caption_min_cos,
                                       cfg.dedup.copy_min_cos if cfg.dedup.use_copy else 1.01))
     thumbs = [p.get("thumb") for p in pts]
-    copies = CopyScores(thumbs, cfg.dedup.copy_threshold, cfg.dedup.copy_gate) if cfg.dedup.use_copy and any(
+    copies = CopyScores(thumbs, cfg.dedup.copy_threshold, cfg.dedup.copy_gate,
+                        cfg.dedup.copy_max_colour_change, cfg.dedup.copy_max_residual) if cfg.dedup.use_copy and any(
         t is not None for t in thumbs) else None
     d_sims, d_idx = sims, idx
     if copies is not None and cfg.dedup.layout_neighbours > 0:

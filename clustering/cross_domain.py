@@ -78,7 +78,8 @@ def cross_domain_duplicates(points: list[dict], home: list[bool], dedup: DedupCo
     thumbs = [p.get("thumb") for p in pts]
     copies = None
     if dedup.use_copy and any(t is not None for t in thumbs):
-        copies = CopyScores(thumbs, dedup.copy_threshold, dedup.copy_gate)
+        copies = CopyScores(thumbs, dedup.copy_threshold, dedup.copy_gate, dedup.copy_max_colour_change,
+                            dedup.copy_max_residual)
         if dedup.layout_neighbours > 0:
             sims, idx = merge_candidates(x, sims, idx, layout_neighbours(thumbs, min(dedup.layout_neighbours, n - 1)))
     same = (idx < 0) | (doms[np.maximum(idx, 0)] == doms[:, None])

@@ -1,5 +1,5 @@
 """Near-duplicate removal: exact keys (sha256, URL) and kNN neighbours (cosine above a
-threshold; a perceptual-hash match, an aligned-thumbnail copy match (crop/flip/colour robust,
+threshold, corroborated by the aligned thumbnails below a higher cosine; a perceptual-hash match, an aligned-thumbnail copy match (crop/flip/colour robust,
 ``clustering/copy_features.py``) or the same normalised caption, each backed by a looser
 cosine: captions alone repeat across distinct images).
 
@@ -16,21 +16,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clustering.copy_features import aligned_similarity, layout_pair
+from clustering.copy_features import CopyMatch, aligned_match, layout_pair
 from clustering.phash import flip_hamming
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    cos_threshold: float = 0.97  # cosine at or above which two images are near-duplicates
+    cos_threshold: float = 0.97  # cosine at or above which two images are near-duplicates ...
+    cos_min_copy: float = 0.9  # ... when (with thumbnails) the aligned copy score also reaches this (<= -1: off) ...
+    cos_alone: float = 0.985  # ... or the cosine reaches this (no corroboration needed)
     phash_threshold: int = 4  # flip-aware pHash Hamming distance at or below which ...
     phash_min_cos: float = 0.45  # ... a pair is a duplicate when cosine also reaches this
-    phash_min_copy: float = 0.9  # ... and (with thumbnails) the aligned copy score reaches this (<= -1: off)
+    phash_min_copy: float = 0.9  # ... and (with thumbnails) the copy score reaches this, residual within bounds (<= -1: off)
     use_phash: bool = True
     caption_min_cos: float = 1.01  # (off by default: >1) same normalised caption + at least this cosine = duplicate
     use_copy: bool = True
     copy_threshold: float = 0.985  # aligned-thumbnail correlation at or above which ...
     copy_min_cos: float = 0.5  # ... a pair is a duplicate when cosine also reaches this
+    copy_max_colour_change: float = 0.2  # ... and the aligned colour change (log contrast-ratio spread) is at most this
+    copy_max_residual: float = 5.0  # ... and the aligned per-channel affine residual (grey levels) is at most this
     copy_gate: float = 0.5  # unaligned 8x8 layout correlation below which a pair is not verified (cheap pre-filter)
     layout_neighbours: int = 10  # extra candidates per record from kNN on unaligned layout vectors (0: off)
 
@@ -39,23 +43,38 @@ class CopyScores:
     """Aligned-thumbnail scores of index pairs, computed on demand and cached (one group).
 
     Pairs whose unaligned layout correlation (plain or mirrored) is below ``gate`` score -1
-    without the aligned search."""
+    without the aligned search. A match needs the score to reach ``threshold``, and at that
+    alignment the colour change and the affine residual to stay within ``max_colour_change`` and
+    ``max_residual`` (``copy_features.CopyMatch``)."""
 
-    def __init__(self, thumbs, threshold: float, gate: float = -1.0):
+    def __init__(self, thumbs, threshold: float, gate: float = -1.0, max_colour_change: float = float("inf"),
+                 max_residual: float = float("inf")):
         self.thumbs, self.threshold, self.gate, self.cache = thumbs, threshold, gate, {}
+        self.max_colour_change, self.max_residual = max_colour_change, max_residual
         self.layouts = [None if t is None else layout_pair(t) for t in thumbs]
         self.verified = 0
 
-    def __call__(self, i: int, j: int) -> float:
+    def _gated(self, i: int, j: int) -> CopyMatch:
         key = (i, j) if i < j else (j, i)
         if key not in self.cache:
             la, lb = self.layouts[i], self.layouts[j]
             if la is None or lb is None or max(float(la[0] @ lb[0]), float(la[0] @ lb[1])) < self.gate:
-                self.cache[key] = -1.0
+                self.cache[key] = CopyMatch(-1.0, 0.0, 0.0)
             else:
                 self.verified += 1
-                self.cache[key] = aligned_similarity(self.thumbs[i], self.thumbs[j], early=self.threshold)
+                self.cache[key] = self._match(i, j)
         return self.cache[key]
+
+    def _match(self, i: int, j: int) -> CopyMatch:
+        """``aligned_match`` stopped early at the threshold; searched fully when the early alignment
+        fails the colour or residual test (a finer alignment of a crop can pass it)."""
+        m = aligned_match(self.thumbs[i], self.thumbs[j], early=self.threshold)
+        if m.score >= self.threshold and (m.colour_change > self.max_colour_change or m.residual > self.max_residual):
+            m = aligned_match(self.thumbs[i], self.thumbs[j])
+        return m
+
+    def __call__(self, i: int, j: int) -> float:
+        return self._gated(i, j).score
 
     def score(self, i: int, j: int) -> float:
         """Copy score without the layout gate (corroborates a pHash match; records without a
@@ -64,11 +83,21 @@ class CopyScores:
             return 1.0
         key = ("full",) + ((i, j) if i < j else (j, i))
         if key not in self.cache:
-            self.cache[key] = aligned_similarity(self.thumbs[i], self.thumbs[j], early=self.threshold)
-        return self.cache[key]
+            self.cache[key] = self._match(i, j)
+        return self.cache[key].score
+
+    def corroborates(self, i: int, j: int, min_score: float) -> bool:
+        """Whether the thumbnails back a pHash or cosine match: copy score (no layout gate) >= ``min_score``
+        and residual <= ``max_residual`` (True when either record has no thumbnail)."""
+        if self.thumbs[i] is None or self.thumbs[j] is None:
+            return True
+        self.score(i, j)
+        m = self.cache[("full",) + ((i, j) if i < j else (j, i))]
+        return m.score >= min_score and m.residual <= self.max_residual
 
     def match(self, i: int, j: int) -> bool:
-        return self(i, j) >= self.threshold
+        m = self._gated(i, j)
+        return m.score >= self.threshold and m.colour_change <= self.max_colour_change and m.residual <= self.max_residual
 
 
 _WS = re.compile(r"\s+")
@@ -122,13 +151,16 @@ def neighbour_duplicates(ranks: np.ndarray, sims: np.ndarray, idx: np.ndarray, c
     safe = np.where(valid, idx, 0)
     earlier = valid & (ranks[safe] < ranks[:, None])
     is_cos = earlier & (sims >= cfg.cos_threshold)
+    if copies is not None and cfg.cos_min_copy > -1:  # one subject from another view can be this close
+        for r, c in zip(*np.nonzero(is_cos & (sims < cfg.cos_alone))):
+            is_cos[r, c] = copies.corroborates(int(r), int(safe[r, c]), cfg.cos_min_copy)
     is_ph = np.zeros_like(is_cos)
     if cfg.use_phash and phash is not None:
         dist = flip_hamming(phash[:, None], phash[safe], phash_flip[safe])
         is_ph = earlier & ~is_cos & (dist <= cfg.phash_threshold) & (sims >= cfg.phash_min_cos)
         if copies is not None and cfg.phash_min_copy > -1:  # 64-bit pHash collides for distinct renders
             for r, c in zip(*np.nonzero(is_ph)):
-                is_ph[r, c] = copies.score(int(r), int(safe[r, c])) >= cfg.phash_min_copy
+                is_ph[r, c] = copies.corroborates(int(r), int(safe[r, c]), cfg.phash_min_copy)
     is_cap = np.zeros_like(is_cos)
     if captions is not None:
         same = (captions[safe] == captions[:, None]) & (captions[:, None] != None)  # noqa: E711
@@ -158,12 +190,13 @@ def pair_is_duplicate(i: int, j: int, x: np.ndarray, cfg: DedupConfig,
                       captions: np.ndarray | None = None, copies: CopyScores | None = None) -> bool:
     """Whether two records of a group are near-duplicates under ``cfg`` (used inside clusters)."""
     c = float(x[i] @ x[j])
-    if c >= cfg.cos_threshold:
+    if c >= cfg.cos_threshold and (copies is None or cfg.cos_min_copy <= -1 or c >= cfg.cos_alone
+                                   or copies.corroborates(i, j, cfg.cos_min_copy)):
         return True
     if captions is not None and captions[i] is not None and captions[i] == captions[j] and c >= cfg.caption_min_cos:
         return True
     if cfg.use_phash and phash is not None and c >= cfg.phash_min_cos:
         if int(flip_hamming(phash[i], phash[j], phash_flip[j])) <= cfg.phash_threshold and (
-                copies is None or cfg.phash_min_copy <= -1 or copies.score(i, j) >= cfg.phash_min_copy):
+                copies is None or cfg.phash_min_copy <= -1 or copies.corroborates(i, j, cfg.phash_min_copy)):
             return True
     return bool(cfg.use_copy and copies is not None and c >= cfg.copy_min_cos and copies.match(i, j))

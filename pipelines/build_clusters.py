@@ -99,9 +99,10 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
 
 def run(input: str, output: str, mined: str | None = None, embedder: str = "offline", runner: str | None = "fnapi",
         beam_args=(), neighbours: int = 10, cluster_size: int = 5, min_similarity: float = 0.0, seeds: str = "all",
-        knn_method: str = "auto", cos_threshold: float = 0.97, phash_threshold: int = 4, phash_min_cos: float = 0.45,
+        knn_method: str = "auto", cos_threshold: float = 0.97, cos_min_copy: float = 0.9,
+        cos_alone: float = 0.985, phash_threshold: int = 4, phash_min_cos: float = 0.45,
         phash_min_copy: float = 0.9, caption_min_cos: float = 1.01, copy_threshold: float = 0.985, copy_min_cos: float = 0.5,
-        copy_gate: float = 0.5, layout_neighbours: int = 10, max_distance_ratio: float = 2.0,
+        copy_max_colour_change: float = 0.2, copy_max_residual: float = 5.0, copy_gate: float = 0.5, layout_neighbours: int = 10, max_distance_ratio: float = 2.0,
         cross_domain: bool = True, cross_domain_group: int = 20_000, cross_domain_spill: float = 0.05, exact_fields=EXACT_FIELDS, target_group: int = 4000, centroids: int | None = None, seed: int = 0,
         niter: int = 20, per_shard: int = 1000, batch_size: int = 64, **_: Any) -> dict[str, Any]:
     """Build clusters from ``input`` (or the already-mined ``mined`` folder) into ``output``; returns the summary."""
@@ -118,11 +119,14 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
         raise FileNotFoundError(f"no kept parquet files under {mined}")
     cfg = ClusterConfig(neighbours=neighbours, size=cluster_size, min_similarity=min_similarity, seeds=seeds,
                         knn_method=knn_method, max_distance_ratio=max_distance_ratio,
-                        dedup=DedupConfig(cos_threshold=cos_threshold, phash_threshold=phash_threshold,
+                        dedup=DedupConfig(cos_threshold=cos_threshold, cos_min_copy=cos_min_copy,
+                                          cos_alone=cos_alone, phash_threshold=phash_threshold,
                                           phash_min_cos=phash_min_cos, phash_min_copy=phash_min_copy,
                                           caption_min_cos=caption_min_cos,
                                           use_copy=copy_threshold <= 1.0, copy_threshold=copy_threshold,
                                           copy_min_cos=copy_min_cos, copy_gate=copy_gate,
+                                          copy_max_colour_change=copy_max_colour_change,
+                                          copy_max_residual=copy_max_residual,
                                           layout_neighbours=layout_neighbours))
     xcfg = CrossDomainConfig(enabled=cross_domain, neighbours=neighbours, group=cross_domain_group,
                              spill=cross_domain_spill)
@@ -188,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", default="all", choices=["all", "cover"], help="every deduplicated pair seeds a cluster, "
                     "or only pairs not yet in a kept cluster")
     ap.add_argument("--knn", default="auto", choices=["auto", "flat", "ivf", "bf16"], help="kNN method inside a group")
-    ap.add_argument("--cos-threshold", type=float, default=0.97, help="cosine at/above which images are near-duplicates")
+    ap.add_argument("--cos-threshold", type=float, default=0.97, help="cosine at/above which images are near-duplicates ...")
+    ap.add_argument("--cos-min-copy", type=float, default=0.9,
+                    help="... when their aligned-thumbnail copy score also reaches this (another view of one "
+                    "subject can be that close; <= -1: off, plain SemDeDup) ...")
+    ap.add_argument("--cos-alone", type=float, default=0.985,
+                    help="... or their cosine reaches this (no thumbnail corroboration needed)")
     ap.add_argument("--phash-threshold", type=int, default=4, help="flip-aware pHash distance at/below which ...")
     ap.add_argument("--phash-min-cos", type=float, default=0.45, help="... pairs with at least this cosine are duplicates")
     ap.add_argument("--phash-min-copy", type=float, default=0.9,
@@ -198,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--copy-threshold", type=float, default=0.985,
                     help="aligned-thumbnail correlation (crop/flip/colour robust) at/above which ... (>1: off)")
     ap.add_argument("--copy-min-cos", type=float, default=0.5, help="... pairs with at least this cosine are duplicates")
+    ap.add_argument("--copy-max-colour-change", type=float, default=0.2,
+                    help="... and whose colour channels' contrast ratios, at that alignment, spread by at most this "
+                    "log ratio (0.2: about +-10%% gain per channel; recoloured renders are not copies)")
+    ap.add_argument("--copy-max-residual", type=float, default=5.0,
+                    help="... and whose mean absolute difference after a per-channel gain/offset map, at that "
+                    "alignment, is at most this many grey levels (of 255, on 16x16 views)")
     ap.add_argument("--copy-gate", type=float, default=0.5,
                     help="unaligned layout correlation below which a pair is not verified (pre-filter)")
     ap.add_argument("--layout-neighbours", type=int, default=10,
@@ -225,10 +240,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = run(args.input, args.output, mined=args.mined, embedder=args.embedder, runner=args.runner,
                   beam_args=beam_args, neighbours=args.neighbours, cluster_size=args.cluster_size,
                   min_similarity=args.min_similarity, seeds=args.seeds, knn_method=args.knn,
-                  cos_threshold=args.cos_threshold, phash_threshold=args.phash_threshold,
+                  cos_threshold=args.cos_threshold, cos_min_copy=args.cos_min_copy, cos_alone=args.cos_alone,
+                  phash_threshold=args.phash_threshold,
                   phash_min_cos=args.phash_min_cos,
                   phash_min_copy=args.phash_min_copy, caption_min_cos=args.caption_min_cos,
                   copy_threshold=args.copy_threshold, copy_min_cos=args.copy_min_cos, copy_gate=args.copy_gate,
+                  copy_max_colour_change=args.copy_max_colour_change,
+                  copy_max_residual=args.copy_max_residual,
                   layout_neighbours=args.layout_neighbours, max_distance_ratio=args.max_distance_ratio,
                   cross_domain=not args.no_cross_domain, cross_domain_group=args.cross_domain_group,
                   cross_domain_spill=args.cross_domain_spill, exact_fields=[s for s in args.exact_fields.split(",") if s],
