@@ -468,6 +468,11 @@ def run(n: int = 100, seed: int = 0, work: str = "out/bench/pipeline_e2e", io_mb
             s["meets_target"] = s["overhead"] <= target
         else:
             s["same_output"] = "n/a"
+    from datasets.shards import list_shards
+
+    if io_mb > 0 and not list_shards(str(pipe / "tasks" / "shards")):
+        raise SystemExit(f"the task stage wrote no shards (mining kept {stages[1].get('kept')} of {n} records): "
+                         "use a larger --n for the shard I/O test, or --io-mb 0")
     io_rows = shard_io(str(pipe / "tasks" / "shards"), root, io_mb, shard_mb) if io_mb > 0 else []
     return {"n": n, "seed": seed, "tasks": tasks or "mixture", "rounds": rounds, "target_overhead": target,
             "corpus_s": t_gen, "stages": stages, "io": io_rows,

@@ -20,7 +20,7 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     from mining.quality.biq import DEFAULT_CACHE
     from mining.quality.scorer import LearnedHead
-    from mining.quality.train import evaluate, fit_head, prepare, srcc_plcc
+    from mining.quality.train import evaluate, fit_head, prepare, srcc_plcc, tuned_predictions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--biq", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "biq2021"),
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     hd = {"mu": head.mu, "sd": head.sd, "w": head.w, "b": head.b}
     gates = {"share": head.share, "clip_floor": head.clip_floor, "clip_gamma": head.clip_gamma, "floors": head.floors,
              "gate_gamma": head.gate_gamma}
-    res = evaluate([r for r, t in zip(rows, te) if t], feats[te], {k: v[te] for k, v in parts.items()}, hd,
-                   head.blend_w, head.blend_b, head.fill, gates)
+    rows_te = [r for r, t in zip(rows, te) if t]
+    tuned = tuned_predictions(rows_te, str(head.tuned_file)) if head.tuned_weight > 0 else None
+    res = evaluate(rows_te, feats[te], {k: v[te] for k, v in parts.items()}, hd,
+                   head.blend_w, head.blend_b, head.fill, gates, tuned, head.tuned_weight)
     # baseline: the 1280 head-channel means of the native-resolution view only (global pooled penultimate features)
     from mining.quality.deep import global_pool_columns
 
@@ -60,11 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     print("| scorer | SRCC | PLCC |")
     print("|---|---|---|")
     names = {"technical": "(a) technical measures", "brisque": "(b) BRISQUE (bundled SVR)",
-             "learned": "(c) learned head (all blocks, native 512 + full 384)",
+             "learned": f"(c) learned head ({1 - head.tuned_weight:g} x frozen ridge + {head.tuned_weight:g} x "
+                        f"predictor of {head.tuned_file.name if head.tuned_file else '-'})",
              "combination": "(d) combination (val-fitted blend, extreme-only gates)"}
     for k, label in names.items():
         print(f"| {label} | {res[k]['srcc']:.3f} | {res[k]['plcc']:.3f} |")
     print(f"| baseline: ridge on global pooled native-resolution features | {bs:.3f} | {bp:.3f} |")
+    if tuned is not None:
+        s, p = srcc_plcc(tuned, mos[te])
+        r = evaluate(rows_te, feats[te], {k: v[te] for k, v in parts.items()}, hd, head.blend_w, head.blend_b,
+                     head.fill, gates)["learned"]
+        ep = json.loads(head.tuned_file.with_suffix(".json").read_text()).get("best_epoch")
+        print(f"| parts of (c): ReLU6 Lite0 predictor alone (delta epoch {ep}; 0 = adapters at zero) | {s:.3f} | {p:.3f} |")
+        print(f"| parts of (c): frozen ridge head alone | {r['srcc']:.3f} | {r['plcc']:.3f} |")
     if a.speed_images:
         speed([r["file"] for r in rows[: a.speed_images]])
     return 0

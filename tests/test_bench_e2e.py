@@ -7,7 +7,8 @@ from bench import pipeline_e2e
 
 def test_table_has_every_stage_with_positive_rates(tmp_path, capsys):
     out = tmp_path / "e2e.json"
-    rc = pipeline_e2e.main(["--n", "8", "--tasks", "t2i", "--io-mb", "1", "--shard-mb", "0.25",
+    # 30 pairs = two subjects: a single flat synthetic art subject can be all rejected as low quality
+    rc = pipeline_e2e.main(["--n", "30", "--tasks", "t2i", "--io-mb", "1", "--shard-mb", "0.25",
                             "--work", str(tmp_path / "work"), "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())

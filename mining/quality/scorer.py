@@ -60,7 +60,8 @@ def blend_matrix(parts: dict[str, np.ndarray], fill: float = 0.5) -> np.ndarray:
 
 
 class LearnedHead:
-    """Ridge regressor on standardised :mod:`mining.quality.deep` features, plus the blend."""
+    """Ridge regressor on standardised :mod:`mining.quality.deep` features, mixed with the fine-tuned
+    predictor (:mod:`mining.quality.finetune`, weight ``tuned_weight``), plus the blend."""
 
     def __init__(self, path: str | Path | None = None):
         path = Path(path or DEFAULT_WEIGHTS)
@@ -78,6 +79,9 @@ class LearnedHead:
         self.clip_floor = float(z["clip_floor"]) if "clip_floor" in z else 0.0
         self.floors = dict(zip(map(str, z["gate_measures"]), map(float, z["gate_floors"]))) if "gate_floors" in z else {}
         self.gate_gamma = float(z["gate_gamma"]) if "gate_gamma" in z else 0.0
+        self.tuned_weight = float(z["tuned_weight"]) if "tuned_weight" in z else 0.0
+        self.tuned_file = path.parent / str(z["tuned_file"]) if "tuned_file" in z else None
+        self.tuned_sha1 = str(z["tuned_sha1"]) if "tuned_sha1" in z else ""
 
     def final(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The combined ``quality`` from every part (``parts`` as returned by :meth:`QualityScorer.parts`)."""
@@ -85,8 +89,11 @@ class LearnedHead:
                              self.share, self.clip_gamma, self.clip_floor, {k: parts[f"m_{k}"] for k in self.floors},
                              self.floors, self.gate_gamma)
 
-    def predict(self, feats: np.ndarray) -> np.ndarray:
-        return np.clip(((feats - self.mu) / self.sd) @ self.w + self.b, 0.0, 1.0)
+    def predict(self, feats: np.ndarray | None, tuned: np.ndarray | None = None) -> np.ndarray:
+        """``(1 - t) * ridge(feats) + t * tuned`` clipped to [0, 1] (``t = tuned_weight``; feats may be None at t = 1)."""
+        t = self.tuned_weight
+        ridge = 0.0 if t >= 1 else ((feats - self.mu) / self.sd) @ self.w + self.b
+        return np.clip((1 - t) * ridge + (t * tuned if t > 0 else 0.0), 0.0, 1.0)
 
     def blend(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         return np.clip(blend_matrix(parts, self.fill) @ self.blend_w + self.blend_b, 0.0, 1.0)
@@ -107,7 +114,14 @@ class QualityScorer:
         self.head = LearnedHead(weights)
         if self.head.feature_version != FEATURE_VERSION:
             raise ValueError(f"head trained on {self.head.feature_version}, extractor is {FEATURE_VERSION}")
-        self.features = QualityFeatures(threads=threads)
+        self.features = QualityFeatures(threads=threads) if self.head.tuned_weight < 1 else None
+        self.tuned = None
+        if self.head.tuned_weight > 0:
+            from mining.quality.finetune import TunedQuality, file_sha1
+
+            if file_sha1(self.head.tuned_file) != self.head.tuned_sha1:
+                raise ValueError(f"{self.head.tuned_file} is not the fine-tune delta the head was fitted with")
+            self.tuned = TunedQuality(self.head.tuned_file, threads=threads)
         self.brisque = None
         if use_brisque:
             from mining.quality.brisque_score import Brisque
@@ -119,7 +133,11 @@ class QualityScorer:
         n = len(images)
         names = ("learned", "brisque", "technical", "clip_high") + tuple(f"m_{k}" for k in tech.NAMES)
         out: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in names}
-        out["learned"] = self.head.predict(self.features(images)) if n else np.zeros(0)
+        if n:
+            feats = self.features(images) if self.features is not None else None
+            out["learned"] = self.head.predict(feats, self.tuned(images) if self.tuned is not None else None)
+        else:
+            out["learned"] = np.zeros(0)
         for i, im in enumerate(images):
             rgb = np.asarray(im.convert("RGB"))
             raw = tech.raw_measures(rgb)
