@@ -36,6 +36,7 @@ MAX_TRIM = 0.2  # largest fraction cut off one side of a crop that is still sear
 COARSE = 0.05  # coarse search step (fraction of the side)
 COARSE_SIDE = 8  # side of the views compared in the coarse search
 FINE = 0.02  # refinement step around the best coarse box (then FINE / 3 around the best fine box)
+ORIENT_MARGIN = 0.05  # both mirror orientations are searched when their unaligned correlations are this close
 LAYOUT = 8  # side of the unaligned layout vector
 LAYOUT_DIM = LAYOUT * LAYOUT * 3
 
@@ -103,15 +104,20 @@ def _spans(step: float, centre: tuple[float, float] | None = None) -> list[tuple
     return sorted({(round(float(a), 4), round(float(b), 4)) for a in starts for b in ends})
 
 
-def _best_crop(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> tuple[float, tuple, tuple]:
-    """Max correlation of ``target`` (out*out*3, standardised) with crops of ``src`` (THUMB,THUMB,3)."""
+def _crop_scores(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> np.ndarray:
+    """(Y, X) correlations of ``target`` (out*out*3, standardised) with the crops of ``src`` (THUMB,THUMB,3)."""
     my = np.concatenate([_axis_matrix(*s, out) for s in ys])  # (Y*out, THUMB)
     mx = np.concatenate([_axis_matrix(*s, out) for s in xs])  # (X*out, THUMB)
     ny, nx = len(ys), len(xs)
     rows = (my @ src.reshape(THUMB, THUMB * 3)).reshape(ny * out, THUMB, 3)
     rows = rows.transpose(0, 2, 1).reshape(ny * out * 3, THUMB)  # (Y*k*c, u)
     views = (rows @ mx.T).reshape(ny, out, 3, nx, out).transpose(0, 3, 1, 4, 2)  # (Y, X, k, l, c)
-    corr = _standardise(views) @ target  # (Y, X)
+    return _standardise(views) @ target
+
+
+def _best_crop(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> tuple[float, tuple, tuple]:
+    """Max correlation of ``target`` with crops of ``src`` and that crop's spans."""
+    corr = _crop_scores(src, target, ys, xs, out)
     yi, xi = np.unravel_index(int(np.argmax(corr)), corr.shape)
     return float(corr[yi, xi]), ys[yi], xs[xi]
 
@@ -170,21 +176,25 @@ def aligned_match(a: bytes, b: bytes, early: float | None = None) -> CopyMatch:
     """How well thumbnail ``b`` matches thumbnail ``a`` as a copy.
 
     Score: the best aligned correlation over crops, the mirror image and per-channel colour
-    standardisation. The mirror orientation is chosen by the unaligned correlation; then crops of
-    either image are searched against the whole other one. ``early``: stop as soon as a score
-    reaches it. Colour change and residual are measured at the best alignment found."""
+    standardisation. The mirror orientation is chosen by the unaligned correlation (both are
+    searched when they are within ``ORIENT_MARGIN``: a crop can make the wrong one look better);
+    then crops of either image are searched against the whole other one. ``early``: stop as soon as
+    a score reaches it. Colour change and residual are measured at the best alignment found."""
     ta, tb = thumb_array(a), thumb_array(b)
     va = _standardise(_resample(ta))
-    plain, mirrored = float(va @ _standardise(_resample(tb))), float(va @ _standardise(_resample(tb[:, ::-1])))
-    if mirrored > plain:
-        tb = np.ascontiguousarray(tb[:, ::-1])
-    best = (max(plain, mirrored), ta, tb, (0.0, 1.0), (0.0, 1.0))
-    for src, dst in ((ta, tb), (tb, ta)):
-        if early is not None and best[0] >= early:
-            break
-        score, by, bx = _directed(src, dst)
-        if score > best[0]:
-            best = (score, src, dst, by, bx)
+    tm = np.ascontiguousarray(tb[:, ::-1])
+    plain, mirrored = float(va @ _standardise(_resample(tb))), float(va @ _standardise(_resample(tm)))
+    orients = [tm, tb] if mirrored > plain else [tb, tm]
+    if abs(plain - mirrored) >= ORIENT_MARGIN:
+        orients = orients[:1]
+    best = (max(plain, mirrored), ta, orients[0], (0.0, 1.0), (0.0, 1.0))
+    for ob in orients:
+        for src, dst in ((ta, ob), (ob, ta)):
+            if early is not None and best[0] >= early:
+                break
+            score, by, bx = _directed(src, dst)
+            if score > best[0]:
+                best = (score, src, dst, by, bx)
     score, src, dst, by, bx = best
     view, other = _aligned_views(src, dst, by, bx)
     return CopyMatch(score, colour_change(view, other), affine_residual(view, other))
