@@ -104,20 +104,16 @@ def _spans(step: float, centre: tuple[float, float] | None = None) -> list[tuple
     return sorted({(round(float(a), 4), round(float(b), 4)) for a in starts for b in ends})
 
 
-def _crop_scores(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> np.ndarray:
-    """(Y, X) correlations of ``target`` (out*out*3, standardised) with the crops of ``src`` (THUMB,THUMB,3)."""
+def _best_crop(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> tuple[float, tuple, tuple]:
+    """Max correlation of ``target`` (out*out*3, standardised) with crops of ``src`` (THUMB,THUMB,3),
+    and that crop's spans."""
     my = np.concatenate([_axis_matrix(*s, out) for s in ys])  # (Y*out, THUMB)
     mx = np.concatenate([_axis_matrix(*s, out) for s in xs])  # (X*out, THUMB)
     ny, nx = len(ys), len(xs)
     rows = (my @ src.reshape(THUMB, THUMB * 3)).reshape(ny * out, THUMB, 3)
     rows = rows.transpose(0, 2, 1).reshape(ny * out * 3, THUMB)  # (Y*k*c, u)
     views = (rows @ mx.T).reshape(ny, out, 3, nx, out).transpose(0, 3, 1, 4, 2)  # (Y, X, k, l, c)
-    return _standardise(views) @ target
-
-
-def _best_crop(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> tuple[float, tuple, tuple]:
-    """Max correlation of ``target`` with crops of ``src`` and that crop's spans."""
-    corr = _crop_scores(src, target, ys, xs, out)
+    corr = _standardise(views) @ target  # (Y, X)
     yi, xi = np.unravel_index(int(np.argmax(corr)), corr.shape)
     return float(corr[yi, xi]), ys[yi], xs[xi]
 

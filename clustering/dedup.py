@@ -1,7 +1,7 @@
-"""Near-duplicate removal: exact keys (sha256, URL) and kNN neighbours (cosine above a
-threshold, corroborated by the aligned thumbnails below a higher cosine; a perceptual-hash match, an aligned-thumbnail copy match (crop/flip/colour robust,
-``clustering/copy_features.py``) or the same normalised caption, each backed by a looser
-cosine: captions alone repeat across distinct images).
+"""Near-duplicate removal: exact keys (sha256, URL) and kNN neighbours (cosine above a threshold,
+corroborated by the aligned thumbnails below a higher cosine; a perceptual-hash match, an
+aligned-thumbnail copy match (crop/flip/colour robust, ``clustering/copy_features.py``) or the same
+normalised caption, each backed by a looser cosine: captions alone repeat across distinct images).
 
 Rule (SemDeDup-style, order based): records are ranked (higher quality first, then key);
 a record is a duplicate when a better-ranked record matches it. ``duplicate_of`` is resolved
@@ -40,11 +40,11 @@ class DedupConfig:
 
 
 class CopyScores:
-    """Aligned-thumbnail scores of index pairs, computed on demand and cached (one group).
+    """Aligned-thumbnail matches of index pairs, computed on demand and cached (one group).
 
-    Pairs whose unaligned layout correlation (plain or mirrored) is below ``gate`` score -1
-    without the aligned search. A match needs the score to reach ``threshold``, and at that
-    alignment the colour change and the affine residual to stay within ``max_colour_change`` and
+    A copy match needs the unaligned layout correlation (plain or mirrored) to reach ``gate``
+    (else no aligned search is run), the aligned score to reach ``threshold``, and at that alignment
+    the colour change and the affine residual to stay within ``max_colour_change`` and
     ``max_residual`` (``copy_features.CopyMatch``)."""
 
     def __init__(self, thumbs, threshold: float, gate: float = -1.0, max_colour_change: float = float("inf"),
@@ -52,51 +52,32 @@ class CopyScores:
         self.thumbs, self.threshold, self.gate, self.cache = thumbs, threshold, gate, {}
         self.max_colour_change, self.max_residual = max_colour_change, max_residual
         self.layouts = [None if t is None else layout_pair(t) for t in thumbs]
-        self.verified = 0
 
-    def _gated(self, i: int, j: int) -> CopyMatch:
+    def _aligned(self, i: int, j: int) -> CopyMatch:
+        """``aligned_match`` stopped early at the threshold (cached); searched fully when the early
+        alignment fails the colour or residual test (a finer alignment of a crop can pass it)."""
         key = (i, j) if i < j else (j, i)
         if key not in self.cache:
-            la, lb = self.layouts[i], self.layouts[j]
-            if la is None or lb is None or max(float(la[0] @ lb[0]), float(la[0] @ lb[1])) < self.gate:
-                self.cache[key] = CopyMatch(-1.0, 0.0, 0.0)
-            else:
-                self.verified += 1
-                self.cache[key] = self._match(i, j)
+            m = aligned_match(self.thumbs[i], self.thumbs[j], early=self.threshold)
+            if m.score >= self.threshold and (m.colour_change > self.max_colour_change
+                                              or m.residual > self.max_residual):
+                m = aligned_match(self.thumbs[i], self.thumbs[j])
+            self.cache[key] = m
         return self.cache[key]
 
-    def _match(self, i: int, j: int) -> CopyMatch:
-        """``aligned_match`` stopped early at the threshold; searched fully when the early alignment
-        fails the colour or residual test (a finer alignment of a crop can pass it)."""
-        m = aligned_match(self.thumbs[i], self.thumbs[j], early=self.threshold)
-        if m.score >= self.threshold and (m.colour_change > self.max_colour_change or m.residual > self.max_residual):
-            m = aligned_match(self.thumbs[i], self.thumbs[j])
-        return m
-
-    def __call__(self, i: int, j: int) -> float:
-        return self._gated(i, j).score
-
-    def score(self, i: int, j: int) -> float:
-        """Copy score without the layout gate (corroborates a pHash match; records without a
-        thumbnail score 1, i.e. the pHash rule alone decides)."""
-        if self.thumbs[i] is None or self.thumbs[j] is None:
-            return 1.0
-        key = ("full",) + ((i, j) if i < j else (j, i))
-        if key not in self.cache:
-            self.cache[key] = self._match(i, j)
-        return self.cache[key].score
-
     def corroborates(self, i: int, j: int, min_score: float) -> bool:
-        """Whether the thumbnails back a pHash or cosine match: copy score (no layout gate) >= ``min_score``
-        and residual <= ``max_residual`` (True when either record has no thumbnail)."""
+        """Whether the thumbnails back a pHash or cosine match (no layout gate): copy score >=
+        ``min_score`` and residual <= ``max_residual`` (True when either record has no thumbnail)."""
         if self.thumbs[i] is None or self.thumbs[j] is None:
             return True
-        self.score(i, j)
-        m = self.cache[("full",) + ((i, j) if i < j else (j, i))]
+        m = self._aligned(i, j)
         return m.score >= min_score and m.residual <= self.max_residual
 
     def match(self, i: int, j: int) -> bool:
-        m = self._gated(i, j)
+        la, lb = self.layouts[i], self.layouts[j]
+        if la is None or lb is None or max(float(la[0] @ lb[0]), float(la[0] @ lb[1])) < self.gate:
+            return False
+        m = self._aligned(i, j)
         return m.score >= self.threshold and m.colour_change <= self.max_colour_change and m.residual <= self.max_residual
 
 

@@ -95,6 +95,26 @@ def _tapped_module(model, taps: tuple[int, ...] | None = None):
     return Tapped(model).eval()
 
 
+def onnx_session(module, threads: int | None = None):
+    """An onnxruntime CPU session of ``module`` (one input ``x``: (N, 3, H, W) float32, N/H/W dynamic;
+    one output), exported in memory. Needs the ``onnx`` package."""
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 3, 224, 224), buf, input_names=["x"], output_names=["f"],
+                          opset_version=17, dynamo=False, dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "f": {0: "n"}})
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
 class QualityFeatures:
     """Pooled multi-depth features for every view; ``__call__(images) -> (N, dim)`` float32.
 
@@ -139,21 +159,7 @@ class QualityFeatures:
         self.session = self._onnx_session() if backend == "onnx" else None
 
     def _onnx_session(self):
-        import onnxruntime as ort
-
-        buf = io.BytesIO()
-        x = self.torch.zeros(1, 3, 224, 224)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.torch.onnx.export(self.module, x, buf, input_names=["x"], output_names=["f"], opset_version=17,
-                                   dynamo=False, dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "f": {0: "n"}})
-        so = ort.SessionOptions()
-        if self.threads:
-            so.intra_op_num_threads = self.threads
-        so.log_severity_level = 3
-        return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        return onnx_session(self.module, self.threads)
 
     @property
     def dim(self) -> int:

@@ -245,20 +245,11 @@ def _trunk_runner(threads: int):
 
     trunk = Trunk().eval()
     try:
-        import warnings
-
         import onnx  # noqa: F401
-        import onnxruntime as ort
 
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(trunk, torch.zeros(1, 3, 64, 64), buf, input_names=["x"], output_names=["h"],
-                              opset_version=17, dynamo=False, dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        from mining.quality.deep import onnx_session
+
+        sess = onnx_session(trunk, threads)
         return lambda x: sess.run(None, {"x": x})[0]
     except ImportError:
         def run(x):
@@ -286,21 +277,6 @@ def _pooled(m, acts, batch: int = 16, crop: int = 0) -> np.ndarray:
                                                  [:, :, sl, sl]).numpy() for s in range(0, len(acts), batch)])
 
 
-def _ridge(f, y, fv, yv):
-    """Dual ridge on standardised features, penalty chosen by val SRCC -> (mu, sd, w, b, alpha, val srcc)."""
-    mu, sd = f.mean(0), f.std(0) + 1e-6
-    z, zv = (f - mu) / sd, (fv - mu) / sd
-    s, u = np.linalg.eigh(z @ z.T)
-    uty = u.T @ (y - y.mean())
-    best = None
-    for a in RIDGE_ALPHAS:
-        w = z.T @ (u @ (uty / (np.maximum(s, 0) + a)))
-        r = _srcc(zv @ w, yv)
-        if best is None or r > best[-1]:
-            best = (mu, sd, w, y.mean(), a, r)
-    return best
-
-
 def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: float = 1e-3, head_lr: float = 1e-4,
           batch: int = 16, crop: int = 48, rank_weight: float = 1.0, seed: int = 0, threads: int = 1) -> dict:
     """Fine-tune on BIQ2021 train, select the epoch on val SRCC, write the delta + a .json summary."""
@@ -308,6 +284,7 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
     from tqdm import tqdm
 
     from mining.quality.biq import load_biq
+    from mining.quality.train import fit_head
     from mining.storage import atomic_write_bytes
 
     torch.manual_seed(seed)
@@ -322,7 +299,10 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
     m = base_model()
     wrapped = add_adapters(m, rank, float(rank), seed)
     f0 = _pooled(m, a_tr, crop=crop)  # the training crop size (and cost); val is scored on whole maps
-    mu, sd, w0, b0, alpha, r0 = _ridge(f0, y_tr, _pooled(m, a_va), y_va)
+    f0_va = _pooled(m, a_va)
+    h0 = fit_head(f0, y_tr, f0_va, y_va, alphas=RIDGE_ALPHAS)
+    mu, sd, w0, b0, alpha = h0["mu"], h0["sd"], h0["w"], h0["b"], float(h0["alpha"])
+    r0 = _srcc((f0_va - mu) / sd @ w0 + b0, y_va)
     print(f"epoch 0 (frozen, ridge alpha {alpha:g}): val SRCC {r0:.4f}")
     lin = torch.nn.Linear(len(mu), 1)
     with torch.no_grad():
@@ -336,13 +316,14 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, [lr, head_lr], total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(seed)
     var_y = float(y_tr.var())
-    hist, best = [{"epoch": 0, "val_srcc": r0}], None
+    hist = [{"epoch": 0, "val_srcc": r0}]
 
     def head_state():
         return {"mu": mu, "sd": sd, "w": lin.weight.detach().numpy()[0].copy(), "b": np.float32(lin.bias.item())}
 
     best = (r0, 0, delta_arrays(m, wrapped, head_state()))
     side = a_tr.shape[-1]
+
     def save(summary_extra: dict) -> dict:
         buf = io.BytesIO()
         np.savez_compressed(buf, **best[2], act_version=np.array(ACT_VERSION), rank=np.int64(rank))
