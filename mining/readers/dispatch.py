@@ -8,6 +8,7 @@ Kinds: ``img2dataset`` (a folder of ``NNNNN.tar``/``NNNNN.parquet`` shards), ``i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from mining.readers import img2dataset_output, table, urls
 from mining.readers.common import (
     TABLE_EXTENSIONS,
     URL_LIST_EXTENSIONS,
+    InputError,
     ReadStats,
     absolute,
     is_dir,
@@ -33,17 +35,24 @@ def detect_kind(input: str) -> str:
     if is_dir(path):
         return "img2dataset" if img2dataset_output.is_output_folder(path) else "folder"
     if not FileSystems.exists(path):
-        raise FileNotFoundError(f"input {input} does not exist")
+        raise InputError(f"input {input} does not exist")
+    if "://" not in path and not os.path.isfile(path):
+        raise InputError(f"input {input} is not a regular file or folder")
     ext = lower_ext(path)
     if ext == ".tar":
         return "img2dataset_shard"
-    if ext == ".parquet" and {"key", "status", "error_message"} <= set(table.table_columns(path)):
-        return "img2dataset_shard"
+    if ext == ".parquet":
+        try:
+            columns = set(table.table_columns(path))
+        except Exception as exc:  # noqa: BLE001 - a corrupt footer, a non-Parquet file
+            raise InputError(f"input {input} is not a readable Parquet file ({type(exc).__name__}: {exc})"[:300]) from None
+        if {"key", "status", "error_message"} <= columns:
+            return "img2dataset_shard"
     if ext in URL_LIST_EXTENSIONS:
         return "urls"
     if ext in TABLE_EXTENSIONS:
         return "table"
-    raise ValueError(f"cannot tell what {input} is: expected a folder, {TABLE_EXTENSIONS}, .txt or .tar")
+    raise InputError(f"cannot tell what {input} is: expected a folder, {TABLE_EXTENSIONS}, .txt or .tar")
 
 
 def read_any(input: str, work_dir: str | None = None, stats: ReadStats | None = None,
@@ -62,8 +71,7 @@ def read_any(input: str, work_dir: str | None = None, stats: ReadStats | None = 
     elif kind == "img2dataset_shard":
         yield from _limit(img2dataset_output.read_shard_file(input, stats=stats), limit)
     elif kind == "folder":
-        yield from folder_reader.read_folder(input, stats=stats, limit=limit,
-                                             load_bytes=opts.get("load_bytes", True))
+        yield from folder_reader.read_folder(input, stats=stats, limit=limit, **_file_opts(opts))
     elif kind == "table":
         yield from table.read_table(input, work_dir=work_dir, stats=stats, limit=limit, **opts)
     elif kind == "urls":
@@ -92,13 +100,18 @@ def read_unit(kind: str, unit: Any, **opts: Any) -> Iterator[dict[str, Any]]:
     """Records of one unit from :func:`input_units` (picklable, stateless: usable in a DoFn)."""
     if kind == "folder_image":
         image, sidecar, root = unit
-        yield folder_reader.read_image_file(image, sidecar, root=root, load_bytes=opts.get("load_bytes", True))
+        yield folder_reader.read_image_file(image, sidecar, root=root, **_file_opts(opts))
     else:
         yield from read_any(unit, kind=kind, **opts)
 
 
 def _download_opts(opts: dict[str, Any]) -> dict[str, Any]:
     keep = set(urls.DEFAULTS) | {"caption_col", "url_col"}
+    return {k: v for k, v in opts.items() if k in keep}
+
+
+def _file_opts(opts: dict[str, Any]) -> dict[str, Any]:
+    keep = {"load_bytes", "max_image_bytes", "follow_symlinks"}
     return {k: v for k, v in opts.items() if k in keep}
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from mining.readers.common import ReadStats, absolute, clean_text, log
+from mining.readers.common import DEFAULT_MAX_IMAGE_BYTES, ReadStats, absolute, clean_text, log
+from mining.readers.url_guard import guard_code
 from mining.schema import OccurrenceKeys, make_record, url_key
 
 SOURCE = "img2dataset"
@@ -28,6 +29,7 @@ IMG2DATASET_COLUMNS = ("key", "status", "error_message", "width", "height", "ori
 # Columns written by mining.readers.urls into img2dataset's input (carried via save_additional_columns).
 OWN_COLUMNS = ("input_row", "record_key", "caption_raw_hex", "input_meta")
 IMAGE_MEMBER_EXTS = ("jpg", "jpeg", "png", "webp")
+SHARD_LIST_COLUMNS = ("key", "status")  # a shard's Parquet without these is foreign: a bad_shard reject
 _SHARD_RE = re.compile(r"^(\d+)\.(tar|parquet)$")
 
 
@@ -77,9 +79,18 @@ def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
     tar_fh = FileSystems.open(tar_path, compression_type="uncompressed") if FileSystems.exists(tar_path) else None
     try:
         members, tar = _index_tar(tar_fh, tar_path, stats) if tar_fh is not None else ({}, None)
+        rows = None
         if FileSystems.exists(parquet_path):
-            rows = _parquet_rows(parquet_path)
-        else:
+            try:
+                rows = _parquet_rows(parquet_path)
+            except Exception as exc:  # noqa: BLE001 - a corrupt or foreign shard list is one named reject
+                if stats is not None:
+                    stats.add("bad_shard", parquet_path)
+                log.warning("img2dataset shard %s unusable: %s", parquet_path, exc)
+                yield make_record(key=keys(parquet_path), url=parquet_path, caption=None, source=SOURCE,
+                                  source_meta={"img2dataset": {"shard": shard}},
+                                  read_error=f"bad_shard: {parquet_path}: {type(exc).__name__}: {exc}"[:300])
+        if rows is None:  # no (usable) row list: the tar's samples are the rows
             rows = _tar_json_rows(tar, members, stats)
         for row in sorted(rows, key=lambda r: str(r.get("key") or "")):
             try:
@@ -124,7 +135,12 @@ def _parquet_rows(path: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     with FileSystems.open(path, compression_type="uncompressed") as fh:
-        return pq.read_table(fh).to_pylist()
+        table = pq.read_table(fh)
+    missing = [c for c in SHARD_LIST_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"not an img2dataset shard list: no column {', '.join(missing)} "
+                         f"(columns: {', '.join(table.column_names)[:200]})")
+    return table.to_pylist()
 
 
 def _tar_json_rows(tar: tarfile.TarFile | None, members: dict, stats: ReadStats | None) -> list[dict[str, Any]]:
@@ -143,6 +159,8 @@ def _tar_json_rows(tar: tarfile.TarFile | None, members: dict, stats: ReadStats 
 
 def _member_bytes(tar: tarfile.TarFile | None, exts: dict[str, tarfile.TarInfo], ext: str) -> bytes | None:
     if tar is None or ext not in exts:
+        return None
+    if exts[ext].size > DEFAULT_MAX_IMAGE_BYTES:
         return None
     try:
         return tar.extractfile(exts[ext]).read()
@@ -169,7 +187,9 @@ def _row_record(row: dict[str, Any], shard: str, members: dict, tar: tarfile.Tar
         if image is None:
             error = "missing_in_shard"
     else:
-        error = f"download_failed: {row.get('error_message') or status or 'unknown'}"
+        message = row.get("error_message") or status or "unknown"
+        code = guard_code(message)  # the guard proxy refused a hop (a redirect to a private address)
+        error = f"{code}: {message}" if code else f"download_failed: {message}"
     if error and stats is not None:
         stats.add(error.split(":", 1)[0], url)
     i2d = {c: row.get(c) for c in IMG2DATASET_COLUMNS if c in row}
@@ -192,7 +212,8 @@ def _row_record(row: dict[str, Any], shard: str, members: dict, tar: tarfile.Tar
 
 
 def missing_row_record(url: str, key: str | None = None, caption: Any = None,
-                       meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A failure record for an input row img2dataset produced nothing for (a failed shard)."""
+                       meta: dict[str, Any] | None = None,
+                       error: str = "download_failed: no img2dataset output row") -> dict[str, Any]:
+    """A failure record for an input row img2dataset produced nothing for (a failed shard, a refused URL)."""
     return make_record(key=key or url_key(url), url=url, caption=caption, source=SOURCE,
-                       source_meta=meta or {}, read_error="download_failed: no img2dataset output row")
+                       source_meta=meta or {}, read_error=error)

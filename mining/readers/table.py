@@ -23,11 +23,14 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from mining.readers.common import (
+    DEFAULT_MAX_IMAGE_BYTES,
     PATH_COLUMNS,
+    InputError,
     ReadStats,
     absolute,
     clean_text,
     lower_ext,
+    open_input,
     parent_dir,
     raw_field,
     read_file_bytes,
@@ -53,7 +56,7 @@ def iter_table_rows(path: str) -> Iterator[dict[str, Any]]:
                 yield from batch.to_pylist()
     elif ext in (".csv", ".tsv", ".csv.gz", ".tsv.gz"):
         delimiter = "\t" if ext.startswith(".tsv") else ","
-        with FileSystems.open(path) as fh:
+        with open_input(path) as fh:
             text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
             reader = csv.DictReader(text, delimiter=delimiter, restkey=EXTRA_FIELDS)
             while True:
@@ -67,19 +70,31 @@ def iter_table_rows(path: str) -> Iterator[dict[str, Any]]:
                 yield {str(k): [raw_field(x) for x in v] if isinstance(v, list) else raw_field(v)
                        for k, v in row.items()}
     elif ext in (".jsonl", ".jsonl.gz"):
-        with FileSystems.open(path) as fh:
-            for line in io.TextIOWrapper(fh, encoding="utf-8", errors="replace"):
-                if line.strip():
-                    yield json.loads(line)
+        with open_input(path) as fh:
+            for n, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:  # one bad line becomes a bad_row record naming its line
+                    yield {BAD_ROW: f"invalid JSON: {exc}", "line": n}
+                    continue
+                yield row if isinstance(row, dict) else {BAD_ROW: f"a {type(row).__name__}, not an object",
+                                                         "line": n}
     elif ext == ".json":
-        with FileSystems.open(path) as fh:
-            data = json.load(fh)
+        with open_input(path) as fh:
+            try:
+                data = json.load(fh)
+            except ValueError as exc:
+                raise InputError(f"{path}: not valid JSON ({exc})") from None
         rows = data.get("rows", data.get("data")) if isinstance(data, dict) else data
         if not isinstance(rows, list):
-            raise ValueError(f"{path}: a JSON table is a list of objects (or {{'rows': [...]}})")
-        yield from rows
+            raise InputError(f"{path}: a JSON table is a list of objects (or {{'rows': [...]}})")
+        for n, row in enumerate(rows):
+            yield row if isinstance(row, dict) else {BAD_ROW: f"a {type(row).__name__}, not an object",
+                                                     "line": n + 1}
     else:
-        raise ValueError(f"{path}: not a table (expected one of parquet, csv, tsv, jsonl, json)")
+        raise InputError(f"{path}: not a table (expected one of parquet, csv, tsv, jsonl, json)")
 
 
 def table_columns(path: str) -> list[str]:
@@ -89,8 +104,14 @@ def table_columns(path: str) -> list[str]:
 
         with FileSystems.open(path, compression_type="uncompressed") as fh:
             return list(pq.ParquetFile(fh).schema_arrow.names)
+    if lower_ext(path) in (".csv", ".tsv", ".csv.gz", ".tsv.gz"):
+        with open_input(path) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            header = next(csv.reader(text, delimiter="\t" if ".tsv" in lower_ext(path) else ","), [])
+        return [str(c) for c in header]
     for row in iter_table_rows(path):
-        return list(row)
+        if BAD_ROW not in row:
+            return list(row)
     return []
 
 
@@ -122,38 +143,51 @@ def pick_path_column(columns: list[str], path_col: str | None = None) -> str | N
 def read_table(path: str, work_dir: str | None = None, caption_col: str | None = None,
                path_col: str | None = None, url_col: str = "url", load_bytes: bool = True,
                stats: ReadStats | None = None, limit: int | None = None,
+               max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, follow_symlinks: bool = False,
                **download_opts: Any) -> Iterator[dict[str, Any]]:
-    """Records for every row of a table file, in file order (one Beam fan-out unit per file)."""
+    """Records for every row of a table file, in file order (one Beam fan-out unit per file).
+
+    Raises :class:`InputError` for a table with no rows or without a usable column.
+    """
     path = absolute(path)
     columns = table_columns(path)
+    if not columns or next(iter_table_rows(path), None) is None:
+        raise InputError(f"{path}: empty input (no rows)")
     pcol = pick_path_column(columns, path_col)
     if pcol is None:
+        if path_col:
+            raise InputError(f"{path}: no column {path_col!r} (columns: {', '.join(columns)[:200]})")
         if url_col not in columns:
-            raise ValueError(f"{path}: needs a path column ({', '.join(PATH_COLUMNS)}) or a '{url_col}' column")
+            raise InputError(f"{path}: needs a path column ({', '.join(PATH_COLUMNS)}) or a '{url_col}' column "
+                             f"(columns: {', '.join(columns)[:200]})")
         from mining.readers.urls import read_url_rows
 
         yield from read_url_rows(_limited(iter_table_rows(path), limit), path, work_dir=work_dir,
                                  caption_col=caption_col, url_col=url_col, stats=stats, **download_opts)
         return
+    if caption_col and caption_col not in columns:
+        raise InputError(f"{path}: no column {caption_col!r} (columns: {', '.join(columns)[:200]})")
     base = parent_dir(path)
     keys = OccurrenceKeys()
+    read = {"max_bytes": max_image_bytes, "root": base, "follow_symlinks": follow_symlinks}
     for n, row in enumerate(_limited(iter_table_rows(path), limit)):
         try:
             if BAD_ROW in row:
                 raise ValueError(row[BAD_ROW])
-            yield table_row_record(row, base, keys, pcol, caption_col, url_col, load_bytes, stats)
+            yield table_row_record(row, base, keys, pcol, caption_col, url_col, load_bytes, stats, read)
         except Exception as exc:  # noqa: BLE001 - a bad row is a counted error record, never fatal
+            where = f"{path} line {row['line']}" if isinstance(row.get("line"), int) else f"{path} row {n}"
             if stats is not None:
-                stats.add("bad_row", f"{path} row {n}")
+                stats.add("bad_row", where)
             yield make_record(key=keys(f"{path}#row{n}"), url=path, caption=None, source=SOURCE,
                               source_meta={"row": n, "line": row.get("line")},
-                              read_error=f"bad_row: {type(exc).__name__}: {exc}"[:300])
+                              read_error=f"bad_row: {where}: {type(exc).__name__}: {exc}"[:300])
 
 
 def table_row_record(row: dict[str, Any], base: str, keys: OccurrenceKeys, path_col: str,
                      caption_col: str | None, url_col: str, load_bytes: bool = True,
-                     stats: ReadStats | None = None) -> dict[str, Any]:
-    """One record for a table row that names a file."""
+                     stats: ReadStats | None = None, read: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One record for a table row that names a file (``read``: options of ``read_file_bytes``)."""
     caption, used = pick_caption(row, caption_col)
     rel = clean_text(row.get(path_col))
     url = clean_text(row.get(url_col)) or None
@@ -162,7 +196,7 @@ def table_row_record(row: dict[str, Any], base: str, keys: OccurrenceKeys, path_
         image, error, full = None, "missing_file", None
     else:
         full = resolve(base, str(rel))
-        image, error = read_file_bytes(full) if load_bytes else (None, None)
+        image, error = read_file_bytes(full, **(read or {})) if load_bytes else (None, None)
     if error and stats is not None:
         stats.add(error.split(":", 1)[0], full or str(row)[:200])
     source_url = url or full or ""

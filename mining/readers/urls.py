@@ -29,7 +29,16 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from mining.readers import img2dataset_output as i2d_out
-from mining.readers.common import ReadStats, absolute, clean_text, log, lower_ext
+from mining.readers import url_guard
+from mining.readers.common import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    ReadStats,
+    absolute,
+    clean_text,
+    log,
+    lower_ext,
+    open_input,
+)
 from mining.schema import OccurrenceKeys
 from mining.storage import TMP_MARK, makedirs
 
@@ -40,9 +49,12 @@ URL_TABLE_SCHEMA = pa.schema([
     pa.field("caption_raw_hex", pa.string()),  # raw caption bytes when they are not UTF-8
     pa.field("record_key", pa.string()),
     pa.field("input_meta", pa.string()),  # JSON of the other input columns
+    pa.field("fetch_url", pa.string()),  # what img2dataset fetches: "" for a refused URL
+    pa.field("blocked", pa.string()),  # "reason: detail" of url_guard.check_url, else null
 ])
 DEFAULTS = {"processes": 1, "threads": 16, "timeout": 10, "retries": 0, "shard_samples": 10000,
-            "reencode": "none", "user_agent_token": None}
+            "reencode": "none", "user_agent_token": None, "allow_private_addresses": False,
+            "max_image_bytes": DEFAULT_MAX_IMAGE_BYTES}
 
 
 def default_work_dir(input_path: str) -> str:
@@ -53,7 +65,7 @@ def default_work_dir(input_path: str) -> str:
 
 def iter_url_lines(path: str) -> Iterator[dict[str, Any]]:
     """``{"url": ...}`` per non-blank line of a URL list (.txt or .txt.gz), streamed."""
-    with FileSystems.open(path) as fh:
+    with open_input(path) as fh:
         for line in io.TextIOWrapper(fh, encoding="utf-8", errors="replace"):
             if line.strip():
                 yield {"url": line.strip()}
@@ -82,10 +94,14 @@ def read_url_rows(rows: Iterable[dict[str, Any]], input_path: str, work_dir: str
     table_path = FileSystems.join(work_dir, "urls.parquet")
     out_dir = FileSystems.join(work_dir, "img2dataset")
     shard_samples = int(opts.get("shard_samples", DEFAULTS["shard_samples"]))
-    n_rows = write_url_table(rows, table_path, out_dir, caption_col, url_col, shard_samples)
+    allow_private = bool(opts.get("allow_private_addresses", False))
+    n_rows = write_url_table(rows, table_path, out_dir, caption_col, url_col, shard_samples, allow_private)
     n_shards = -(-n_rows // shard_samples)
-    if n_shards and not finished_shards(out_dir) >= set(range(n_shards)):
-        run_img2dataset(table_path, out_dir, **opts)
+    if n_shards and _fetchable(table_path) and not finished_shards(out_dir) >= set(range(n_shards)):
+        # every fetch (redirects included) goes through the guard proxy: see mining/readers/url_guard.py
+        with url_guard.guarded_environment(allow_private, timeout_s=float(opts.get("timeout", 10)) + 5,
+                                           max_bytes=int(opts.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES))):
+            run_img2dataset(table_path, out_dir, **opts)
     yield from merge_with_input(table_path, out_dir, stats)
 
 
@@ -99,14 +115,16 @@ def finished_shards(out_dir: str) -> set[int]:
 
 
 def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: str,
-                    caption_col: str | None = None, url_col: str = "url", shard_samples: int = 10000) -> int:
+                    caption_col: str | None = None, url_col: str = "url", shard_samples: int = 10000,
+                    allow_private: bool = False) -> int:
     """Write the normalised input atomically; a changed input (or shard size) clears stale output."""
     from mining.readers.table import pick_caption
 
     makedirs(FileSystems.split(table_path)[0])
     tmp = f"{table_path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
     keys, n, batch = OccurrenceKeys(), 0, []
-    schema = URL_TABLE_SCHEMA.with_metadata({"shard_samples": str(shard_samples)})
+    schema = URL_TABLE_SCHEMA.with_metadata({"shard_samples": str(shard_samples),
+                                             "allow_private_addresses": str(allow_private)})
     with FileSystems.create(tmp) as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
         for row in rows:
             url = clean_text(row.get(url_col)) or ""
@@ -118,9 +136,12 @@ def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: st
                 except UnicodeDecodeError:
                     raw_hex, caption = caption.hex(), caption.decode("utf-8", "replace")
             extra = {k: clean_text(v) for k, v in row.items() if k not in (url_col, used)}
+            refusal = url_guard.check_url(url, allow_private)
             batch.append({"input_row": n, "url": url, "caption": caption if caption is None else str(caption),
                           "caption_raw_hex": raw_hex, "record_key": keys(url),
-                          "input_meta": json.dumps(extra, sort_keys=True, default=str)})
+                          "input_meta": json.dumps(extra, sort_keys=True, default=str),
+                          "fetch_url": "" if refusal else url,
+                          "blocked": f"{refusal[0]}: {refusal[1]}"[:300] if refusal else None})
             n += 1
             if len(batch) >= 4096:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
@@ -155,7 +176,7 @@ def run_img2dataset(table_path: str, out_dir: str, processes: int = 1, threads: 
         raise ValueError(f"reencode must be 'none' or 'skip', not {reencode!r}")
     with _no_signal_handler(i2d_main):
         img2dataset.download(
-            url_list=table_path, input_format="parquet", url_col="url", caption_col="caption",
+            url_list=table_path, input_format="parquet", url_col="fetch_url", caption_col="caption",
             output_folder=out_dir, output_format="webdataset", processes_count=processes,
             thread_count=threads, timeout=timeout, retries=retries, number_sample_per_shard=shard_samples,
             resize_mode="no", disable_all_reencoding=reencode == "none", skip_reencode=reencode == "skip",
@@ -186,6 +207,8 @@ def merge_with_input(table_path: str, out_dir: str, stats: ReadStats | None = No
             yield _lost(pending, stats)
             pending = next(inputs, None)
         if pending is not None and pending["input_row"] == row:
+            if pending["blocked"]:  # refused before download: img2dataset only saw an empty URL
+                rec = _lost(pending, stats)
             pending = next(inputs, None)
         yield rec
     while pending is not None:
@@ -200,12 +223,19 @@ def _iter_input(table_path: str) -> Iterator[dict[str, Any]]:
 
 
 def _lost(row: dict[str, Any], stats: ReadStats | None) -> dict[str, Any]:
+    error = row.get("blocked") or "download_failed: no img2dataset output row"
     if stats is not None:
-        stats.add("download_failed", row["url"])
+        stats.add(error.split(":", 1)[0], row["url"])
     meta = json.loads(row["input_meta"] or "{}")
     meta["input_row"] = row["input_row"]
     caption = bytes.fromhex(row["caption_raw_hex"]) if row["caption_raw_hex"] else row["caption"]
-    return i2d_out.missing_row_record(row["url"], row["record_key"], caption, meta)
+    return i2d_out.missing_row_record(row["url"], row["record_key"], caption, meta, error)
+
+
+def _fetchable(table_path: str) -> int:
+    """Rows of the URL table that the guard let through (none: img2dataset need not start)."""
+    with FileSystems.open(table_path, compression_type="uncompressed") as fh:
+        return pq.read_table(fh, columns=["blocked"]).column("blocked").null_count
 
 
 def _sha256(path: str) -> str:
