@@ -14,7 +14,9 @@ inside them. Two layers instead:
    checked (no DNS rebinding). Responses are cut after ``max_bytes``.
 
 ``allow_private=True`` (``--allow-private-addresses``) lifts the address rule (loopback test
-servers, intranet mirrors); the scheme rule always holds.
+servers, intranet mirrors); a collection of ``"host:port"`` strings (Python API) exempts just
+those endpoints. The scheme rule always holds.
+
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import selectors
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from urllib.parse import urlsplit
 
 ALLOWED_SCHEMES = ("http", "https")
@@ -45,7 +47,13 @@ def is_private_ip(ip: str) -> bool:
             or addr.is_reserved or addr.is_unspecified)
 
 
-def check_url(url: str, allow_private: bool = False) -> tuple[str, str] | None:
+def _exempt(allow_private: bool | Collection[str], host: str, port: int) -> bool:
+    if isinstance(allow_private, bool):
+        return allow_private
+    return f"{host}:{port}" in allow_private
+
+
+def check_url(url: str, allow_private: bool | Collection[str] = False) -> tuple[str, str] | None:
     """(reason, detail) when ``url`` must not be fetched, else None (DNS names are left to the proxy)."""
     try:
         parts = urlsplit(url.strip())
@@ -57,7 +65,11 @@ def check_url(url: str, allow_private: bool = False) -> tuple[str, str] | None:
         return "unsupported_url_scheme", f"scheme {scheme or '(none)'!r} not in {'/'.join(ALLOWED_SCHEMES)}"
     if not host:
         return "unsupported_url_scheme", "URL has no host"
-    if allow_private:
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        return "unsupported_url_scheme", f"bad port: {exc}"
+    if _exempt(allow_private, host, port):
         return None
     if host == "localhost" or host.endswith(".localhost"):
         return "private_address", f"host {host}"
@@ -69,18 +81,24 @@ def check_url(url: str, allow_private: bool = False) -> tuple[str, str] | None:
 
 
 def guard_code(message: str | None) -> str | None:
-    """The guard's reason code inside an img2dataset error message (a proxy refusal), if any."""
+    """The guard's reason code inside an img2dataset error message (a proxy refusal), if any.
+
+    urllib itself refuses a redirect to a scheme other than http/https/ftp ("Redirection to url
+    ... is not allowed"): that is an ``unsupported_url_scheme`` too.
+    """
+    if message and "Redirection to url" in message and "is not allowed" in message:
+        return "unsupported_url_scheme"
     return next((c for c in GUARD_CODES if message and c in message), None)
 
 
-def _resolve(host: str, port: int, allow_private: bool) -> tuple[str | None, str]:
+def _resolve(host: str, port: int, allow_private: bool | Collection[str]) -> tuple[str | None, str]:
     """(address to connect to, "") or (None, refusal reason phrase)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         return None, f"502 cannot resolve {host}: {exc.strerror or exc}"
     addrs = [i[4][0] for i in infos]
-    if not allow_private:
+    if not _exempt(allow_private, host, port):
         bad = [a for a in addrs if is_private_ip(a)]
         if bad:
             return None, f"403 private_address {host} -> {bad[0]}"
@@ -166,13 +184,13 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, allow_private: bool, timeout_s: float, max_bytes: int):
+    def __init__(self, allow_private: bool | Collection[str], timeout_s: float, max_bytes: int):
         self.allow_private, self.timeout_s, self.max_bytes = allow_private, timeout_s, max_bytes
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
 @contextlib.contextmanager
-def guarded_environment(allow_private: bool = False, timeout_s: float = 30.0,
+def guarded_environment(allow_private: bool | Collection[str] = False, timeout_s: float = 30.0,
                         max_bytes: int = 64 * 1024 * 1024) -> Iterator[str]:
     """Run a :class:`GuardProxy` and point this process's (and its children's) proxy variables at it.
 

@@ -94,7 +94,8 @@ def read_url_rows(rows: Iterable[dict[str, Any]], input_path: str, work_dir: str
     table_path = FileSystems.join(work_dir, "urls.parquet")
     out_dir = FileSystems.join(work_dir, "img2dataset")
     shard_samples = int(opts.get("shard_samples", DEFAULTS["shard_samples"]))
-    allow_private = bool(opts.get("allow_private_addresses", False))
+    allow_private = opts.get("allow_private_addresses", False)
+    allow_private = allow_private if isinstance(allow_private, bool) else sorted(allow_private)
     n_rows = write_url_table(rows, table_path, out_dir, caption_col, url_col, shard_samples, allow_private)
     n_shards = -(-n_rows // shard_samples)
     if n_shards and _fetchable(table_path) and not finished_shards(out_dir) >= set(range(n_shards)):
@@ -116,7 +117,7 @@ def finished_shards(out_dir: str) -> set[int]:
 
 def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: str,
                     caption_col: str | None = None, url_col: str = "url", shard_samples: int = 10000,
-                    allow_private: bool = False) -> int:
+                    allow_private: bool | list[str] = False) -> int:
     """Write the normalised input atomically; a changed input (or shard size) clears stale output."""
     from mining.readers.table import pick_caption
 
@@ -124,7 +125,7 @@ def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: st
     tmp = f"{table_path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
     keys, n, batch = OccurrenceKeys(), 0, []
     schema = URL_TABLE_SCHEMA.with_metadata({"shard_samples": str(shard_samples),
-                                             "allow_private_addresses": str(allow_private)})
+                                             "allow_private_addresses": json.dumps(allow_private)})
     with FileSystems.create(tmp) as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
         for row in rows:
             url = clean_text(row.get(url_col)) or ""
