@@ -25,6 +25,7 @@ from datasets.mixture import MixturePlan, load_config, plan_mixture
 from datasets.tasks import REGISTRY
 from datasets.tasks.base import Job, PlanInputs, TaskSkip, Tools
 from mining import storage
+from mining.readers.common import read_file_bytes
 from mining.schema import REJECT_SCHEMA, url_key
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,14 @@ def _style_phrase(text: str) -> str:
     return t or "the reference style"
 
 
-def load_styles(style_dir: str | None, max_side: int = 512) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+def load_styles(style_dir: str | None, max_side: int = 512,
+                rejects: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """Style images of a folder: ([{key, path, style}], {key: shrunk JPEG bytes}).
 
     The style phrase comes from ``metadata.csv`` (columns ``file`` + ``style``) when present,
-    else a ``.txt`` beside the image, else the file name.
+    else a ``.txt`` beside the image, else the file name. An image that cannot be used (not a
+    regular file, too large, undecodable) is appended to ``rejects`` as a reject row of the
+    tasks stage (reason ``style_unreadable``) and skipped.
     """
     if not style_dir:
         return [], {}
@@ -121,10 +125,16 @@ def load_styles(style_dir: str | None, max_side: int = 512) -> tuple[list[dict[s
             txt = os.path.splitext(f)[0] + ".txt"
             phrase = storage.read_bytes(txt).decode("utf-8") if storage.exists(txt) else os.path.splitext(
                 os.path.basename(f))[0].replace("_", " ")
+        data_bytes, error = read_file_bytes(f, root=style_dir)
         try:
-            img = decode_image(storage.read_bytes(f), max_side)
-        except Exception as exc:  # noqa: BLE001 - a broken style image is skipped, with a log line
+            if error:
+                raise ValueError(error)
+            img = decode_image(data_bytes, max_side)
+        except Exception as exc:  # noqa: BLE001 - a broken style image is a counted reject of the stage
             log.warning("style image %s unreadable: %s", f, exc)
+            if rejects is not None:
+                rejects.append({"key": url_key(f), "url": f, "stage": "tasks", "reason": "style_unreadable",
+                                "detail": f"{type(exc).__name__}: {exc}"[:300]})
             continue
         key = url_key(f)
         styles.append({"key": key, "path": f, "style": _style_phrase(phrase)})

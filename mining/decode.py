@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mining.config import MiningConfig
-from mining.schema import load_image_bytes, reject
+from mining.readers.common import DEFAULT_MAX_IMAGE_BYTES, read_file_bytes
+from mining.schema import reject
 
 STAGE = "mining"
 
@@ -52,6 +53,11 @@ def _to_8bit_rgb(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def cfg_max_bytes(cfg: MiningConfig) -> int:
+    """The image file size cap (``max_image_bytes`` when the config has one)."""
+    return int(getattr(cfg, "max_image_bytes", DEFAULT_MAX_IMAGE_BYTES))
 
 
 def _check_caption(record: dict, cfg: MiningConfig) -> tuple[str | None, str]:
@@ -128,10 +134,11 @@ def decode_record(record: dict[str, Any], cfg: MiningConfig | None = None) -> De
         reason, detail = _check_caption(record, cfg)
         if reason:
             return reject(record, STAGE, reason, detail)
-        try:
-            data = load_image_bytes(record)
-        except Exception as e:  # noqa: BLE001 - missing or unreadable path
-            return reject(record, STAGE, "read_error", f"{type(e).__name__}: {e}")
+        data = record.get("image")
+        if data is None and record.get("path"):  # --no-bytes records: the same bounded, regular-file-only read
+            data, error = read_file_bytes(record["path"], max_bytes=cfg_max_bytes(cfg))
+            if error:
+                return reject(record, STAGE, "read_error", error)
         if not data:
             return reject(record, STAGE, "empty_bytes", "no image bytes")
         im, reason, detail = decode_image(data, cfg)

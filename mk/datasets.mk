@@ -7,9 +7,9 @@ SHARED_DATA ?= ../shared/data
 .PHONY: tasks-real tasks-previews
 
 tasks-real: setup ## task shards from real COCO images + StyleDrop styles (../shared/data) -> $(OUT)/tasks_real
-	$(PYTHON) -m datasets.real_inputs --src $(SHARED_DATA)/coco_mini --out $(OUT)/tasks_real_in
-	$(PYTHON) -m pipelines.build_tasks --input $(OUT)/tasks_real_in --output $(OUT)/tasks_real \
-		--style-dir $(SHARED_DATA)/styledrop --seed $(SEED) --embed-text $(TASKS_ARGS)
+	$(PYTHON) -m datasets.real_inputs --src "$(SHARED_DATA)/coco_mini" --out "$(OUT)/tasks_real_in"
+	$(PYTHON) -m pipelines.build_tasks --input "$(OUT)/tasks_real_in" --output "$(OUT)/tasks_real" \
+		--style-dir "$(SHARED_DATA)/styledrop" --seed $(SEED) --embed-text $(TASKS_ARGS)
 
 tasks-previews: setup ## one PNG per task in docs/tasks from $(OUT)/tasks_real
-	$(PYTHON) -m datasets.preview --shards $(OUT)/tasks_real/shards --out docs/tasks
+	$(PYTHON) -m datasets.preview --shards "$(OUT)/tasks_real/shards" --out docs/tasks

@@ -10,10 +10,10 @@ QUALITY_FINETUNE ?= mining/weights/quality_finetune.npz
 .PHONY: train-quality-finetune train-quality-head bench-quality test-mining
 
 train-quality-finetune: setup ## fine-tune EfficientNet-Lite0 (LoRA + BN affine, blocks 5-15) on BIQ2021 -> $(QUALITY_FINETUNE); run train-quality-head after
-	nice -n 10 $(PYTHON) -m mining.quality.finetune --biq $(BIQ2021) --out $(QUALITY_FINETUNE)
+	nice -n 10 $(PYTHON) -m mining.quality.finetune --biq "$(BIQ2021)" --out "$(QUALITY_FINETUNE)"
 
 train-quality-head: setup ## fit the learned quality head + blend on BIQ2021 (features cached in out/quality_cache)
-	nice -n 10 $(PYTHON) -m mining.quality.train --biq $(BIQ2021) --out mining/weights/quality_head.npz --max-train $(QUALITY_MAX_TRAIN) --train-list "$(QUALITY_TRAIN_LIST)" --coco "$(QUALITY_COCO)" --finetune "$(QUALITY_FINETUNE)"
+	nice -n 10 $(PYTHON) -m mining.quality.train --biq "$(BIQ2021)" --out mining/weights/quality_head.npz --max-train $(QUALITY_MAX_TRAIN) --train-list "$(QUALITY_TRAIN_LIST)" --coco "$(QUALITY_COCO)" --finetune "$(QUALITY_FINETUNE)"
 
 bench-quality: setup ## quality benchmarks: BIQ2021 SRCC/PLCC, degradations, COCO domain accuracy
 	nice -n 10 $(PYTHON) -m bench.run quality_

@@ -7,4 +7,4 @@ readers-test: setup ## readers: tests (real COCO/Flickr8k pairs, loopback img2da
 	$(PYTHON) -m pytest -q tests/test_readers.py tests/test_img2dataset_loopback.py
 
 readers-coco: setup ## readers: read READ_INPUT (default coco_mini) into $(OUT)/records
-	$(PYTHON) -m mining.readers --input $(READ_INPUT) --output $(OUT)/records
+	$(PYTHON) -m mining.readers --input "$(READ_INPUT)" --output "$(OUT)/records"

@@ -25,7 +25,8 @@ import pyarrow as pa
 from clustering.build import ClusterConfig
 from clustering.cross_domain import CrossDomainConfig
 from clustering.dedup import DedupConfig
-from mining import storage
+from mining import cli, storage
+from mining.cli import require, stdout_to_stderr
 from pipelines import cluster_transforms as ct
 
 CLUSTER_SCHEMA = pa.schema([
@@ -237,24 +238,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, beam_args = build_parser().parse_known_args(argv)
-    summary = run(args.input, args.output, mined=args.mined, embedder=args.embedder, runner=args.runner,
-                  beam_args=beam_args, neighbours=args.neighbours, cluster_size=args.cluster_size,
-                  min_similarity=args.min_similarity, seeds=args.seeds, knn_method=args.knn,
-                  cos_threshold=args.cos_threshold, cos_min_copy=args.cos_min_copy, cos_alone=args.cos_alone,
-                  phash_threshold=args.phash_threshold,
-                  phash_min_cos=args.phash_min_cos,
-                  phash_min_copy=args.phash_min_copy, caption_min_cos=args.caption_min_cos,
-                  copy_threshold=args.copy_threshold, copy_min_cos=args.copy_min_cos, copy_gate=args.copy_gate,
-                  copy_max_colour_change=args.copy_max_colour_change,
-                  copy_max_residual=args.copy_max_residual,
-                  layout_neighbours=args.layout_neighbours, max_distance_ratio=args.max_distance_ratio,
-                  cross_domain=not args.no_cross_domain, cross_domain_group=args.cross_domain_group,
-                  cross_domain_spill=args.cross_domain_spill, exact_fields=[s for s in args.exact_fields.split(",") if s],
-                  target_group=args.target_group, centroids=args.centroids, seed=args.seed, niter=args.niter,
-                  per_shard=args.per_shard, batch_size=args.batch_size)
+    for name in ("input", "mined"):
+        path = getattr(args, name, None)
+        require(not path or storage.exists(path), f"--{name} {path} does not exist")
+    with stdout_to_stderr():  # model loading chatter: stdout carries only the summary
+        summary = run(args.input, args.output, mined=args.mined, embedder=args.embedder, runner=args.runner,
+                      beam_args=beam_args, neighbours=args.neighbours, cluster_size=args.cluster_size,
+                      min_similarity=args.min_similarity, seeds=args.seeds, knn_method=args.knn,
+                      cos_threshold=args.cos_threshold, cos_min_copy=args.cos_min_copy, cos_alone=args.cos_alone,
+                      phash_threshold=args.phash_threshold,
+                      phash_min_cos=args.phash_min_cos,
+                      phash_min_copy=args.phash_min_copy, caption_min_cos=args.caption_min_cos,
+                      copy_threshold=args.copy_threshold, copy_min_cos=args.copy_min_cos, copy_gate=args.copy_gate,
+                      copy_max_colour_change=args.copy_max_colour_change,
+                      copy_max_residual=args.copy_max_residual,
+                      layout_neighbours=args.layout_neighbours, max_distance_ratio=args.max_distance_ratio,
+                      cross_domain=not args.no_cross_domain, cross_domain_group=args.cross_domain_group,
+                      cross_domain_spill=args.cross_domain_spill, exact_fields=[s for s in args.exact_fields.split(",") if s],
+                      target_group=args.target_group, centroids=args.centroids, seed=args.seed, niter=args.niter,
+                      per_shard=args.per_shard, batch_size=args.batch_size)
     print(json.dumps({k: v for k, v in summary.items() if k != "upstream"}, indent=2, default=str))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import apache_beam as beam
@@ -23,7 +24,8 @@ from datasets import build
 from datasets.card import build_card, write_card
 from datasets.mixture import load_config
 from datasets.tasks.base import Job, PlanInputs, Tools
-from mining import storage
+from mining import cli, storage
+from mining.cli import require, stdout_to_stderr
 
 log = logging.getLogger(__name__)
 NAMESPACE = "build_tasks"
@@ -102,9 +104,11 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
 
     config = load_config(mixture)
     files = build.parquet_files(input)
+    require(bool(files), f"no mined records (kept/*.parquet) under {input}")
     rows = build.load_light_rows(files)
     clusters = build.load_clusters(input)
-    styles, style_bytes = build.load_styles(style_dir)
+    style_rejects: list[dict[str, Any]] = []
+    styles, style_bytes = build.load_styles(style_dir, rejects=style_rejects)
     depth_note = None
     if depth_weights:  # check in the launcher: an unusable depth model skips the task, with the reason
         try:
@@ -163,6 +167,9 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
                     "embed_text": embed_text, "quality_scorer": scorer_name, "style_threshold": style_threshold,
                     "depth_weights": depth_weights or "none (control_depth skipped)", "tasks": tasks or "all"},
         "notes": notes,
+        "style_images": {"read": len(styles) + len(style_rejects), "kept": len(styles),
+                         "rejected": dict(sorted(Counter(r["reason"] for r in style_rejects).items())),
+                         "rejects": sorted(style_rejects, key=lambda r: r["url"])},
     }
     card = build_card(summary, plan.summary(), written, sample_rejects, config)
     summary["outputs"].update(write_card(output, card))
@@ -191,15 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runner", default="fnapi", help="fnapi, direct-mp, portable, or a Beam runner name")
     args, beam_args = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed, shard_size=args.shard_size,
-                  max_samples=args.max_samples, mixture=args.mixture,
-                  tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
-                  embed_text=args.embed_text, depth_weights=args.depth_weights,
-                  quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
-                  runner=args.runner, beam_args=beam_args)
-    print(json.dumps({k: summary[k] for k in ("stage", "read", "kept", "rejected", "samples", "mixture")}, indent=2))
+    require(storage.exists(args.input), f"input {args.input} does not exist")
+    require(not args.style_dir or storage.exists(args.style_dir), f"--style-dir {args.style_dir} does not exist")
+    require(args.shard_size >= 1 and args.max_side >= 1, "--shard-size and --max-side must be >= 1")
+    with stdout_to_stderr():  # model loading chatter: stdout carries only the summary
+        summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed, shard_size=args.shard_size,
+                      max_samples=args.max_samples, mixture=args.mixture,
+                      tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
+                      embed_text=args.embed_text, depth_weights=args.depth_weights,
+                      quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
+                      runner=args.runner, beam_args=beam_args)
+    print(json.dumps({k: summary[k] for k in ("stage", "read", "kept", "rejected", "samples", "mixture",
+                                              "style_images")}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from mining import storage
+from mining import cli, storage
+from mining.cli import require, stdout_to_stderr
 from mining.config import MiningConfig
 from mining.schema import REJECT_SCHEMA, schema_for
 
@@ -54,7 +55,7 @@ def load_models(cfg: MiningConfig) -> tuple:
 def input_files(path: str) -> list[str]:
     files = storage.list_files(path, "*.parquet")
     if not files:
-        raise FileNotFoundError(f"no record parquet files at {path}")
+        raise cli.InputError(f"no record parquet files at {path}")
     return files
 
 
@@ -85,9 +86,17 @@ class ReadRecords(beam.DoFn):
             return
         yield (path, -1), (-1, "marker", None)  # so a file with zero rows (or zero kept) still gets its outputs
         # Fixed chunks of consecutive rows: model batches (and so every float) do not depend on the runner.
-        for i, row in enumerate(storage.iter_rows(path)):
-            self.read.inc()
-            yield (path, i // self.batch_size), (i, "record", row)
+        done = 0
+        try:
+            foreign = foreign_rejects(path)
+            for i, row in enumerate(foreign if foreign is not None else storage.iter_rows(path)):
+                self.read.inc()
+                done += 1
+                yield (path, i // self.batch_size), (i, "reject" if foreign is not None else "record", row)
+        except Exception as exc:  # noqa: BLE001 - a truncated or corrupt shard is a named reject, never fatal
+            for j, rej in enumerate(unreadable_rejects(path, exc, done)):
+                self.read.inc()
+                yield (path, -2), (j, "reject", rej)
 
 
 def chunk_to_batch(item) -> list[tuple[str, tuple[str, Any]]]:
@@ -123,6 +132,9 @@ class MineBatch(beam.DoFn):
         for path, (kind, rec) in batch:
             if kind == "marker":
                 yield path, (kind, None)
+                continue
+            if kind == "reject":  # a whole input file the reader could not use
+                yield self._reject(path, rec)
                 continue
             out = decode_record(rec, self.cfg)
             if isinstance(out, Decoded):
@@ -172,13 +184,46 @@ def _rows_in(path: str) -> int:
     return pq.ParquetFile(io.BytesIO(storage.read_bytes(path))).metadata.num_rows
 
 
+REQUIRED_COLUMNS = ("key",)  # plus `image` or `path`: what decode_record needs
+
+
+def foreign_rejects(path: str) -> list[dict[str, Any]] | None:
+    """One ``foreign_schema`` reject per row when the file lacks the record columns, else None."""
+    names = set(pq.ParquetFile(io.BytesIO(storage.read_bytes(path))).schema_arrow.names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names] + ([] if {"image", "path"} & names else ["image/path"])
+    if not missing:
+        return None
+    detail = f"{path}: not a record file (no column {', '.join(missing)})"
+    return [{"key": f"{shard_name(path)}#row{i}", "url": path, "stage": STAGE, "reason": "foreign_schema",
+             "detail": detail} for i in range(_rows_in(path))]
+
+
+def unreadable_rejects(path: str, exc: Exception, done: int) -> list[dict[str, Any]]:
+    """Rejects for the rows of a file that could not be read past row ``done`` (one if it has no footer)."""
+    try:
+        left = range(done, _rows_in(path))
+    except Exception:  # noqa: BLE001 - no readable footer: the file counts as one unit (see _input_rows)
+        left = range(0, 1)
+    detail = f"{path}: {type(exc).__name__}: {exc}"[:300]
+    return [{"key": f"{shard_name(path)}#row{i}", "url": path, "stage": STAGE, "reason": "unreadable_input",
+             "detail": detail} for i in left]
+
+
+def _input_rows(path: str) -> int:
+    """Rows an input file counts for: its row count, or 1 for a file that cannot be read at all."""
+    try:
+        return _rows_in(path)
+    except Exception:  # noqa: BLE001 - matches unreadable_reject's single row
+        return 1
+
+
 def summarize(input: str, output: str, metrics: dict[str, int], elapsed: float, cfg: MiningConfig) -> dict:
     """Counts from the files on disk (so skipped, already finished shards are included)."""
     read = kept = 0
     reasons: Counter = Counter()
     outputs = {"kept": storage.join(output, "kept"), "rejects": storage.join(output, "rejects")}
     for f in input_files(input):
-        read += _rows_in(f)
+        read += _input_rows(f)
         k, r = out_paths(output, f)
         kept += _rows_in(k)
         t = storage.read_parquet(r, columns=["reason"]) if _rows_in(r) else None
@@ -256,10 +301,15 @@ def main(argv: list[str] | None = None) -> int:
                                        "truncate_long_captions", "domains", "allowed_domains", "min_domain_score",
                                        "clip_model", "clip_pretrained", "quality_weights", "batch_size")}
     opts["use_brisque"] = not a.no_brisque
-    summary = run(a.input, a.output, runner=a.runner, workers=a.workers, beam_args=beam_args, **opts)
+    require(storage.exists(a.input), f"input {a.input} does not exist")
+    for name in ("batch_size", "workers", "max_pixels", "max_caption_chars", "min_side"):
+        require(getattr(a, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, not {getattr(a, name)}")
+    require(a.max_aspect >= 1, f"--max-aspect must be >= 1, not {a.max_aspect}")
+    with stdout_to_stderr():  # model loading prints (efficientnet-pytorch): stdout carries only the summary
+        summary = run(a.input, a.output, runner=a.runner, workers=a.workers, beam_args=beam_args, **opts)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

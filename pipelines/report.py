@@ -22,7 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from mining import storage
+from mining import cli, storage
+from mining.cli import require
 
 THUMB = 112
 
@@ -249,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=None, help="report folder (default: RUN/report)")
     p.add_argument("--clusters", type=int, default=12, help="clusters to show")
     args = p.parse_args(argv)
+    require(os.path.isdir(args.run), f"run folder {args.run} does not exist")
+    require(args.clusters >= 0, f"--clusters must be >= 0, not {args.clusters}")
     out = build_report(args.run, args.output or os.path.join(args.run, "report"), clusters=args.clusters)
-    print(f"report: {out['outputs']['html']}")
+    print(json.dumps(out, indent=2))  # stdout: the JSON summary only
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))
