@@ -22,4 +22,4 @@ train-tiny: setup ## tiny base model on CPU (minutes): SHARDS=
 	$(PYTHON) -m train --config train/configs/tiny.yaml --shards "$(SHARDS)" --output "$(TRAIN_OUT)/tiny" $(STEPS_FLAG)
 
 sample: setup ## PNG grid from the latest base checkpoint: CKPT=, PROMPT=
-	$(PYTHON) -m train.sample --checkpoint $(or $(CKPT),"$(TRAIN_OUT)/base_stage1/checkpoints)" --prompt "$(PROMPT)" --output "$(TRAIN_OUT)/samples.png"
+	$(PYTHON) -m train.sample --checkpoint "$(or $(CKPT),$(TRAIN_OUT)/base_stage1/checkpoints)" --prompt "$(PROMPT)" --output "$(TRAIN_OUT)/samples.png"
