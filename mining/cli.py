@@ -11,6 +11,7 @@ chatter (img2dataset's progress, model loading) to stderr, child processes inclu
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ class InputError(ValueError):
     """A user's input or option is unusable (empty, missing a column, a gzip bomb): a one-line message."""
 
 
+# Disk full, quota, read-only output: the machine's state, not a bug, so one line too.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 USER_ERRORS = (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -31,8 +34,8 @@ def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) 
     argv = [a for a in argv if a != "--debug"]
     try:
         result = main(argv)
-    except USER_ERRORS as exc:
-        if debug:
+    except (*USER_ERRORS, OSError) as exc:
+        if debug or (not isinstance(exc, USER_ERRORS) and exc.errno not in ENVIRONMENT_ERRNOS):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
@@ -50,13 +53,13 @@ def require(condition: bool, message: str) -> None:
 def stdout_to_stderr() -> Iterator[None]:
     """Point file descriptor 1 (and ``sys.stdout``) at stderr for the block, child processes included."""
     sys.stdout.flush()
+    fd, err_fd = 1, 2  # the descriptors child processes inherit, whatever sys.stdout is
     try:
-        fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # a captured, fd-less stdout: Python level only
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 1: Python level only
         with contextlib.redirect_stdout(sys.stderr):
             yield
         return
-    saved = os.dup(fd)
     try:
         os.dup2(err_fd, fd)
         with contextlib.redirect_stdout(sys.stderr):

@@ -94,7 +94,8 @@ def _url_rows(server, files, captions):
     return rows
 
 
-DL = {"processes": 1, "threads": 4, "timeout": 2, "retries": 0, "shard_samples": 5}  # 2 img2dataset shards
+DL = {"processes": 1, "threads": 4, "timeout": 2, "retries": 0, "shard_samples": 5,
+      "allow_private_addresses": True}  # 2 img2dataset shards; the test server is on loopback
 
 
 def test_loopback_download_accounts_for_every_url(served, tmp_path):

@@ -98,7 +98,8 @@ def test_every_url_is_accounted_for_under_faults(tmp_path):
         bad = [f"{base}/{n}.jpg" for n in ("e500", "e403", "missing", "slow", "trunc", "reset", "garbage")]
         urls = good[:2] + bad + good[2:]
         (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
-        summary = write_records(str(tmp_path / "urls.txt"), str(tmp_path / "records"), timeout=2, retries=0, threads=4)
+        summary = write_records(str(tmp_path / "urls.txt"), str(tmp_path / "records"), timeout=2, retries=0, threads=4,
+                                allow_private_addresses=True)  # the hostile server is on loopback
     finally:
         httpd.shutdown()
         httpd.server_close()

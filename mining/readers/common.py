@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import stat
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -144,7 +145,10 @@ class _CappedReader(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        data = self.inner.read(len(buf))
+        try:
+            data = self.inner.read(len(buf))
+        except (EOFError, OSError, zlib.error) as exc:  # truncated or not gzip at all
+            raise InputError(f"{self.name}: corrupt gzip ({type(exc).__name__}: {exc})") from None
         self.seen += len(data)
         if self.seen > self.cap:
             raise InputError(f"{self.name}: decompresses to more than {self.cap} bytes "
