@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from mining import storage
+from mining import cli, storage
 
 
 def read_list(csv_path: str) -> list[tuple[str, str]]:
@@ -119,13 +119,15 @@ def main(argv: list[str] | None = None) -> dict:
         from datasets.control import bsds
 
         return bsds.main(a)
-    summary = run(a.kind, a.images, a.out, weights=getattr(a, "weights", None),
-                  sketch_low=getattr(a, "low", 0.25), sketch_high=getattr(a, "high", 0.5),
-                  grabcut=not getattr(a, "no_grabcut", False))
+    cli.require(storage.exists(a.images), f"--images {a.images} does not exist")
+    with cli.stdout_to_stderr():  # model loading chatter: stdout carries only the summary
+        summary = run(a.kind, a.images, a.out, weights=getattr(a, "weights", None),
+                      sketch_low=getattr(a, "low", 0.25), sketch_high=getattr(a, "high", 0.5),
+                      grabcut=not getattr(a, "no_grabcut", False))
     json.dump(summary, sys.stdout)
     print()
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main))

@@ -12,8 +12,10 @@ import csv
 import io
 from pathlib import Path
 
+from mining import cli
 from mining.config import MiningConfig
 from mining.decode import decode_image
+from mining.readers.common import read_file_bytes
 
 COLUMNS = ("file", "quality", "quality_technical", "quality_brisque", "quality_learned", "error")
 
@@ -40,10 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         chunk = files[i : i + a.batch_size]
         images, ok = [], []
         for f in chunk:
-            try:
-                im, reason, detail = decode_image((root / f).read_bytes(), cfg)
-            except OSError as e:
-                im, reason, detail = None, "read_error", str(e)
+            data, error = read_file_bytes(str(root / f))  # regular files only, size-capped
+            im, reason, detail = decode_image(data, cfg) if error is None else (None, "read_error", error)
             if im is None:
                 out_rows.append({"file": f, "error": f"{reason}: {detail}"[:200]})
             else:
@@ -65,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))
