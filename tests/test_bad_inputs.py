@@ -55,6 +55,20 @@ def _photo(w: int = 200, h: int = 150, mode: str = "RGB") -> Image.Image:
     return Image.fromarray(a.astype(np.uint8), "RGB").convert(mode)
 
 
+def _noise(w: int, h: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _zoo(rel: str, fallback: bytes) -> bytes:
+    """A file of ../shared/data/image_zoo when present, else a generated stand-in with the same outcome."""
+    p = SHARED_DATA / "image_zoo" / rel
+    return p.read_bytes() if p.is_file() else fallback
+
+
 def _real_jpeg() -> bytes:
     """A real COCO photo when the shared data is present, else a generated one."""
     coco = SHARED_DATA / "coco_mini"
@@ -101,7 +115,11 @@ IMAGE_CASES: dict[str, tuple] = {
     "webp": (lambda: _enc(_photo(), "WEBP"), "webp", "kept", "kept"),
     "jpeg_named_png": (lambda: _enc(_photo(), "JPEG"), "wrong extension", "kept", "kept"),
     "truncated_jpeg": (lambda: _enc(_photo(400, 300), "JPEG")[:3000], "cut", "kept", "truncated_image"),
-    "truncated_png": (lambda: _enc(_photo(400, 300), "PNG")[:5000], "cut", "kept", "truncated_image"),
+    "truncated_png": (lambda: _half(_enc(_noise(400, 300), "PNG")), "cut", "kept", "truncated_image"),
+    "zoo_corrupt_jpeg": (lambda: _zoo("mixed_images/ukbench09268_corrupt.jpg", b"\xff\xd8\xff" + b"\x00" * 500),
+                         "image_zoo's corrupt JPEG", "kept", "undecodable"),
+    "zoo_jpeg_behind_svg": (lambda: _zoo("formats_images/ukbench09380.svg", _enc(_photo(), "JPEG")),
+                            "JPEG bytes behind an .svg name", "kept", "kept"),
     "zero_byte": (lambda: b"", "empty file", "kept", "empty_bytes"),
     "html_as_jpg": (lambda: HTML, "html", "kept", "undecodable"),
     "svg": (lambda: SVG, "vector", "kept", "undecodable"),
@@ -130,7 +148,7 @@ def _ext(case: str) -> str:
     return {"png": ".png", "jpeg_named_png": ".png", "sixteen_bit_png": ".png", "palette_png": ".png",
             "palette_transparency": ".png", "rgba_png": ".png", "one_bit_tiff": ".tif", "animated_gif": ".gif",
             "webp": ".webp", "svg": ".svg", "truncated_png": ".png", "pixel_bomb": ".png", "tiny": ".png",
-            "extreme_aspect": ".png"}.get(case, ".jpg")
+            "extreme_aspect": ".png", "zoo_jpeg_behind_svg": ".svg"}.get(case, ".jpg")
 
 
 def _image_paths(root: Path) -> dict[str, str]:
