@@ -163,7 +163,8 @@ def read_table(path: str, work_dir: str | None = None, caption_col: str | None =
         from mining.readers.urls import read_url_rows
 
         yield from read_url_rows(_limited(iter_table_rows(path), limit), path, work_dir=work_dir,
-                                 caption_col=caption_col, url_col=url_col, stats=stats, **download_opts)
+                                 caption_col=caption_col, url_col=url_col, stats=stats,
+                                 max_image_bytes=max_image_bytes, **download_opts)
         return
     if caption_col and caption_col not in columns:
         raise InputError(f"{path}: no column {caption_col!r} (columns: {', '.join(columns)[:200]})")
