@@ -372,6 +372,7 @@ def test_folder_unreadable_subfolder_fifo_and_loops_are_accounted():
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: drop to nobody, read, report, exit
+            signal.alarm(120)  # a lock inherited mid-use by fork must fail the test, not hang it
             try:
                 if os.geteuid() == 0:
                     os.setgid(65534)
