@@ -73,7 +73,7 @@ def test_training_resumes_after_sigkill(tmp_path):
         assert r.returncode == -9, (spec, r.returncode, r.stderr[-2000:])
         assert latest_step(out) == expect, spec
         # every checkpoint file on disk loads whole; latest.json points at a complete one
-        for p in (out / "checkpoints").glob("ckpt-*.pt"):
+        for p in (out / "checkpoints").glob(f"ckpt-*{ckpt.SUFFIX}"):
             assert ckpt.load(str(p))["step"] > 0
         json.loads((out / "checkpoints" / ckpt.LATEST).read_text())
 
