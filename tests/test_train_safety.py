@@ -22,7 +22,14 @@ import torch
 
 from tests.test_train_kill_resume import SETTINGS
 from tests.test_train_resume import EMB, params, tiny_overrides
-from tests.test_train_toyshards import encode, npy, smooth_image, write_cluster_shards, write_tar, write_task_shards
+from tests.test_train_toyshards import (
+    encode,
+    npy,
+    smooth_image,
+    write_cluster_shards,
+    write_tar,
+    write_task_shards,
+)
 from train import checkpoint as ckpt
 from train.data import DataConfig, expand_shards, make_loader
 from train.trainer import Trainer, TrainingDiverged, load_config
@@ -199,7 +206,7 @@ def test_four_then_six_steps_equals_six_with_minilm(tmp_path):
         one = Trainer(cfg, str(tmp_path / "c"), str(tmp_path / "one"), progress=False)
     except Exception as e:  # noqa: BLE001 - MiniLM weights package absent
         pytest.skip(f"MiniLM unavailable: {e}")
-    one.train()
+    ref_summary = one.train()
     ref = params(one.model)
     one.close()
     first = Trainer(cfg, str(tmp_path / "c"), str(tmp_path / "two"), progress=False)
@@ -207,7 +214,27 @@ def test_four_then_six_steps_equals_six_with_minilm(tmp_path):
     first.close()
     second = Trainer(cfg, str(tmp_path / "c"), str(tmp_path / "two"), progress=False)
     assert second.step == 4
-    second.train(steps=6)
+    summary = second.train(steps=6)
     got = params(second.model)
     second.close()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert summary["final_loss"] == ref_summary["final_loss"]  # mean of the last steps, across the resume
+    rows = [[ln.split(",")[:4] for ln in (tmp_path / d / "log.csv").read_text().splitlines()] for d in ("one", "two")]
+    assert rows[0] == rows[1] and rows[0][0][:2] == ["step", "loss"]  # (samples_per_s is a timing)
+
+
+def test_text_embedding_does_not_depend_on_batch_companions():
+    """A padded batch changes its members' float bits; the cache must hold batch-independent values,
+    or a resumed run (empty cache) would see other embeddings than the uninterrupted one."""
+    pytest.importorskip("sentence_transformers")
+    from model.text_encoder import build_text_encoder
+
+    try:
+        a = build_text_encoder({"kind": "minilm", "max_len": 16})
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"MiniLM unavailable: {e}")
+    b = build_text_encoder({"kind": "minilm", "max_len": 16})
+    long = "a much longer caption here with many more words than the first one has"
+    together = a.encode_list(["a red dog", long])[0]
+    alone = b.encode_list(["a red dog"])[0]
+    assert torch.equal(together, alone)

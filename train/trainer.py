@@ -111,6 +111,7 @@ class Trainer:
         self.bf16 = prec == "bf16"
         self.step, self.batches, self.data_pos, self.data_stats = 0, 0, {}, {}
         self.skipped_steps = 0  # steps whose loss or gradient was not finite (weights untouched)
+        self.recent_losses: list[float] = []  # last max(10, log_every) step losses (logged means, final_loss)
         self.ckpt_dir = storage.join(output, "checkpoints")
         self.last_ckpt = None
         path = ckpt.latest(self.ckpt_dir)
@@ -144,6 +145,7 @@ class Trainer:
         self.step, self.batches = state["step"], state["batches"]
         self.data_pos = {int(k): v for k, v in state["data_positions"].items()}
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.recent_losses = [float(x) for x in state.get("recent_losses", [])]
         ckpt.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> str | None:
@@ -157,7 +159,7 @@ class Trainer:
             payload = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                        "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                        "step": self.step, "batches": self.batches, "data_positions": pos,
-                       "skipped_steps": self.skipped_steps,
+                       "skipped_steps": self.skipped_steps, "recent_losses": list(self.recent_losses),
                        "rng": ckpt.rng_state(), "config": self.cfg, "text_encoder": self.enc.name,
                        "text_dim": self.enc.dim}
             path = ckpt.save(self.ckpt_dir, self.step, payload, keep=int(self.tr["keep_checkpoints"]))
@@ -255,7 +257,8 @@ class Trainer:
         total = int(steps if steps is not None else self.tr["steps"])
         accum = int(self.tr["grad_accum"])
         it = iter(self.loader())
-        losses: list[float] = []
+        losses = self.recent_losses  # restored on resume: logged means and final_loss match an uninterrupted run
+        keep = max(10, int(self.tr["log_every"]))
         t0, seen = time.perf_counter(), 0
         samples_png = None
         pbar = tqdm(total=total, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
@@ -288,6 +291,7 @@ class Trainer:
             self.step += 1
             self.update_ema()
             losses.append(loss_val)
+            del losses[:-keep]
             pbar.update(1)
             if self.step % int(self.tr["log_every"]) == 0 or self.step == total:
                 vals = torch.tensor([float(np.mean(losses[-int(self.tr["log_every"]):])), float(gnorm)])
