@@ -70,8 +70,16 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
     if parent:
         makedirs(parent)
     tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    with FileSystems.create(tmp) as fh:
-        fh.write(data)
+    try:
+        with FileSystems.create(tmp) as fh:
+            fh.write(data)
+    except BaseException:  # disk full, quota, interrupted: leave no partial temp file behind
+        try:
+            if FileSystems.exists(tmp):
+                FileSystems.delete([tmp])
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        raise
     _maybe_die("before_rename", path)
     if FileSystems.exists(path):
         FileSystems.delete([path])
@@ -190,6 +198,8 @@ class OutputLock:
     def _stale(self, info: dict) -> bool:
         if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
             return False
+        if info["pid"] == os.getpid():  # our pid, yet not held by us: a dead run whose pid we reuse
+            return True
         try:
             os.kill(info["pid"], 0)
         except ProcessLookupError:

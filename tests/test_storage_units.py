@@ -55,6 +55,29 @@ def test_reject_details_carry_no_memory_addresses():
     assert clean_detail("<_io.BytesIO object at 0x7f00ab>") == "<_io.BytesIO object>"
 
 
+def test_disk_full_write_leaves_no_temp_file_and_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "a.parquet"
+    storage.atomic_write_bytes(str(target), b"old complete file")
+    real_create = storage.FileSystems.create
+
+    class Full(io.RawIOBase):
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            self.fh.write(data[:3])
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            self.fh.close()
+
+    monkeypatch.setattr(storage.FileSystems, "create", lambda p: Full(real_create(p)))
+    with pytest.raises(OSError, match="No space"):
+        storage.atomic_write_bytes(str(target), b"new bytes that do not fit")
+    assert target.read_bytes() == b"old complete file"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.parquet"]
+
+
 def _holder(folder: Path) -> subprocess.Popen:
     code = ("import sys, time; from mining import storage\n"
             f"with storage.OutputLock({str(folder)!r}):\n    print('held', flush=True); time.sleep(60)\n")
