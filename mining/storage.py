@@ -166,8 +166,9 @@ def clean_tmp(folder: str) -> list[str]:
 LOCK_NAME = ".lock"
 
 
-class OutputLocked(RuntimeError):
-    """Another live run holds the output folder."""
+class OutputLocked(PermissionError):
+    """Another live run holds the output folder (a PermissionError: the folder may not be written
+    now, so the CLIs' user-error handling prints it as one line and exits non-zero)."""
 
 
 class OutputLock:
