@@ -51,8 +51,8 @@ def shard_path(out: str, index: int, prefix: str = "clusters") -> str:
 
 
 def write_shard(out: str, index: int, samples: list[tuple[str, list[tuple[str, bytes]]]]) -> str:
-    """Write shard ``index`` atomically (samples sorted by key); an existing shard is kept."""
+    """Write shard ``index`` atomically (samples sorted by key), unless it already holds these bytes
+    (a rerun after the clusters changed replaces it)."""
     path = shard_path(out, index)
-    if storage.exists(path):
-        return path
-    return storage.atomic_write_bytes(path, tar_bytes(sorted(samples, key=lambda s: s[0])))
+    storage.write_if_changed(path, tar_bytes(sorted(samples, key=lambda s: s[0])))
+    return path

@@ -26,7 +26,7 @@ from datasets.tasks import REGISTRY
 from datasets.tasks.base import Job, PlanInputs, TaskSkip, Tools
 from mining import storage
 from mining.readers.common import read_file_bytes
-from mining.schema import REJECT_SCHEMA, url_key
+from mining.schema import REJECT_SCHEMA, reject, url_key
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ def synthesize(job: Job, images: dict[str, bytes], tools: Tools, seed: int, embe
         reason, detail = exc.reason, exc.detail
     except Exception as exc:  # noqa: BLE001 - one bad sample must not take the others down
         reason, detail = "synthesis_error", f"{type(exc).__name__}: {exc}"
-    return "rej", {"key": job.target_key, "url": None, "stage": STAGE, "reason": reason,
-                   "detail": f"{job.task}: {detail}"[:500], "task": job.task}
+    row = reject({"key": job.target_key}, STAGE, reason, f"{job.task}: {detail}")
+    return "rej", {**row, "task": job.task}
 
 
 def shard_paths(output: str, index: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -120,7 +121,7 @@ def make_record(
         "sha256": hashlib.sha256(image).hexdigest() if image is not None else None,
         "source": source,
         "source_meta": json.dumps(source_meta or {}, sort_keys=True, default=str),
-        "read_error": read_error,
+        "read_error": None if read_error is None else clean_detail(read_error),
     }
 
 
@@ -161,12 +162,21 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema | None = None) ->
     return pa.Table.from_pydict(cols, schema=schema)
 
 
+_ADDRESS = re.compile(r"\s+at 0x[0-9a-fA-F]+")
+
+
+def clean_detail(detail: Any, limit: int = 500) -> str:
+    """A reject detail that is the same on every run: object reprs lose their memory address
+    (``<_io.BytesIO object at 0x7f..>`` -> ``<_io.BytesIO object>``), cut to ``limit`` characters."""
+    return _ADDRESS.sub("", str(detail if detail is not None else ""))[:limit]
+
+
 def reject(record: dict[str, Any], stage: str, reason: str, detail: str = "") -> dict[str, Any]:
-    """A reject row for ``record``."""
+    """A reject row for ``record`` (every stage builds its reject rows here)."""
     return {
         "key": record.get("key") or "",
         "url": record.get("url"),
         "stage": stage,
         "reason": reason,
-        "detail": detail[:500],
+        "detail": clean_detail(detail),
     }

@@ -7,9 +7,14 @@ only ``*.tmp-*`` debris that the next run ignores and overwrites.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import logging
 import os
 import signal
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -20,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from mining.schema import to_table
 
+log = logging.getLogger("mining.storage")
 TMP_MARK = ".tmp-"
 # Fault injection for the kill-and-resume tests: IIDATA_KILL_AT="<phase>:<n>[:<substring>]" makes
 # this process SIGKILL itself at its n-th atomic write (counting only paths containing <substring>),
@@ -64,8 +70,16 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
     if parent:
         makedirs(parent)
     tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    with FileSystems.create(tmp) as fh:
-        fh.write(data)
+    try:
+        with FileSystems.create(tmp) as fh:
+            fh.write(data)
+    except BaseException:  # disk full, quota, interrupted: leave no partial temp file behind
+        try:
+            if FileSystems.exists(tmp):
+                FileSystems.delete([tmp])
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        raise
     _maybe_die("before_rename", path)
     if FileSystems.exists(path):
         FileSystems.delete([path])
@@ -127,3 +141,224 @@ def _is_dir(path: str) -> bool:
     if "://" not in path:
         return os.path.isdir(path)
     return path.endswith("/")
+
+
+# -- leftovers of killed runs ---------------------------------------------------------------------
+def clean_tmp(folder: str) -> list[str]:
+    """Delete every ``*.tmp-*`` file under ``folder`` (debris of killed or disk-full writers).
+
+    Only call this while holding the folder's :class:`OutputLock`: a live writer's temp file
+    would otherwise be deleted under it. Returns the deleted paths.
+    """
+    if not exists(folder):
+        return []
+    if "://" not in folder:
+        found = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if TMP_MARK in f]
+    else:
+        found = [m.path for m in FileSystems.match([join(folder, "**")])[0].metadata_list if TMP_MARK in m.path]
+    if found:
+        FileSystems.delete(sorted(found))
+        log.warning("removed %d leftover temporary files under %s", len(found), folder)
+    return sorted(found)
+
+
+# -- one run per output folder --------------------------------------------------------------------
+LOCK_NAME = ".lock"
+
+
+class OutputLocked(PermissionError):
+    """Another live run holds the output folder (a PermissionError: the folder may not be written
+    now, so the CLIs' user-error handling prints it as one line and exits non-zero)."""
+
+
+class OutputLock:
+    """``with OutputLock(folder):`` -- the folder's only writer for the duration, then debris-free.
+
+    The lock file ``<folder>/.lock`` holds ``{"pid", "host", "started"}`` and is created with
+    O_EXCL (local folders), so two runs can never both hold it. A lock whose pid is dead on this
+    host is stale (a killed run) and is taken over; a live one, or one from another host, makes
+    the second run fail with :class:`OutputLocked` naming the holder. The same process may
+    re-enter (the demo's stages run inside its own lock). On entry, leftover ``*.tmp-*`` files
+    under the folder are deleted. Remote folders (``gs://``...) get a best-effort lock (no
+    atomic create there) and the same message.
+    """
+
+    _held: dict[str, int] = {}  # folder -> depth, per process
+
+    def __init__(self, folder: str):
+        self.folder = folder.rstrip("/") if "://" not in folder else folder
+        self.path = join(self.folder, LOCK_NAME)
+
+    def _holder(self) -> dict | None:
+        try:
+            info = json.loads(read_bytes(self.path))
+            return info if isinstance(info, dict) else {}
+        except (OSError, ValueError):
+            return None if not exists(self.path) else {}
+
+    def _stale(self, info: dict) -> bool:
+        if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+            return False
+        if info["pid"] == os.getpid():  # our pid, yet not held by us: a dead run whose pid we reuse
+            return True
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def __enter__(self) -> OutputLock:
+        key = os.path.abspath(self.folder) if "://" not in self.folder else self.folder
+        if self._held.get(key):
+            self._held[key] += 1
+            return self
+        makedirs(self.folder)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                         time.gmtime())}
+        for _ in range(3):
+            if self._create(json.dumps(me).encode()):
+                break
+            info = self._holder()
+            if info is None:  # released meanwhile
+                continue
+            if info and self._stale(info):
+                log.warning("taking over the stale lock of dead pid %s in %s", info.get("pid"), self.folder)
+                FileSystems.delete([self.path])
+                continue
+            who = f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}" if info else "another run"
+            raise OutputLocked(f"output folder {self.folder} is in use by {who}; wait for it to finish, "
+                               f"or delete {self.path} if that run is gone")
+        else:
+            raise OutputLocked(f"could not take the lock {self.path}")
+        self._held[key] = 1
+        self._key = key
+        clean_tmp(self.folder)
+        return self
+
+    def _create(self, data: bytes) -> bool:
+        if "://" not in self.path:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return True
+        if exists(self.path):
+            return False
+        with FileSystems.create(self.path) as fh:
+            fh.write(data)
+        return True
+
+    def __exit__(self, *exc) -> None:
+        key = getattr(self, "_key", None) or (os.path.abspath(self.folder) if "://" not in self.folder
+                                               else self.folder)
+        self._held[key] -= 1
+        if self._held[key] == 0:
+            del self._held[key]
+            if exists(self.path):
+                FileSystems.delete([self.path])
+
+
+# -- what each finished unit was made from --------------------------------------------------------
+UNITS_DIR = ".units"
+
+
+def code_version() -> str:
+    """The package version: part of every unit's fingerprint, so an upgrade redoes old units."""
+    try:
+        from importlib.metadata import version
+
+        return version("instruct-imagen-data")
+    except Exception:  # noqa: BLE001 - not installed (a bare checkout)
+        return "0+unknown"
+
+
+def file_sha256(path: str) -> str:
+    """Content hash of one file (streamed), the input identity recorded in unit manifests."""
+    h = hashlib.sha256()
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(inputs: Iterable[str] = (), config: Any = None, stage: str = "",
+                extra: Any = None) -> dict[str, Any]:
+    """What a unit is made from: input files (by content hash), the stage config, the code version.
+
+    Content hashes, not mtimes, so the manifest (like every output) is byte-identical on a rerun.
+    """
+    return {"stage": stage, "code": code_version(),
+            "inputs": {p: file_sha256(p) for p in sorted(inputs)},
+            "config": json.loads(json.dumps(config, sort_keys=True, default=str)), "extra": extra}
+
+
+def unit_manifest_path(output: str) -> str:
+    """``<dir>/.units/<name>.json`` for the unit whose first output is ``<dir>/<name>``."""
+    parent, name = FileSystems.split(output)
+    return join(parent, UNITS_DIR, f"{name}.json")
+
+
+def unit_done(outputs: list[str], fp: dict[str, Any]) -> bool:
+    """True when every output exists and the unit's manifest records exactly ``fp``.
+
+    A unit with outputs but no manifest, or a manifest of other inputs/config/code, is stale:
+    the caller redoes it (its outputs are atomically replaced).
+    """
+    if not all(exists(p) for p in outputs):
+        return False
+    m = unit_manifest_path(outputs[0])
+    if not exists(m):
+        return False
+    try:
+        got = json.loads(read_bytes(m))
+    except ValueError:
+        return False
+    return got.get("fingerprint") == fp and got.get("outputs") == [FileSystems.split(p)[1] for p in outputs]
+
+
+def finish_unit(outputs: list[str], fp: dict[str, Any]) -> str:
+    """Record that ``outputs`` (already written) were made from ``fp``; call after the outputs."""
+    body = {"outputs": [FileSystems.split(p)[1] for p in outputs], "fingerprint": fp}
+    return atomic_write_bytes(unit_manifest_path(outputs[0]), json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def remove_unit(outputs: list[str]) -> None:
+    """Delete a unit's outputs and manifest (an output whose input is gone from this run)."""
+    gone = [p for p in [*outputs, unit_manifest_path(outputs[0])] if exists(p)]
+    if gone:
+        FileSystems.delete(gone)
+
+
+def write_if_changed(path: str, data: bytes) -> bool:
+    """Atomically write ``data`` unless ``path`` already holds exactly these bytes; True if written.
+
+    For units whose bytes are computed before the skip decision (reader shards, cluster shards):
+    the content itself is the fingerprint, so a rerun after the inputs changed replaces the file.
+    """
+    if exists(path) and hashlib.sha256(read_bytes(path)).digest() == hashlib.sha256(data).digest():
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+def holds_output_lock(fn=None, *, arg: str = "output"):
+    """Decorator (bare, or with ``arg=``): run the function holding :class:`OutputLock` on its
+    ``output`` (or ``arg``) argument."""
+    import functools
+    import inspect
+
+    def wrap(f):
+        sig = inspect.signature(f)
+
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            with OutputLock(sig.bind_partial(*args, **kwargs).arguments[arg]):
+                return f(*args, **kwargs)
+
+        return wrapper
+
+    return wrap(fn) if fn is not None else wrap

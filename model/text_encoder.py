@@ -52,12 +52,13 @@ class TextEncoder:
         raise NotImplementedError
 
     def encode_list(self, texts: list[str]) -> list[torch.Tensor]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            for t, e in zip(missing, self._encode_uncached(missing)):
-                self._cache[t] = e.detach().to(torch.float16).cpu()
-                if len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+        # One string per forward pass: a padded batch changes the float bits of its members, so a
+        # caption's embedding would depend on which captions shared its first batch, and a resumed
+        # training run (empty cache) would drift from an uninterrupted one.
+        for t in dict.fromkeys(t for t in texts if t not in self._cache):
+            self._cache[t] = self._encode_uncached([t])[0].detach().to(torch.float16).cpu()
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         out = []
         for t in texts:
             self._cache.move_to_end(t)

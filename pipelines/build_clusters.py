@@ -98,6 +98,7 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
     ct.write_cluster_shards(clusters, indexed, output, per_shard)
 
 
+@storage.holds_output_lock
 def run(input: str, output: str, mined: str | None = None, embedder: str = "offline", runner: str | None = "fnapi",
         beam_args=(), neighbours: int = 10, cluster_size: int = 5, min_similarity: float = 0.0, seeds: str = "all",
         knn_method: str = "auto", cos_threshold: float = 0.97, cos_min_copy: float = 0.9,
@@ -131,9 +132,12 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
                                           layout_neighbours=layout_neighbours))
     xcfg = CrossDomainConfig(enabled=cross_domain, neighbours=neighbours, group=cross_domain_group,
                              spill=cross_domain_spill)
+    ct.remove_stale_embedding_shards(output, len(files))
     with make_pipeline(runner, beam_args) as p:
         build_graph(p, files, output, embedder, cfg, target_group, centroids, seed, niter, tuple(exact_fields),
                     per_shard, batch_size, xcfg)
+    ids = storage.read_parquet(storage.join(output, "clusters.parquet"), columns=["cluster_id"])
+    ct.remove_stale_cluster_shards(output, ids.column("cluster_id").to_pylist(), per_shard)
     summary = summarise(output, files, upstream)
     summary["config"] = dict(ct.config_dict(cfg), cross_domain=ct.config_dict(xcfg), embedder=embedder, target_group=target_group, centroids=centroids,
                              seed=seed, exact_fields=list(exact_fields))

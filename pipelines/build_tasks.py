@@ -13,6 +13,7 @@ manifest and reject rows. Shards already on disk are skipped on rerun.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -77,12 +78,47 @@ class SynthesizeFn(beam.DoFn):
 
 
 class WriteShardFn(beam.DoFn):
-    def __init__(self, output: str):
-        self.output = output
+    def __init__(self, output: str, fingerprints: dict[int, dict] | None = None):
+        self.output, self.fingerprints = output, fingerprints or {}
 
     def process(self, element):
         index, items = element
-        yield build.write_shard_group(self.output, index, list(items))
+        manifest = build.write_shard_group(self.output, index, list(items))
+        if index in self.fingerprints:
+            storage.finish_unit(shard_unit(self.output, index), self.fingerprints[index])
+        yield manifest
+
+
+def shard_unit(output: str, index: int) -> list[str]:
+    """The files of task shard ``index``; the tar first (its unit manifest sits in shards/.units/)."""
+    p = build.shard_paths(output, index)
+    return [p["tar"], p["manifest"], p["rejects"]]
+
+
+def shard_fingerprints(files: list[str], jobs: list[Job], shard_size: int, n_shards: int, config: dict,
+                       style_bytes: dict[str, bytes]) -> dict[int, dict]:
+    """Per shard: the kept files' hashes, the options, the style images and the shard's own jobs."""
+    styles = hashlib.sha256(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in style_bytes.items()))
+                            .encode()).hexdigest()
+    base = storage.fingerprint(files, {**config, "styles": styles}, stage="tasks")
+    # one digest of all kept files' hashes, not the list, so each shard's manifest stays small
+    base["inputs"] = {"files": len(files), "sha256": hashlib.sha256(
+        json.dumps(base["inputs"], sort_keys=True).encode()).hexdigest()}
+    by_shard: dict[int, list] = {i: [] for i in range(n_shards)}
+    for j in jobs:
+        by_shard[j.order // shard_size].append(j.to_dict())
+    return {i: {**base, "extra": hashlib.sha256(json.dumps(js, sort_keys=True, default=str).encode()).hexdigest()}
+            for i, js in by_shard.items()}
+
+
+def remove_stale_shards(output: str, n_shards: int) -> None:
+    """Shards numbered beyond this plan (an earlier, larger run) would be counted and trained on."""
+    folder = storage.join(output, "shards")
+    for f in storage.list_files(folder, "*.tar") if storage.exists(folder) else []:
+        stem = f.rsplit("/", 1)[-1][: -len(".tar")]
+        i = int(stem.rsplit("-", 1)[-1])
+        if i >= n_shards:
+            storage.remove_unit(shard_unit(output, i))
 
 
 def _route_images(element):
@@ -93,6 +129,7 @@ def _route_images(element):
         yield order, (key, data)
 
 
+@storage.holds_output_lock
 def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, shard_size: int = 64,
         max_samples: int | None = None, mixture: str | None = None, tasks: list[str] | None = None,
         max_side: int = 384, embed_text: bool = False, depth_weights: str | None = None,
@@ -125,7 +162,12 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
 
     n_shards = -(-len(plan.jobs) // shard_size)
-    done = {i for i in range(n_shards) if storage.exists(build.shard_paths(output, i)["tar"])}
+    remove_stale_shards(output, n_shards)
+    options = {"seed": seed, "shard_size": shard_size, "max_side": max_side, "embed_text": embed_text,
+               "depth_weights": depth_weights, "quality_scorer": quality_scorer, "style_threshold": style_threshold,
+               "mixture": config if isinstance(config, dict) else str(config)}
+    fps = shard_fingerprints(files, plan.jobs, shard_size, n_shards, options, style_bytes)
+    done = {i for i in range(n_shards) if storage.unit_done(shard_unit(output, i), fps[i])}
     pending = [j for j in plan.jobs if j.order // shard_size not in done]
     log.info("tasks: %d jobs in %d shards, %d shards already written", len(plan.jobs), n_shards, len(done))
 
@@ -149,7 +191,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
              | "Synthesize" >> beam.ParDo(SynthesizeFn(seed, shard_size, tool_args, embed_text, tools),
                                           beam.pvalue.AsList(styles_side))
              | "ByShard" >> beam.GroupByKey()
-             | "WriteShards" >> beam.ParDo(WriteShardFn(output)))
+             | "WriteShards" >> beam.ParDo(WriteShardFn(output, {i: fps[i] for i in range(n_shards) if i not in done})))
 
     manifests = build.read_manifests(output)
     written, sample_rejects = build.totals(manifests)

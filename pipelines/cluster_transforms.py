@@ -39,10 +39,13 @@ class EmbedShard(beam.DoFn):
     def process(self, item: tuple[int, str]):
         i, path = item
         paths = embeddings_io.shard_paths(self.output, i)
-        if not storage.exists(paths["metadata"]):
+        unit = [paths["metadata"], paths["img_emb"], paths["rejects"]]
+        fp = storage.fingerprint([path], {"embedder": self.spec, "batch_size": self.batch_size}, stage="embed")
+        if not storage.unit_done(unit, fp):  # new, or its kept file / embedder / code changed
             rows = list(storage.iter_rows(path))
             metas, img, txt, rejects = embeddings_io.embed_rows(rows, self.embedder, self.batch_size)
             embeddings_io.write_shard(self.output, i, metas, img, txt, rejects)
+            storage.finish_unit(unit, fp)
         else:
             metas = embeddings_io.read_shard_meta(self.output, i)
         for m in metas:
@@ -198,6 +201,27 @@ def read_images(path: str):
             data = None
         if data:
             yield row["key"], (data, row.get("caption") or "")
+
+
+def remove_stale_embedding_shards(output: str, n_files: int) -> None:
+    """Embedding shards numbered beyond this run's kept files belong to an earlier, larger input."""
+    folder = storage.join(output, "embeddings", "metadata")
+    for f in storage.list_files(folder, "metadata_*.parquet") if storage.exists(folder) else []:
+        i = int(f.rsplit("_", 1)[-1].split(".")[0])
+        if i >= n_files:
+            paths = embeddings_io.shard_paths(output, i)
+            storage.remove_unit([paths["metadata"], paths["img_emb"], paths["text_emb"], paths["rejects"]])
+
+
+def remove_stale_cluster_shards(output: str, cluster_ids: list[str], per_shard: int) -> list[str]:
+    """Cluster shards that no cluster of this run maps to (same routing as ``write_cluster_shards``)."""
+    ns = max(1, math.ceil(len(cluster_ids) / per_shard))
+    want = {shards.shard_path(output, int(hash01(c) * ns)) for c in cluster_ids}
+    folder = storage.join(output, "shards")
+    gone = [f for f in (storage.list_files(folder, "*.tar") if storage.exists(folder) else []) if f not in want]
+    if gone:
+        storage.FileSystems.delete(gone)
+    return gone
 
 
 def write_cluster_shards(clusters, files, output: str, per_shard: int):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    from mining import storage
+
+    try:
+        with storage.OutputLock(str(out)):  # one demo per folder; cleans temp files of killed runs
+            return _run_stages(args, out)
+    except storage.OutputLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_stages(args: argparse.Namespace, out: Path) -> int:
     results: list[dict[str, Any]] = []
     failed = False
     for name, module, thunk in _stages(args, out):

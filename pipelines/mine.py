@@ -5,7 +5,10 @@
 Output: ``OUT/kept/<input stem>.parquet`` (base columns + quality parts, domain, domain_scores,
 decoded width/height), ``OUT/rejects/<input stem>.parquet`` (REJECT_SCHEMA) and
 ``OUT/summary.json``. One output pair per input file, written atomically once the whole file is
-processed; an input whose pair already exists is skipped on rerun. Rows inside each output
+processed, then its manifest (``OUT/kept/.units/<stem>.parquet.json``: the input's content hash, the
+mining config, the code version); on rerun an input is skipped only when its pair and a matching
+manifest exist, so a changed input or config redoes it, and outputs of inputs no longer given are
+removed. Rows inside each output
 are sorted by key, so the same input + config gives the same files. Works on FnApiRunner and
 on DirectRunner (``--direct_running_mode=multi_processing``) and on any portable runner.
 """
@@ -71,20 +74,30 @@ def out_paths(output: str, path: str) -> tuple[str, str]:
     return storage.join(output, "kept", name), storage.join(output, "rejects", name)
 
 
-class ReadRecords(beam.DoFn):
-    """One input Parquet file -> (file, row) pairs; files whose outputs exist are skipped."""
+def unit_fingerprint(path: str, config_json: str) -> dict:
+    return storage.fingerprint([path], json.loads(config_json), stage=STAGE)
 
-    def __init__(self, output: str, batch_size: int):
-        self.output, self.batch_size = output, batch_size
+
+class ReadRecords(beam.DoFn):
+    """One input Parquet file -> (file, row) pairs; files whose outputs match their manifest are skipped."""
+
+    def __init__(self, output: str, batch_size: int, config_json: str = "{}"):
+        self.output, self.batch_size, self.config_json = output, batch_size, config_json
         self.read = Metrics.counter(STAGE, "read")
         self.skipped = Metrics.counter(STAGE, "files_skipped")
+        self.redone = Metrics.counter(STAGE, "files_stale_redone")
 
     def process(self, path: str):
         kept, rej = out_paths(self.output, path)
-        if storage.exists(kept) and storage.exists(rej):
+        fp = unit_fingerprint(path, self.config_json)
+        if storage.unit_done([kept, rej], fp):
             self.skipped.inc()
             return
-        yield (path, -1), (-1, "marker", None)  # so a file with zero rows (or zero kept) still gets its outputs
+        if storage.exists(kept) or storage.exists(rej):
+            self.redone.inc()
+            log.warning("mine: %s changed (input, config or code) since its outputs were written: redoing it", path)
+        # the marker carries the fingerprint, and makes a file with zero rows (or zero kept) still get its outputs
+        yield (path, -1), (-1, "marker", fp)
         # Fixed chunks of consecutive rows: model batches (and so every float) do not depend on the runner.
         done = 0
         try:
@@ -131,7 +144,7 @@ class MineBatch(beam.DoFn):
         decoded = []
         for path, (kind, rec) in batch:
             if kind == "marker":
-                yield path, (kind, None)
+                yield path, (kind, rec)
                 continue
             if kind == "reject":  # a whole input file the reader could not use
                 yield self._reject(path, rec)
@@ -177,6 +190,8 @@ class WriteShard(beam.DoFn):
         kept_path, rej_path = out_paths(self.output, path)
         storage.write_parquet(kept, kept_path, schema_for(kept, MINING_FIELDS))
         storage.write_parquet(rejects, rej_path, REJECT_SCHEMA)
+        fp = next(r for k, r in values if k == "marker")
+        storage.finish_unit([kept_path, rej_path], fp)
         yield {"input": path, "kept": len(kept), "rejected": len(rejects)}
 
 
@@ -244,11 +259,30 @@ def summarize(input: str, output: str, metrics: dict[str, int], elapsed: float, 
 RUNNER_ALIASES = {"FnApiRunner": "fnapi", "DirectRunner": "direct-mp", "PortableRunner": "portable"}
 
 
+def remove_orphans(output: str, files: list[str]) -> list[str]:
+    """Delete kept/rejects pairs (and manifests) of inputs not in ``files``: the summary and the
+    next stages then see only outputs of this run's inputs."""
+    want = {shard_name(f) for f in files}
+    gone = []
+    for sub in ("kept", "rejects"):
+        folder = storage.join(output, sub)
+        if storage.exists(folder):
+            for f in storage.list_files(folder, "*.parquet"):
+                if f.rsplit("/", 1)[-1] not in want:
+                    storage.remove_unit([f])
+                    gone.append(f)
+    if gone:
+        log.warning("mine: removed %d outputs of inputs no longer given", len(gone))
+    return gone
+
+
+@storage.holds_output_lock
 def run(input: str, output: str, runner: str = "FnApiRunner", workers: int = 2,
         beam_args: list[str] | None = None, **options) -> dict:
     """Run the mining stage; ``options`` are :class:`MiningConfig` fields. Returns the summary."""
     cfg = MiningConfig.from_dict(options)
     files = input_files(input)
+    remove_orphans(output, files)
     t0 = time.time()
     from pipelines.runners import make_pipeline
 
@@ -256,7 +290,7 @@ def run(input: str, output: str, runner: str = "FnApiRunner", workers: int = 2,
     _ = (
         p
         | "Files" >> beam.Create(files)
-        | "Read" >> beam.ParDo(ReadRecords(output, cfg.batch_size))
+        | "Read" >> beam.ParDo(ReadRecords(output, cfg.batch_size, cfg.to_json()))
         | "Chunks" >> beam.GroupByKey()
         | "Batch" >> beam.Map(chunk_to_batch)
         | "Mine" >> beam.ParDo(MineBatch(cfg.to_json()))

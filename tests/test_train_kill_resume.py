@@ -73,7 +73,7 @@ def test_training_resumes_after_sigkill(tmp_path):
         assert r.returncode == -9, (spec, r.returncode, r.stderr[-2000:])
         assert latest_step(out) == expect, spec
         # every checkpoint file on disk loads whole; latest.json points at a complete one
-        for p in (out / "checkpoints").glob("ckpt-*.pt"):
+        for p in (out / "checkpoints").glob(f"ckpt-*{ckpt.SUFFIX}"):
             assert ckpt.load(str(p))["step"] > 0
         json.loads((out / "checkpoints" / ckpt.LATEST).read_text())
 
@@ -86,3 +86,48 @@ def test_training_resumes_after_sigkill(tmp_path):
         for k, v in a[part].items():
             assert torch.equal(v, b[part][k]), (part, k)
     assert losses(out) == losses(ref)  # one log row per step, no duplicates or gaps, same losses
+
+
+def test_training_resumes_after_sigkill_at_random_instants(tmp_path):
+    """SIGKILL at seeded random instants (mid-step, mid-write, wherever the process is), three times
+    on one output, then a final rerun: bit-identical to the uninterrupted run."""
+    import random
+    import signal
+    import time
+
+    shards = str(tmp_path / "shards")
+    write_task_shards(shards, n_shards=3, per_shard=3, size=24, emb_dim=EMB)
+    t0 = time.monotonic()
+    ref = tmp_path / "ref"
+    assert run_train(shards, ref).returncode == 0
+    duration = time.monotonic() - t0
+    out, rng, killed = tmp_path / "killed", random.Random(8), 0
+    for _ in range(3):
+        cmd = [sys.executable, "-m", "train", "--config", "tiny", "--shards", shards, "--output", str(out),
+               "--steps", str(STEPS), "--no-progress"]
+        for k, v in SETTINGS.items():
+            cmd += ["--set", f"{k}={v}"]
+        p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p.wait(timeout=rng.uniform(0.3, 0.8) * duration)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            killed += 1
+        for c in (out / "checkpoints").glob(f"ckpt-*{ckpt.SUFFIX}") if (out / "checkpoints").exists() else []:
+            assert ckpt.load(str(c))["step"] > 0  # every checkpoint on disk is whole
+    assert killed >= 1  # the first run always is; a resumed one may finish before its instant
+    final = run_train(shards, out)
+    assert final.returncode == 0, final.stderr[-2000:]
+    a = ckpt.load(ckpt.latest(str(ref / "checkpoints")))
+    b = ckpt.load(ckpt.latest(str(out / "checkpoints")))
+    for part in ("model", "ema", "optimizer"):
+        if part == "optimizer":
+            for i, st in a[part]["state"].items():
+                assert all(torch.equal(v, b[part]["state"][i][k]) for k, v in st.items())
+            continue
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
+    assert losses(out) == losses(ref)
+    assert not list(out.rglob("*.tmp-*")) and not (out / ".lock").exists()

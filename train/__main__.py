@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from contextlib import nullcontext
 
 import yaml
 
@@ -28,7 +31,9 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    from train.trainer import Trainer, load_config
+    from mining import storage
+    from train.checkpoint import CheckpointError
+    from train.trainer import Trainer, TrainingDiverged, load_config
 
     ap = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -48,14 +53,21 @@ def main(argv=None) -> int:
         over.setdefault("train", {})["steps"] = a.steps
     if a.init:
         over.setdefault("train", {})["init_from"] = a.init
-    trainer = Trainer(load_config(a.config, over), a.shards, a.output, progress=not a.no_progress)
     try:
-        summary = trainer.train()
-        if trainer.rank == 0:
-            summary["samples_png"] = summary["samples_png"] or trainer.write_samples()
-            print(json.dumps(summary, indent=1, default=str))
-    finally:
-        trainer.close()
+        # one lock per run folder: DDP ranks > 0 share rank 0's
+        lock = storage.OutputLock(a.output) if os.environ.get("RANK", "0") == "0" else nullcontext()
+        with lock:
+            trainer = Trainer(load_config(a.config, over), a.shards, a.output, progress=not a.no_progress)
+            try:
+                summary = trainer.train()
+                if trainer.rank == 0:
+                    summary["samples_png"] = summary["samples_png"] or trainer.write_samples()
+                    print(json.dumps(summary, indent=1, default=str))
+            finally:
+                trainer.close()
+    except (CheckpointError, TrainingDiverged, storage.OutputLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

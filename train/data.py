@@ -98,8 +98,23 @@ def load_image(data: bytes, size: int) -> torch.Tensor:
 
 
 def _npy(raw: dict, name: str) -> np.ndarray | None:
+    """A (tokens, dim) float embedding, or None when absent; never unpickles (object arrays are refused).
+
+    Corrupt files, object/string dtypes, other shapes and NaN/Inf values raise ``RejectSample``.
+    """
     data = raw.get(name)
-    return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)
+    if data is None:
+        return None
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # bad header, truncated, or pickled (object dtype)
+        raise RejectSample("bad_npy") from e
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu" or arr.ndim != 2 or arr.shape[1] == 0:
+        raise RejectSample("bad_npy")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise RejectSample("non_finite_embedding")
+    return arr
 
 
 def _image_field(raw: dict, stem: str) -> bytes | None:
@@ -123,9 +138,20 @@ def decode_sample(raw: dict, cfg: DataConfig, rng: random.Random) -> dict:
         raise RejectSample("missing_json") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RejectSample("bad_json") from e
+    if not isinstance(meta, dict):  # valid JSON but a list, number or string
+        raise RejectSample("bad_json")
+    try:
+        return _decode(raw, meta, cfg, rng)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:  # fields of the wrong type
+        raise RejectSample("malformed_sample") from e
+
+
+def _decode(raw: dict, meta: dict, cfg: DataConfig, rng: random.Random) -> dict:
     K = cfg.max_context
     if "0.jpg" in raw or "captions" in meta:  # stage 1 cluster shard
         caps = meta.get("captions") or []
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise RejectSample("malformed_sample")
         idx = [i for i in range(5) if _image_field(raw, str(i)) is not None and i < len(caps)]
         if len(idx) < 2:
             raise RejectSample("cluster_too_small")
@@ -136,13 +162,18 @@ def decode_sample(raw: dict, cfg: DataConfig, rng: random.Random) -> dict:
     elif _image_field(raw, "target") is not None:  # stage 2 task shard
         target_bytes = _image_field(raw, "target")
         text = meta.get("instruction") or meta.get("target_caption") or ""
+        if not isinstance(text, str):
+            raise RejectSample("malformed_sample")
         text_emb = _npy(raw, "instruction_emb.npy")
         ctx_items = []
         for k, c in enumerate((meta.get("context") or [])[:K], start=1):
             b = _image_field(raw, f"ctx{k}")
             if b is None:
                 raise RejectSample("missing_context_image")
-            ctx_items.append((b, c.get("text", c.get("marker", f"[ref#{k}]")), _npy(raw, f"ctx{k}_emb.npy")))
+            ctx_text = c.get("text", c.get("marker", f"[ref#{k}]"))
+            if not isinstance(ctx_text, str):
+                raise RejectSample("malformed_sample")
+            ctx_items.append((b, ctx_text, _npy(raw, f"ctx{k}_emb.npy")))
     else:
         raise RejectSample("unknown_sample_format")
     try:

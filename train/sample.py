@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 
 import torch
 from PIL import Image
@@ -107,7 +108,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     a = ap.parse_args(argv)
-    model, diffusion, enc, cfg = load_for_sampling(a.checkpoint, ema=not a.no_ema)
+    from train.checkpoint import CheckpointError
+
+    try:
+        model, diffusion, enc, cfg = load_for_sampling(a.checkpoint, ema=not a.no_ema)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     tt, tm = enc.encode(a.prompt)
     b = len(a.prompt)
     ctx = None

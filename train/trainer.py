@@ -8,6 +8,7 @@ resumed run bit-identical to an uninterrupted one on CPU.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import time
@@ -27,6 +28,7 @@ from train.data import DataConfig, expand_shards, make_loader
 from train.logging import RunLogger
 from train.sample import generate, save_grid, to_grid
 
+log = logging.getLogger("train")
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 TRAIN_DEFAULTS = {
@@ -34,8 +36,12 @@ TRAIN_DEFAULTS = {
     "grad_clip": 1.0, "grad_accum": 1, "ema_decay": 0.999, "precision": "auto", "drop_all_prob": 0.1,
     "drop_context_prob": 0.1, "checkpoint_every": 500, "keep_checkpoints": 3, "log_every": 10,
     "sample_every": 0, "num_samples": 4, "seed": 0, "tensorboard": True, "init_from": None,
-    "cpu_threads": 0,
+    "cpu_threads": 0, "max_skipped_steps": 10,
 }
+
+
+class TrainingDiverged(RuntimeError):
+    """More than ``train.max_skipped_steps`` optimizer steps had a non-finite loss or gradient."""
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -104,6 +110,8 @@ class Trainer:
             prec = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
         self.bf16 = prec == "bf16"
         self.step, self.batches, self.data_pos, self.data_stats = 0, 0, {}, {}
+        self.skipped_steps = 0  # steps whose loss or gradient was not finite (weights untouched)
+        self.recent_losses: list[float] = []  # last max(10, log_every) step losses (logged means, final_loss)
         self.ckpt_dir = storage.join(output, "checkpoints")
         self.last_ckpt = None
         path = ckpt.latest(self.ckpt_dir)
@@ -111,11 +119,8 @@ class Trainer:
             self._restore(ckpt.load(path))
             self.last_ckpt = path
         elif self.tr.get("init_from"):
-            src = self.tr["init_from"]
-            src = src if src.endswith(".pt") else ckpt.latest(src) or ckpt.latest(storage.join(src, "checkpoints"))
-            state = ckpt.load(src)
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
+            state = ckpt.load(ckpt.resolve(self.tr["init_from"]))
+            self._load_weights(state)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -126,13 +131,21 @@ class Trainer:
         self.sample_batch = None
 
     # -- state ------------------------------------------------------------------------------------
+    def _load_weights(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state.get("ema", state["model"]))
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise ckpt.CheckpointError(f"checkpoint does not fit this model config: {str(e).splitlines()[0][:200]}") from e
+
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        self._load_weights(state)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.batches = state["step"], state["batches"]
         self.data_pos = {int(k): v for k, v in state["data_positions"].items()}
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.recent_losses = [float(x) for x in state.get("recent_losses", [])]
         ckpt.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> str | None:
@@ -146,6 +159,7 @@ class Trainer:
             payload = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                        "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                        "step": self.step, "batches": self.batches, "data_positions": pos,
+                       "skipped_steps": self.skipped_steps, "recent_losses": list(self.recent_losses),
                        "rng": ckpt.rng_state(), "config": self.cfg, "text_encoder": self.enc.name,
                        "text_dim": self.enc.dim}
             path = ckpt.save(self.ckpt_dir, self.step, payload, keep=int(self.tr["keep_checkpoints"]))
@@ -243,7 +257,8 @@ class Trainer:
         total = int(steps if steps is not None else self.tr["steps"])
         accum = int(self.tr["grad_accum"])
         it = iter(self.loader())
-        losses: list[float] = []
+        losses = self.recent_losses  # restored on resume: logged means and final_loss match an uninterrupted run
+        keep = max(10, int(self.tr["log_every"]))
         t0, seen = time.perf_counter(), 0
         samples_png = None
         pbar = tqdm(total=total, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
@@ -269,11 +284,14 @@ class Trainer:
                 loss_val += float(loss.detach())
                 seen += inp["image"].shape[0]
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tr["grad_clip"]))
+            if not self._finite_step(loss_val, gnorm):
+                continue  # the same step number retries on the next batch; weights, EMA, LR untouched
             self.opt.step()
             self.sched.step()
             self.step += 1
             self.update_ema()
             losses.append(loss_val)
+            del losses[:-keep]
             pbar.update(1)
             if self.step % int(self.tr["log_every"]) == 0 or self.step == total:
                 vals = torch.tensor([float(np.mean(losses[-int(self.tr["log_every"]):])), float(gnorm)])
@@ -289,7 +307,7 @@ class Trainer:
             if int(self.tr["sample_every"]) and self.step % int(self.tr["sample_every"]) == 0:
                 samples_png = self.write_samples() or samples_png
         pbar.close()
-        if not self.last_ckpt or not self.last_ckpt.endswith(f"ckpt-{self.step:08d}.pt"):
+        if not self.last_ckpt or not self.last_ckpt.endswith(f"ckpt-{self.step:08d}{ckpt.SUFFIX}"):
             self.save_checkpoint()
         elapsed = time.perf_counter() - t0
         stats: dict = {}
@@ -298,7 +316,29 @@ class Trainer:
                 stats[k] = stats.get(k, 0) + v
         return {"steps": self.step, "final_loss": float(np.mean(losses[-10:])) if losses else math.nan,
                 "checkpoint": self.last_ckpt, "samples_png": samples_png, "samples_per_s": seen / max(elapsed, 1e-9),
-                "data": stats}
+                "data": stats, "skipped_steps": self.skipped_steps}
+
+    def _finite_step(self, loss_val: float, gnorm: torch.Tensor) -> bool:
+        """False (and the step is dropped) when the loss or gradient norm is NaN/Inf.
+
+        Ranks agree (all-reduce) so DDP stays in lockstep; after ``max_skipped_steps`` such steps
+        the run stops with ``TrainingDiverged`` (non-zero exit) instead of looping on bad data.
+        """
+        ok = torch.tensor([float(math.isfinite(loss_val) and bool(torch.isfinite(gnorm)))])
+        if self.world > 1:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if bool(ok[0]):
+            return True
+        self.opt.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        if self.rank == 0:
+            log.warning("step %d: non-finite loss or gradient (loss %s); step skipped (%d so far)",
+                        self.step + 1, loss_val, self.skipped_steps)
+        if self.skipped_steps > int(self.tr["max_skipped_steps"]):
+            raise TrainingDiverged(f"{self.skipped_steps} steps had a non-finite loss or gradient "
+                                   f"(train.max_skipped_steps={self.tr['max_skipped_steps']}); stopping, the last "
+                                   f"good checkpoint is {self.last_ckpt}")
+        return False
 
     def close(self) -> None:
         self.logger.close()
@@ -308,15 +348,16 @@ class Trainer:
 
 def load_for_sampling(path: str, ema: bool = True, text_encoder: TextEncoder | None = None):
     """(model, diffusion, text encoder, config) from a checkpoint file or checkpoints folder."""
-    if not path.endswith(".pt"):
-        path = ckpt.latest(path) or ckpt.latest(storage.join(path, "checkpoints"))
-        if path is None:
-            raise FileNotFoundError("no checkpoint found")
-    state = ckpt.load(path)
-    cfg = state["config"]
+    state = ckpt.load(ckpt.resolve(path))
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise ckpt.CheckpointError(f"{path}: checkpoint has no model config")
     enc = text_encoder or build_text_encoder(cfg.get("text_encoder", {}))
     stage = cfg.get("stage", "base")
     lowres = int(cfg.get("sr", {}).get("lowres_size", 64))
     model = build_unet(cfg["model"], stage, text_dim=state["text_dim"], lowres_size=lowres)
-    model.load_state_dict(state["ema" if ema else "model"])
+    try:
+        model.load_state_dict(state["ema" if ema else "model"])
+    except (RuntimeError, KeyError) as e:
+        raise ckpt.CheckpointError(f"{path}: weights do not fit the stored config ({str(e).splitlines()[0][:200]})") from e
     return model.eval(), build_diffusion(cfg.get("diffusion", {})), enc, cfg

@@ -1,8 +1,9 @@
 """``write_records``: any input -> ``records-NNNNN.parquet`` shards (RECORD_SCHEMA), resumable.
 
 Records stream from :func:`read_any` in deterministic order and are cut into shards of
-``shard_size`` rows; each shard is written atomically with :mod:`mining.storage`, and a shard
-that already exists is skipped (a rerun rewrites nothing and gives identical output). Rows
+``shard_size`` rows; each shard is written atomically with :mod:`mining.storage` unless the file
+already holds exactly those bytes (a rerun of the same input rewrites nothing; a rerun after the
+input changed replaces the shards that changed and deletes shards beyond the new count). Rows
 the reader could not fill (``read_error`` set) are kept in the shards so later stages count
 them as rejects; the summary reports them under ``rejected`` by reason code.
 """
@@ -19,12 +20,13 @@ from tqdm import tqdm
 from mining import storage
 from mining.readers.common import ReadStats, absolute
 from mining.readers.dispatch import detect_kind, read_any
-from mining.schema import RECORD_SCHEMA
+from mining.schema import RECORD_SCHEMA, to_table
 
 SHARD_PATTERN = "records-{:05d}.parquet"
 SUMMARY_NAME = "read_summary.json"
 
 
+@storage.holds_output_lock(arg="output_dir")
 def write_records(input: str, output_dir: str, shard_size: int = 1000, work_dir: str | None = None,
                   kind: str | None = None, **opts: Any) -> dict[str, Any]:
     """Read ``input`` and write record shards to ``output_dir``; returns the stage summary.
@@ -47,11 +49,10 @@ def write_records(input: str, output_dir: str, shard_size: int = 1000, work_dir:
         nonlocal written, skipped
         path = storage.join(output_dir, SHARD_PATTERN.format(len(shards)))
         shards.append(path)
-        if storage.exists(path):
-            skipped += 1
-        else:
-            storage.write_parquet(buffer, path, schema=RECORD_SCHEMA)
+        if storage.write_if_changed(path, storage.table_to_parquet_bytes(to_table(buffer, RECORD_SCHEMA))):
             written += 1
+        else:
+            skipped += 1
         buffer.clear()
 
     records = read_any(input, work_dir=work_dir, stats=stats, kind=kind, **opts)
@@ -64,6 +65,9 @@ def write_records(input: str, output_dir: str, shard_size: int = 1000, work_dir:
             flush()
     if buffer:
         flush()
+    stale = [f for f in storage.list_files(output_dir, "records-*.parquet") if f not in set(shards)]
+    if stale:  # shards of an earlier, longer input
+        storage.FileSystems.delete(stale)
     summary = {
         "stage": "read",
         "kind": kind,
