@@ -115,7 +115,8 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
             depth_note = f"control_depth: depth model unavailable ({type(exc).__name__}: {exc})"
             log.warning(depth_note)
             depth_weights = None
-    inputs = PlanInputs(rows=rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights))
+    task_rows, duplicates = build.exclude_duplicates(rows, input)
+    inputs = PlanInputs(rows=task_rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights))
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
@@ -149,7 +150,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
 
     manifests = build.read_manifests(output)
     written, sample_rejects = build.totals(manifests)
-    acc = build.account(rows, plan, manifests)
+    acc = build.account(rows, plan, manifests, duplicates)
     _, scorer_name = load_scorer(quality_scorer)
     notes = [f"{t}: {r}" for t, r in sorted(plan.skipped.items())] + ([depth_note] if depth_note else [])
     summary = {
@@ -158,6 +159,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
         "outputs": {"shards": storage.join(output, "shards"), "plan": storage.join(output, "plan.json")},
         "shards": {"total": n_shards, "skipped_existing": len(done), "written_now": n_shards - len(done)},
         "inputs": {"kept": build.kept_path(input), "records": len(rows), "clusters": len(clusters),
+                   "duplicates_excluded": len(duplicates),
                    "style_dir": style_dir, "style_images": len(styles)},
         "options": {"seed": seed, "shard_size": shard_size, "max_samples": max_samples, "max_side": max_side,
                     "embed_text": embed_text, "quality_scorer": scorer_name, "style_threshold": style_threshold,
