@@ -12,9 +12,9 @@ Splits are by image (``mining.itm.data``). Figures printed:
    projection trained without it (Flickr8k train+val and the other COCO folds), same settings.
 3. The caption-alignment rule (``mining.itm.align``): share of test pairs kept with their own
    caption vs with another image's caption.
-4. With ``--styled N``: the styled-generation filter on N COCO test images stylised (Magenta) with
-   StyleDrop styles, the real path of ``datasets.tasks.styled``: what it keeps and rejects, by reason,
-   with the true caption and with another image's caption.
+4. With ``--styled N``: the styled-generation filter on N COCO val and N test images stylised
+   (Magenta) with StyleDrop styles, the real path of ``datasets.tasks.styled``: the caption rank of
+   each target with its own and with another image's caption; the styled threshold is chosen on val.
 
     python -m bench.itm_coco [--data ../shared/data] [--folds 5] [--imagenet] [--styled 30]
 """
@@ -54,7 +54,8 @@ def acc(p, truth, doms):
 
 
 def styled_filter(pairs, data, weights, n):
-    """Stylise n COCO test images (StyleDrop styles in turn) and count the filter's verdicts."""
+    """Stylise n COCO val and n test images (StyleDrop styles in turn): caption ranks of the targets with
+    their own and another image's caption; the styled threshold is chosen on val (balanced accuracy)."""
     import csv
     from collections import Counter
 
@@ -68,18 +69,37 @@ def styled_filter(pairs, data, weights, n):
     styles = [Image.open(Path(data) / "styledrop" / r["file"]).convert("RGB") for r in rows[:6]]
     for s in styles:
         s.thumbnail((384, 384))
-    test = [p for p in pairs if p.dataset == "coco_mini" and p.split == "test"][:n]
     st, al = ArbitraryStyleTransfer(), Aligner(ItmSpace(weights))
-    own, other = Counter(), Counter()
-    for i, p in enumerate(test):
-        content = Image.open(p.path).convert("RGB")
-        content.thumbnail((384, 384))
-        style = styles[i % len(styles)]
-        target = st.transfer(content, st.style_vector(style))
-        own[al.styled(target, style, content, p.captions[0]).reason or "kept"] += 1
-        other[al.styled(target, style, content, test[(i + 7) % len(test)].captions[0]).reason or "kept"] += 1
-    print(f"\nstyled filter on {len(test)} COCO test images x {len(styles)} StyleDrop styles "
-          f"(min caption rank {al.min_caption_rank}): own caption {dict(own)}; another image's caption {dict(other)}")
+    ranks = {}
+    for split in ("val", "test"):
+        sel = [p for p in pairs if p.dataset == "coco_mini" and p.split == split][:n]
+        own, other, gain = [], [], []
+        for i, p in enumerate(sel):
+            content = Image.open(p.path).convert("RGB")
+            content.thumbnail((384, 384))
+            style = styles[i % len(styles)]
+            target = st.transfer(content, st.style_vector(style))
+            c1 = al.styled(target, style, content, p.captions[0])
+            c2 = al.styled(target, style, content, sel[(i + 7) % len(sel)].captions[0])
+            own.append(c1.caption_rank)
+            other.append(c2.caption_rank)
+            gain.append(c1.style_gain)
+        ranks[split] = (np.array(own), np.array(other), np.array(gain))
+    grid = (0.25, 0.5, 0.6, 0.75)
+    bal = {q: ((ranks["val"][0] >= q).mean() + (ranks["val"][1] < q).mean()) / 2 for q in grid}
+    best = max(grid, key=lambda q: (bal[q], -q))
+    print(f"\nstyled targets ({n} COCO val + {n} test images x {len(styles)} StyleDrop styles, Magenta): "
+          f"style gain > 0 for val {(ranks['val'][2] > 0).mean():.3f}, test {(ranks['test'][2] > 0).mean():.3f}")
+    print("| min caption rank (styled) | split | kept, own caption | kept, another image's caption | val balanced acc |")
+    print("|---|---|---|---|---|")
+    for q in grid:
+        for split in ("val", "test"):
+            o, x, _ = ranks[split]
+            print(f"| {q}{' (chosen)' if q == best else ''} | {split} | {(o >= q).mean():.3f} | {(x >= q).mean():.3f} | "
+                  f"{bal[q]:.3f} |")
+    print(f"verdicts at {best}, test: " + str(dict(Counter(
+        "style_misaligned" if g <= 0 else "caption_misaligned" if o < best else "kept"
+        for o, g in zip(ranks["test"][0], ranks["test"][2])))))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,7 +109,8 @@ def test_make_classifier_backends(monkeypatch):
 
 
 def test_aligner_rules_are_relative_to_the_bank_and_the_content():
-    al = Aligner(FakeSpace(), min_caption_rank=0.5, bank=["a photo", "a car", "a thing", "a house"])
+    al = Aligner(FakeSpace(), min_caption_rank=0.5, bank=["a photo", "a car", "a thing", "a house"],
+                 styled_min_caption_rank=0.5)
     ok, bad = al.caption_scores([("d", [1, 0, 0]), ("d", [1, 0, 0])], ["a dog", "a car"])
     assert ok["itm_ok"] and ok["itm_rank"] == 1.0 and not bad["itm_ok"] and ok["itm_score"] > bad["itm_score"]
     style, content = ("s", [0, 0.2, 1]), ("c", [1, 0, 0])
@@ -147,7 +148,7 @@ def test_styled_task_rejects_misaligned_samples_with_a_reason():
 
     images = {"c": _png((250, 10, 10)), "s": _png((10, 10, 250))}
     job = Job("styled", "c", ["s"], values={"caption": "a red square", "style": "blue"}, style_key="s")
-    aligner = Aligner(PixelSpace(), bank=["blue sky", "the sea", "a blue car", "a cat"])
+    aligner = Aligner(PixelSpace(), bank=["blue sky", "the sea", "a blue car", "a cat"], styled_min_caption_rank=0.5)
     tools = Tools(style=TintStyle(0.3), quality=lambda im: 0.9, max_side=32)
     tools.aligner = aligner
     sample = styled.make(job, images, tools, 0)
