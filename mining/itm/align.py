@@ -24,7 +24,7 @@ import numpy as np
 MIN_CAPTION_RANK = 0.75
 # Stylised targets are far from the photos the projection was trained on, so their caption ranks are
 # lower; their threshold is chosen separately, on stylised COCO val images (bench/itm_coco.py --styled).
-STYLED_MIN_CAPTION_RANK = 0.5
+STYLED_MIN_CAPTION_RANK = 0.6  # best val balanced accuracy of 0.25/0.5/0.6/0.75 (0.667)
 
 
 def caption_bank() -> list[str]:
