@@ -194,7 +194,8 @@ def tasks_direct(input: str, output: str, style_dir: str | None, seed: int = 0, 
     rows = build.load_light_rows(files)
     clusters = build.load_clusters(input)
     styles, style_bytes = build.load_styles(style_dir)
-    plan = build.make_plan(PlanInputs(rows=rows, clusters=clusters, styles=styles), config, seed, None, tasks)
+    task_rows, duplicates = build.exclude_duplicates(rows, input)
+    plan = build.make_plan(PlanInputs(rows=task_rows, clusters=clusters, styles=styles), config, seed, None, tasks)
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
     wanted = {k for j in plan.jobs for k in j.record_keys} - set(style_bytes)
@@ -212,7 +213,7 @@ def tasks_direct(input: str, output: str, style_dir: str | None, seed: int = 0, 
         build.write_shard_group(output, i, items)
     manifests = build.read_manifests(output)
     written, sample_rejects = build.totals(manifests)
-    summary = {"stage": "tasks", **build.account(rows, plan, manifests), "samples": written,
+    summary = {"stage": "tasks", **build.account(rows, plan, manifests, duplicates), "samples": written,
                "sample_rejects": sample_rejects, "outputs": {"shards": storage.join(output, "shards")},
                "options": {"seed": seed, "shard_size": shard_size, "max_side": max_side,
                            "quality_scorer": scorer_name}}

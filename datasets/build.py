@@ -51,6 +51,29 @@ def clusters_path(input_dir: str) -> str | None:
     return None
 
 
+def duplicates_path(input_dir: str) -> str | None:
+    """Clustering's ``duplicates.parquet`` beside ``clusters.parquet`` (same two places), or None."""
+    for p in (storage.join(input_dir, "duplicates.parquet"), storage.join(input_dir, "clusters", "duplicates.parquet")):
+        if storage.exists(p):
+            return p
+    return None
+
+
+def exclude_duplicates(rows: dict[str, dict[str, Any]], input_dir: str) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """(rows without clustering's flagged near-duplicates, the excluded keys).
+
+    Every task draws from the returned rows, so a record that clustering flagged as a copy of
+    another (``duplicates.parquet``: ``key`` -> ``duplicate_of``) never becomes a target or a
+    context image; its original stays. Without a duplicates table nothing is excluded.
+    """
+    path = duplicates_path(input_dir)
+    if path is None:
+        return rows, set()
+    flagged = {r["key"] for r in storage.read_parquet(path, columns=["key"]).to_pylist()}
+    excluded = flagged & set(rows)
+    return {k: r for k, r in rows.items() if k not in excluded}, excluded
+
+
 def parquet_files(input_dir: str) -> list[str]:
     return storage.list_files(kept_path(input_dir), "*.parquet")
 
@@ -223,15 +246,19 @@ def read_manifests(output: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: m["shard"])
 
 
-def account(rows: dict[str, dict[str, Any]], plan: MixturePlan, manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    """read / kept / rejected-by-reason over input records (kept = in some written sample's lineage)."""
+def account(rows: dict[str, dict[str, Any]], plan: MixturePlan, manifests: list[dict[str, Any]],
+            duplicates: set[str] | None = None) -> dict[str, Any]:
+    """read / kept / rejected-by-reason over input records (kept = in some written sample's lineage);
+    ``duplicates``: keys excluded by :func:`exclude_duplicates` (reason ``near_duplicate``)."""
     used = {k for m in manifests for k in m["lineage"]}
     planned = {k for j in plan.jobs for k in j.record_keys}
     rejected: Counter[str] = Counter()
     for key, r in rows.items():
         if key in used:
             continue
-        if not (r.get("caption") or "").strip():
+        if duplicates and key in duplicates:
+            rejected["near_duplicate"] += 1
+        elif not (r.get("caption") or "").strip():
             rejected["no_caption"] += 1
         elif key in planned:
             rejected["synthesis_failed"] += 1

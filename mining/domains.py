@@ -1,12 +1,17 @@
 """Domain classification of image-text pairs by image-text matching.
 
-Two back-ends, same output (a probability per configured domain):
+Three back-ends, same output (a probability per configured domain). The first two are one
+class, :class:`SpaceDomainClassifier`, over an image-text space:
 
-* **CLIP** (when ``clip_model`` is configured): zero-shot prompts. The image is scored against
-  the domain prompts (``softmax(logit_scale * cos)``) and so is the caption; the two
-  distributions are averaged. Real weights come from an open_clip pretrained tag or a local
-  checkpoint; nothing is downloaded implicitly and nothing is faked when they are absent.
-* **Offline** (default): the ImageNet EfficientNet-Lite0 classifier, its 1000 class
+* **CLIP** (when ``clip_model`` is configured): zero-shot prompts in CLIP's own space. The image
+  is scored against the domain prompts (``softmax(logit_scale * cos)``) and so is the caption;
+  the two distributions are averaged. Real weights come from an open_clip pretrained tag or a
+  local checkpoint; nothing is downloaded implicitly and nothing is faked when they are absent.
+* **Offline image-text matching** (``extra={"domain_backend": "itm"}``): the same code over the
+  shipped projection of EfficientNet-Lite0 and MiniLM vectors into one space (:mod:`mining.itm`).
+  Trained on about 900 captioned images, it is less accurate on COCO domains than the map below
+  (docs/mining.md), so it is not the default.
+* **Offline ImageNet map** (default): the ImageNet EfficientNet-Lite0 classifier, its 1000 class
   probabilities summed into domains by :func:`imagenet_domain_map` (index ranges of the
   ImageNet hierarchy plus keyword rules on class names), combined with the cosine similarity
   between the MiniLM caption embedding and domain descriptions (``softmax(cos / 0.05)``).
@@ -76,6 +81,10 @@ _FOOD_WORDS = ("plate", "cup", "espresso", "red wine", "eggnog", "beer glass", "
                "pop bottle", "soup bowl", "trifle", "meat loaf", "hotdog", "bagel", "pretzel", "pizza", "burrito",
                "mushroom", "consomme", "guacamole", "waffle iron", "rotisserie", "dough", "whiskey jug",
                "coffee mug", "teapot", "frying pan", "wok", "hot pot", "caldron", "mixing bowl")
+
+
+ITM_TEXT_WEIGHT = 0.0  # chosen on the COCO val split (python -m bench.itm_coco), see docs/mining.md
+ITM_SCALE: float | None = None  # None: the projection's learned logit scale
 
 
 def imagenet_domain(index: int, name: str) -> str:
@@ -154,54 +163,77 @@ class OfflineDomainClassifier:
         return (1 - w) * self.image_probs(images) + w * self.text_probs(captions)
 
 
-class ClipDomainClassifier:
-    """Zero-shot open_clip: image and caption each matched to the domain prompts, averaged."""
+class SpaceDomainClassifier:
+    """Image and caption matched to the domain prompts in one image-text space (the paper's way).
 
-    backend = "open_clip"
+    ``space``: :class:`mining.itm.model.ItmSpace` (offline projection) or ``ClipSpace`` (open_clip).
+    Each domain's prompt vector is the mean of its descriptions' vectors ("a photo of {d}");
+    ``p = (1 - text_weight) softmax(scale cos(image, prompts)) + text_weight softmax(scale cos(caption, prompts))``.
+    """
+
+    def __init__(self, domains: tuple[str, ...], space, text_weight: float = 0.5, scale: float | None = None):
+        self.domains = tuple(domains)
+        self.space, self.text_weight = space, text_weight
+        self.scale = float(scale if scale is not None else space.logit_scale)
+        self.backend = getattr(space, "name", type(space).__name__)
+        vecs = [space.embed_texts([f"a photo of {s}" for s in descriptions(d)]).mean(0) for d in self.domains]
+        v = np.stack(vecs).astype(np.float64)
+        self.prompts = v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def image_probs(self, images: list) -> np.ndarray:
+        return _softmax(self.scale * self.space.embed_images(images).astype(np.float64) @ self.prompts.T)
+
+    def text_probs(self, captions: list[str]) -> np.ndarray:
+        return _softmax(self.scale * self.space.embed_texts([c or "" for c in captions]).astype(np.float64)
+                        @ self.prompts.T)
+
+    def probs(self, images: list, captions: list[str]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, len(self.domains)))
+        w = self.text_weight
+        return (1 - w) * self.image_probs(images) + w * self.text_probs(captions)
+
+
+class ItmDomainClassifier(SpaceDomainClassifier):
+    """Offline default: the shipped EfficientNet-Lite0/MiniLM projection (``mining/weights/itm_projection.npz``).
+
+    ``text_weight`` and ``scale`` were chosen on the COCO val split (``python -m bench.itm_coco``).
+    """
+
+    def __init__(self, domains: tuple[str, ...], weights: str | None = None, text_weight: float = ITM_TEXT_WEIGHT,
+                 scale: float | None = ITM_SCALE, space=None):
+        from mining.itm.model import ItmSpace
+
+        super().__init__(domains, space or ItmSpace(weights), text_weight, scale)
+
+
+class ClipDomainClassifier(SpaceDomainClassifier):
+    """Zero-shot open_clip: image and caption each matched to the domain prompts, averaged."""
 
     def __init__(self, domains: tuple[str, ...], model_name: str | None = None, pretrained: str | None = None,
                  model=None, preprocess=None, tokenizer=None):
-        import open_clip
-        import torch
+        from mining.itm.model import ClipSpace
 
-        self.torch = torch
-        self.domains = tuple(domains)
-        if model is None:
-            if not pretrained:
-                raise ValueError("CLIP domain classification needs pretrained weights (tag or checkpoint path)")
-            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-            tokenizer = open_clip.get_tokenizer(model_name)
-        self.model, self.preprocess = model.eval(), preprocess
-        self.tokenizer = tokenizer or open_clip.get_tokenizer("ViT-B-32")
-        with torch.inference_mode():
-            vecs = []
-            for d in self.domains:
-                t = self.model.encode_text(self.tokenizer([f"a photo of {s}" for s in descriptions(d)]))
-                t = t / t.norm(dim=-1, keepdim=True)
-                vecs.append(t.mean(0))
-            v = torch.stack(vecs)
-            self.prompts = v / v.norm(dim=-1, keepdim=True)
-        self.scale = float(self.model.logit_scale.detach().exp()) if hasattr(self.model, "logit_scale") else 100.0
-
-    def probs(self, images: list, captions: list[str]) -> np.ndarray:
-        torch = self.torch
-        if not images:
-            return np.zeros((0, len(self.domains)))
-        with torch.inference_mode():
-            x = torch.stack([self.preprocess(im) for im in images])
-            iv = self.model.encode_image(x)
-            tv = self.model.encode_text(self.tokenizer([c or "" for c in captions]))
-            iv = iv / iv.norm(dim=-1, keepdim=True)
-            tv = tv / tv.norm(dim=-1, keepdim=True)
-            p = (self.scale * iv @ self.prompts.T).softmax(-1) + (self.scale * tv @ self.prompts.T).softmax(-1)
-        return (p / 2).double().numpy()
+        space = ClipSpace(model_name, pretrained, model=model, preprocess=preprocess, tokenizer=tokenizer)
+        super().__init__(domains, space, text_weight=0.5)
+        self.backend = "open_clip"
 
 
 def make_classifier(cfg):
-    """The classifier a :class:`mining.config.MiningConfig` asks for."""
+    """The classifier a :class:`mining.config.MiningConfig` asks for.
+
+    ``clip_model`` set: open_clip's space. Otherwise ``cfg.extra["domain_backend"]``:
+    ``"imagenet"`` (default: the ImageNet-classifier map, 0.805 on the COCO test split against
+    0.537 for the projection, see docs/mining.md) or ``"itm"`` (the offline image-text projection).
+    """
     if cfg.clip_model:
         return ClipDomainClassifier(cfg.domains, cfg.clip_model, cfg.clip_pretrained)
-    return OfflineDomainClassifier(cfg.domains)
+    backend = (cfg.extra or {}).get("domain_backend", "imagenet")
+    if backend == "imagenet":
+        return OfflineDomainClassifier(cfg.domains)
+    if backend != "itm":
+        raise ValueError(f"unknown domain_backend {backend!r} (itm or imagenet)")
+    return ItmDomainClassifier(cfg.domains, (cfg.extra or {}).get("itm_weights"))
 
 
 def label(probs: np.ndarray, domains: tuple[str, ...]) -> list[tuple[str, str, float]]:

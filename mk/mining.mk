@@ -20,3 +20,10 @@ bench-quality: setup ## quality benchmarks: BIQ2021 SRCC/PLCC, degradations, COC
 
 test-mining: setup ## the mining tests only
 	$(PYTHON) -m pytest -q tests/test_mining_*.py
+
+.PHONY: train-itm bench-itm
+train-itm: setup ## train the offline image-text projection on coco_mini + flickr8k_1k captions -> mining/weights/itm_projection.npz (features cached in out/itm_cache)
+	nice -n 10 $(PYTHON) -m mining.itm.train --data ../shared/data --out mining/weights/itm_projection.npz --report
+
+bench-itm: setup ## image-text projection: test-split recall, COCO domain accuracy vs the ImageNet map, alignment rule
+	nice -n 10 $(PYTHON) -m bench.itm_coco --imagenet

@@ -56,6 +56,11 @@ class SynthesizeFn(beam.DoFn):
                 depth = load_depth_model(args["depth_weights"])
             self.tools = Tools(quality=scorer, depth=depth, max_side=args["max_side"],
                                style_threshold=args["style_threshold"])
+            if args.get("align_space", "off") != "off":  # styled samples must match style image + caption
+                from mining.itm.align import Aligner
+                from mining.itm.model import make_space
+
+                self.tools.aligner = Aligner(make_space(args["align_space"]))
         self.embedder = None
         if self.embed_text:
             from datasets.text_embed import TokenEmbedder
@@ -133,7 +138,7 @@ def _route_images(element):
 def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, shard_size: int = 64,
         max_samples: int | None = None, mixture: str | None = None, tasks: list[str] | None = None,
         max_side: int = 384, embed_text: bool = False, depth_weights: str | None = None,
-        quality_scorer: str | None = None, style_threshold: float = 0.35, runner: str = "fnapi",
+        quality_scorer: str | None = None, style_threshold: float = 0.35, align_space: str = "itm", runner: str = "fnapi",
         beam_args: list[str] | None = None, tools: Tools | None = None, **_: Any) -> dict[str, Any]:
     """Build task shards; returns the stage summary (see module doc and docs/datasets.md)."""
     from datasets.tasks.quality import load_scorer
@@ -156,7 +161,8 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
             depth_note = f"control_depth: depth model unavailable ({type(exc).__name__}: {exc})"
             log.warning(depth_note)
             depth_weights = None
-    inputs = PlanInputs(rows=rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights))
+    task_rows, duplicates = build.exclude_duplicates(rows, input)
+    inputs = PlanInputs(rows=task_rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights))
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
@@ -172,7 +178,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
     log.info("tasks: %d jobs in %d shards, %d shards already written", len(plan.jobs), n_shards, len(done))
 
     tool_args = {"max_side": max_side, "style_threshold": style_threshold, "quality_scorer": quality_scorer,
-                 "depth_weights": depth_weights}
+                 "depth_weights": depth_weights, "align_space": align_space}
     if pending:
         needed = sorted({k for j in pending for k in j.record_keys} - set(style_bytes))
         with make_pipeline(runner, beam_args or []) as p:
@@ -195,7 +201,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
 
     manifests = build.read_manifests(output)
     written, sample_rejects = build.totals(manifests)
-    acc = build.account(rows, plan, manifests)
+    acc = build.account(rows, plan, manifests, duplicates)
     _, scorer_name = load_scorer(quality_scorer)
     notes = [f"{t}: {r}" for t, r in sorted(plan.skipped.items())] + ([depth_note] if depth_note else [])
     summary = {
@@ -204,10 +210,11 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
         "outputs": {"shards": storage.join(output, "shards"), "plan": storage.join(output, "plan.json")},
         "shards": {"total": n_shards, "skipped_existing": len(done), "written_now": n_shards - len(done)},
         "inputs": {"kept": build.kept_path(input), "records": len(rows), "clusters": len(clusters),
+                   "duplicates_excluded": len(duplicates),
                    "style_dir": style_dir, "style_images": len(styles)},
         "options": {"seed": seed, "shard_size": shard_size, "max_samples": max_samples, "max_side": max_side,
                     "embed_text": embed_text, "quality_scorer": scorer_name, "style_threshold": style_threshold,
-                    "depth_weights": depth_weights or "none (control_depth skipped)", "tasks": tasks or "all"},
+                    "align_space": align_space, "depth_weights": depth_weights or "none (control_depth skipped)", "tasks": tasks or "all"},
         "notes": notes,
         "style_images": {"read": len(styles) + len(style_rejects), "kept": len(styles),
                          "rejected": dict(sorted(Counter(r["reason"] for r in style_rejects).items())),
@@ -237,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth-weights", default=None, help="MiDaS/DPT weights; without them depth is skipped")
     ap.add_argument("--quality-scorer", default=None, help="module:function scoring stylised targets")
     ap.add_argument("--style-threshold", type=float, default=0.35, help="minimum quality of stylised targets")
+    ap.add_argument("--align-space", default="itm",
+                    help="styled alignment filter space: itm (offline projection), itm:PATH, openclip:MODEL:PRETRAINED, off")
     ap.add_argument("--runner", default="fnapi", help="fnapi, direct-mp, portable, or a Beam runner name")
     args, beam_args = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -249,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                       tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
                       embed_text=args.embed_text, depth_weights=args.depth_weights,
                       quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
-                      runner=args.runner, beam_args=beam_args)
+                      align_space=args.align_space, runner=args.runner, beam_args=beam_args)
     print(json.dumps({k: summary[k] for k in ("stage", "read", "kept", "rejected", "samples", "mixture",
                                               "style_images")}, indent=2))
     return 0

@@ -1,7 +1,11 @@
 """Styled generation: style image + caption -> the captioned content image rendered in that style.
 
 Targets come from Magenta's arbitrary style transfer (``datasets.style``) of a captioned
-content image, kept only when the quality scorer rates them >= tools.style_threshold.
+content image, kept only when the quality scorer rates them >= tools.style_threshold, and, when
+``tools.aligner`` is set (``mining.itm.align.Aligner``: the offline image-text projection or
+CLIP), only when the target matches both the style image and the caption in that shared space
+(reject reasons ``style_misaligned``, ``caption_misaligned``), as the paper keeps only aligned
+examples.
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ def stylize(job: Job, images: dict[str, bytes], tools: Tools):
 
 
 def make(job: Job, images: dict[str, bytes], tools: Tools, seed: int):
-    _, style, target, score = stylize(job, images, tools)
-    return build("styled", job, seed, target, [(style, "jpg")], [job.style_key],
-                 meta={"quality": round(score, 4), "content_key": job.target_key})
+    content, style, target, score = stylize(job, images, tools)
+    meta = {"quality": round(score, 4), "content_key": job.target_key}
+    aligner = getattr(tools, "aligner", None)
+    if aligner is not None:
+        check = aligner.styled(target, style, content, job.values.get("caption", ""))
+        if check.reason:
+            raise TaskSkip(check.reason, check.detail())
+        meta |= {"style_gain": round(check.style_gain, 4), "caption_rank": round(check.caption_rank, 4)}
+    return build("styled", job, seed, target, [(style, "jpg")], [job.style_key], meta=meta)

@@ -1,0 +1,65 @@
+"""Stage-2 tasks never draw clustering's flagged near-duplicates (issue 13 item 6), on tiny data."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from datasets import build
+from datasets.mixture import load_config
+from datasets.tasks.base import PlanInputs, Tools
+from mining import storage
+
+DUPS = {"k03": "k02", "k07": "k06"}
+
+
+def _png(i: int) -> bytes:
+    rng = np.random.default_rng(i)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _inputs(root, with_dups=True):
+    rows = [{"key": f"k{i:02d}", "url": f"/x/{i}.png", "caption": f"photo number {i}", "image": _png(i),
+             "quality": 0.8, "domain": "products"} for i in range(10)]
+    storage.write_parquet(rows, str(root / "kept" / "part-00000.parquet"))
+    if with_dups:
+        storage.write_parquet(
+            [{"key": k, "duplicate_of": v, "reason": "cosine"} for k, v in DUPS.items()],
+            str(root / "clusters" / "duplicates.parquet"),
+            pa.schema([("key", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string())]))
+    return root
+
+
+def test_flagged_duplicates_are_excluded_from_every_task(tmp_path):
+    root = _inputs(tmp_path)
+    rows = build.load_light_rows(build.parquet_files(str(root)))
+    task_rows, excluded = build.exclude_duplicates(rows, str(root))
+    assert excluded == set(DUPS) and set(task_rows) == set(rows) - set(DUPS)
+    styles = [{"key": "s1", "path": "s1.jpg", "style": "watercolor"}]
+    plan = build.make_plan(PlanInputs(rows=task_rows, styles=styles), load_config(None), 0, None)
+    used = {k for j in plan.jobs for k in j.record_keys}
+    assert {j.task for j in plan.jobs} >= {"t2i", "control_edge", "styled", "style_transfer"}
+    assert used and not used & set(DUPS)
+    assert {"k02", "k06"} <= used | set(rows)  # the originals stay available
+    acc = build.account(rows, plan, [], excluded)
+    assert acc["rejected"]["near_duplicate"] == 2 and acc["read"] == 10
+
+
+def test_without_a_duplicates_table_nothing_is_excluded(tmp_path):
+    root = _inputs(tmp_path, with_dups=False)
+    rows = build.load_light_rows(build.parquet_files(str(root)))
+    task_rows, excluded = build.exclude_duplicates(rows, str(root))
+    assert task_rows == rows and excluded == set()
+
+
+def test_build_tasks_run_counts_excluded_duplicates(tmp_path):
+    from pipelines.build_tasks import run
+
+    root = _inputs(tmp_path / "in")
+    tools = Tools(quality=lambda im: 0.9, max_side=64)
+    s = run(str(root), str(tmp_path / "out"), tasks=["t2i"], tools=tools, shard_size=4)
+    assert s["samples"]["t2i"] == 8 and s["inputs"]["duplicates_excluded"] == 2
+    assert s["rejected"] == {"near_duplicate": 2} and s["read"] == s["kept"] + 2
