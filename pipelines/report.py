@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from mining import storage
-from pipelines.report_views import legend, pca2, scatter_png, svg_bars, svg_histogram, table
+from pipelines.report_views import colours, legend, pca2, scatter_png, svg_bars, svg_histogram, table
 
 THUMB = 112
 
@@ -150,7 +150,8 @@ def _section_distributions(run: str) -> str:
     if "domain" in t:
         counts = Counter(d or "none" for d in t["domain"]).most_common()
         parts.append('<div class="panel"><h3>kept records per domain</h3>'
-                     + svg_bars([d for d, _ in counts], [n for _, n in counts]) + "</div>")
+                     + svg_bars([d for d, _ in counts], [n for _, n in counts],
+                                colors=[colours([d for d, _ in counts])[d] for d, _ in counts]) + "</div>")
     return "".join(parts)
 
 

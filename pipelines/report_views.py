@@ -11,8 +11,21 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-PALETTE = ["#2463eb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#e67700", "#5c940d",
+PALETTE = ["#2463eb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#495057", "#5c940d",
            "#862e9c", "#364fc7", "#a61e4d", "#087f5b"]
+
+
+# The mining domains (mining/config.py) keep one colour in every chart; other names take the rest in order.
+KNOWN = ["animals", "art", "food", "other", "people", "products", "scenery", "vehicles"]
+
+
+def colours(names: list[str]) -> dict[str, str]:
+    """One colour per name, the same in every chart of a report."""
+    out = {n: PALETTE[KNOWN.index(n)] for n in names if n in KNOWN}
+    rest = [c for c in PALETTE if c not in out.values()] or PALETTE
+    for i, n in enumerate(sorted(n for n in set(names) if n not in out)):
+        out[n] = rest[i % len(rest)]
+    return out
 
 
 def _esc(text: Any) -> str:
@@ -72,8 +85,7 @@ def pca2(x: np.ndarray) -> np.ndarray:
 
 def scatter_png(xy: np.ndarray, groups: list[str], size: int = 520, dot: int = 3) -> tuple[bytes, dict[str, str]]:
     """A PNG scatter of 2-D points coloured by group; returns (PNG bytes, group -> colour)."""
-    names = sorted(set(groups))
-    colors = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(names)}
+    colors = dict(sorted(colours(sorted(set(groups))).items()))
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)
     draw.rectangle([0, 0, size - 1, size - 1], outline="#ccd")
