@@ -9,7 +9,6 @@ OUT     ?= out
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-export NO_ALBUMENTATIONS_UPDATE ?= 1
 
 .PHONY: setup setup-gpu demo test browser lint bench clean help
 .DEFAULT_GOAL := help

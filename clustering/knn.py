@@ -253,7 +253,8 @@ def _sub_kmeans(x, ms: list[int], seed: int, niter: int, per_centroid: int):
     rng = np.random.default_rng(seed)
     n, mx = len(x), max(ms)
     xs = x if n <= per_centroid * mx else x[torch.from_numpy(np.sort(rng.choice(n, per_centroid * mx, replace=False)))]
-    xb = xs.to(torch.bfloat16)
+    lowp = torch.bfloat16 if bf16_available() else torch.float32  # emulated bf16 is ~10x slower than fp32
+    xb = xs.to(lowp)
     seeds = xs[torch.from_numpy(np.sort(rng.permutation(len(xs))[: 16 * mx]))]  # farthest-first on a subsample
     pick = [int(rng.integers(len(seeds)))]
     near = seeds @ seeds[pick[0]]
@@ -262,7 +263,7 @@ def _sub_kmeans(x, ms: list[int], seed: int, niter: int, per_centroid: int):
         near = torch.maximum(near, seeds @ seeds[pick[-1]])
     for m in ms:
         cent = _lloyd(xs, seeds[torch.tensor(pick[:m])].clone(), niter, xb)
-        yield cent, xs, (xb @ cent.to(torch.bfloat16).T).float()
+        yield cent, xs, (xb @ cent.to(lowp).T).float()
 
 
 def _lloyd(xs, cent, niter: int, xb=None):
@@ -270,10 +271,10 @@ def _lloyd(xs, cent, niter: int, xb=None):
     import torch
 
     if niter > 0 and xb is None:
-        xb = xs.to(torch.bfloat16)
+        xb = xs.to(torch.bfloat16 if bf16_available() else torch.float32)
     for _ in range(niter):
-        lab = (xb @ cent.to(torch.bfloat16).T).argmax(1)
-        onehot = torch.zeros(len(cent), len(xs), dtype=torch.bfloat16)
+        lab = (xb @ cent.to(xb.dtype).T).argmax(1)
+        onehot = torch.zeros(len(cent), len(xs), dtype=xb.dtype)
         onehot[lab, torch.arange(len(xs))] = 1
         sums = (onehot @ xb).float()  # bf16 sums: centroids only steer speed, never correctness
         nz = torch.bincount(lab, minlength=len(cent)) > 0

@@ -30,6 +30,7 @@ def sample_files(cluster: dict[str, Any], images: list[bytes], captions: list[st
     meta = {k: cluster[k] for k in ("cluster_id", "domain", "keys", "urls", "similarities")}
     meta["captions"] = captions
     files = [(f"{i}.jpg", as_jpeg(img)) for i, img in enumerate(images)]
+    files.append(("txt", (captions[0] if captions else "").encode("utf-8")))  # the seed's caption
     files.append(("json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")))
     return files
 

@@ -31,7 +31,7 @@ def tar_bytes(samples: Iterable[Sample]) -> bytes:
     buf = io.BytesIO()
     writer = wds.TarWriter(buf, mtime=0.0)
     for s in samples:
-        writer.write(to_wds(s))
+        writer.write({**to_wds(s), "txt": s.instruction.encode("utf-8")})  # what jpg+txt readers take
     writer.close()  # closes the tarfile, not the BytesIO
     return buf.getvalue()
 

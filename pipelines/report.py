@@ -2,9 +2,13 @@
 
     python -m pipelines.report --run out/demo --output out/demo/report
 
-Sections: stage accounting, 5-pair clusters (images, captions, similarities), rejects by reason with
-examples, one sample per task (instruction, context thumbnails, target), the dataset card, training
-curves and sample grids. Each section reads what the run wrote and says so when a stage's output is absent.
+Works on any run folder (the demo's, ``make dataset``'s, or stage folders side by side). Sections:
+stage accounting from every stage's ``summary.json``; quality and domain histograms of the kept
+records; cluster coherence (similarity to the seed) and the clusters discarded, by reason; a 2-D
+PCA map of the image embeddings coloured by domain (a PNG); 5-pair clusters; near-duplicate pairs
+side by side; rejects by reason with examples; one sample per task; the dataset card as tables;
+training curves and sample grids. Each section reads what the run wrote and says so when a stage's
+output is absent.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import os
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from mining import cli, storage
 from mining.cli import require
+from pipelines.report_views import colours, legend, pca2, scatter_png, svg_bars, svg_histogram, table
 
 THUMB = 112
 
@@ -65,24 +71,180 @@ def _rows_by_key(run: str, keys: set[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
+STAGE_ORDER = ["demo_corpus", "read", "mine", "cluster", "tasks", "export", "train"]
+
+
+def _stage_summaries(run: str) -> list[tuple[str, dict[str, Any]]]:
+    """(folder, summary) of every stage summary one or two levels under ``run``, in pipeline order."""
+    found = []
+    for pattern in ("*summary.json", "*/*summary.json", "*/*/summary.json"):
+        for path in sorted(glob.glob(os.path.join(run, pattern))):
+            if os.path.basename(path) == "demo_summary.json":
+                continue
+            try:
+                doc = json.load(open(path))
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and "stage" in doc:
+                found.append((os.path.relpath(os.path.dirname(path), run) or ".", doc))
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    return sorted(found, key=lambda fs: (rank.get(fs[1]["stage"], len(rank)), fs[0]))
+
+
+def _reasons(rej: Any) -> str:
+    if isinstance(rej, dict):
+        return ", ".join(f"{k}: {v}" for k, v in sorted(rej.items(), key=lambda kv: -kv[1] if isinstance(kv[1], int) else 0))
+    return "" if rej is None else str(rej)
+
+
 def _section_stages(run: str) -> str:
-    path = os.path.join(run, "demo_summary.json")
-    if not os.path.exists(path):
-        return "<p>No demo summary (run <code>make demo</code>).</p>"
     rows = []
-    for r in json.load(open(path)):
-        s = r.get("summary") or {}
-        rej = s.get("rejected") or {}
-        rej_txt = ", ".join(f"{k}: {v}" for k, v in sorted(rej.items(), key=lambda kv: -kv[1])) if isinstance(rej, dict) else rej
-        rows.append(
-            f"<tr><td>{_esc(r['stage'])}</td><td>{_esc(r['status'])}</td><td>{_esc(s.get('read', ''))}</td>"
-            f"<td>{_esc(s.get('kept', ''))}</td><td>{_esc(rej_txt)}</td><td>{_esc(r.get('why', ''))}</td></tr>"
-        )
-    return (
-        "<table><tr><th>stage</th><th>status</th><th>read</th><th>kept</th><th>rejected by reason</th><th>note</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
+    for folder, s in _stage_summaries(run):
+        read = s.get("read", s.get("rows", ""))
+        kept = s.get("kept", s.get("samples", ""))
+        if isinstance(kept, dict):
+            kept = sum(v for v in kept.values() if isinstance(v, int))
+        ok = s.get("accounted")
+        rows.append(f"<tr><td>{_esc(s['stage'])}</td><td><code>{_esc(folder)}</code></td><td>{_esc(read)}</td>"
+                    f"<td>{_esc(kept)}</td><td>{_esc(_reasons(s.get('rejected')))}</td>"
+                    f"<td>{'' if ok is None else ('yes' if ok else '<b>NO</b>')}</td><td>{_esc(s.get('seconds', ''))}</td></tr>")
+    notes = []
+    demo = os.path.join(run, "demo_summary.json")
+    if os.path.exists(demo):
+        for r in json.load(open(demo)):
+            if r.get("status") != "ok":
+                notes.append(f"<li>{_esc(r['stage'])}: {_esc(r.get('status'))} {_esc(r.get('why', ''))}</li>")
+    if not rows:
+        return "<p>No stage <code>summary.json</code> under this folder.</p>"
+    return ("<table><tr><th>stage</th><th>folder</th><th>read</th><th>kept</th><th>rejected by reason</th>"
+            "<th>kept + rejected = read</th><th>seconds</th></tr>" + "".join(rows) + "</table>"
+            + (f"<ul>{''.join(notes)}</ul>" if notes else ""))
+
+
+def _kept_folder(run: str) -> str | None:
+    for cand in [os.path.join(run, "mined", "kept"), os.path.join(run, "kept"), _first(os.path.join(run, "**", "kept"))]:
+        if cand and os.path.isdir(cand) and glob.glob(os.path.join(cand, "*.parquet")):
+            return cand
+    return None
+
+
+def _section_distributions(run: str) -> str:
+    """Quality histogram (with the mining threshold) and kept records per domain."""
+    folder = _kept_folder(run)
+    if not folder:
+        return "<p>No mined <code>kept/</code> records in this run.</p>"
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(storage.list_files(folder, "*.parquet")[0]).names)
+    cols = [c for c in ("quality", "domain") if c in names]
+    if not cols:
+        return "<p>The kept records have no quality or domain columns (not mined).</p>"
+    t = storage.read_parquet(folder, columns=cols).to_pydict()
+    summ = next((s for _, s in _stage_summaries(run) if s["stage"] == "mine"), {})
+    thr = (summ.get("config") or {}).get("min_quality")
+    parts = []
+    if "quality" in t:
+        parts.append('<div class="panel"><h3>quality of kept records</h3>'
+                     + svg_histogram(t["quality"], 0.0, 1.0, marks={"min_quality": thr} if thr is not None else None)
+                     + f"<p>{_esc(summ.get('rejected', {}).get('low_quality', 0))} rejected as low_quality "
+                     "before this (not shown).</p></div>")
+    if "domain" in t:
+        counts = Counter(d or "none" for d in t["domain"]).most_common()
+        parts.append('<div class="panel"><h3>kept records per domain</h3>'
+                     + svg_bars([d for d, _ in counts], [n for _, n in counts],
+                                colors=[colours([d for d, _ in counts])[d] for d, _ in counts]) + "</div>")
+    return "".join(parts)
+
+
+def _cluster_summary(clusters_path: str) -> dict[str, Any]:
+    path = os.path.join(os.path.dirname(clusters_path), "summary.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def _section_coherence(run: str) -> str:
+    """Similarity to the seed of every non-seed member, the weakest member per cluster, and the
+    clusters the builder discarded, by reason."""
+    path = _first(os.path.join(run, "**", "clusters.parquet"))
+    if not path:
+        return "<p>No clusters.parquet in this run.</p>"
+    clusters = storage.read_parquet(path).to_pylist()
+    members = [s for c in clusters for s in (c.get("similarities") or [])[1:]]
+    weakest = [min(c["similarities"][1:]) for c in clusters if len(c.get("similarities") or []) > 1]
+    summ = _cluster_summary(path)
+    cfg = summ.get("config") or {}
+    parts = [
+        '<div class="panel"><h3>similarity to the seed, every non-seed member</h3>'
+        + svg_histogram(members, 0.0, 1.0, marks={"mean": float(np.mean(members))} if members else None) + "</div>",
+        '<div class="panel"><h3>weakest member per cluster</h3>'
+        + svg_histogram(weakest, 0.0, 1.0, color="#e8590c") + "</div>",
+    ]
+    why = {
+        "clusters_kept": "kept: 5 members that pass every test",
+        "clusters_too_small": "discarded: fewer than 5 relevant, non-duplicate neighbours",
+        "clusters_weak": f"discarded: distance-ratio test (farthest member over {cfg.get('max_distance_ratio', '?')}x "
+                         "the nearest one's distance from the seed)",
+        "cross_domain_duplicates": "records removed as duplicates of a record in another domain",
+    }
+    rows = "".join(f"<tr><td>{_esc(k.replace('_', ' '))}</td><td>{_esc(summ[k])}</td><td>{_esc(v)}</td></tr>"
+                   for k, v in why.items() if k in summ)
+    dups = summ.get("duplicates_removed") or {}
+    if dups:
+        rows += f"<tr><td>duplicates removed</td><td>{sum(dups.values())}</td><td>{_esc(_reasons(dups))}</td></tr>"
+    parts.append("<table><tr><th>clusters</th><th>count</th><th>why</th></tr>" + rows + "</table>" if rows
+                 else "<p>No cluster summary.json beside clusters.parquet.</p>")
+    return "".join(parts)
+
+
+def _section_map(run: str, limit: int = 20000) -> str:
+    """PCA of the image embeddings (clip-retrieval layout), coloured by domain, as a PNG."""
+    meta_dir = _first(os.path.join(run, "**", "embeddings", "metadata"))
+    emb_dir = meta_dir and os.path.join(os.path.dirname(meta_dir), "img_emb")
+    if not meta_dir or not os.path.isdir(emb_dir):
+        return "<p>No embeddings in this run.</p>"
+    files = sorted(glob.glob(os.path.join(emb_dir, "img_emb_*.npy")), key=lambda p: int(p.rsplit("_", 1)[1][:-4]))
+    metas = sorted(glob.glob(os.path.join(meta_dir, "metadata_*.parquet")), key=lambda p: int(p.rsplit("_", 1)[1][:-8]))
+    x = np.concatenate([np.load(f, allow_pickle=False) for f in files])[:limit]
+    domains = []
+    for m in metas:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(m).names
+        domains += storage.read_parquet(m, columns=["domain"]).column("domain").to_pylist() if "domain" in names \
+            else ["unknown"] * pq.read_metadata(m).num_rows
+    domains = [d or "none" for d in domains[: len(x)]]
+    if len(x) < 3 or len(domains) != len(x):
+        return "<p>Too few embeddings to map.</p>"
+    png, colors = scatter_png(pca2(x), domains)
+    src = base64.b64encode(png).decode()
+    return (f'<figure class="map"><img src="data:image/png;base64,{src}" alt="embedding map"><figcaption>'
+            f"{len(x)} image embeddings, first two principal components (dim {x.shape[1]})</figcaption></figure>"
+            f'<p class="legend">{legend(colors, Counter(domains))}</p>')
+
+
+def _section_duplicates(run: str, limit: int = 12) -> str:
+    """Near-duplicate pairs: the removed record beside the one it duplicates, with the reason."""
+    path = _first(os.path.join(run, "**", "duplicates.parquet"))
+    if not path:
+        return "<p>No duplicates.parquet in this run.</p>"
+    dups = storage.read_parquet(path).to_pylist()
+    if not dups:
+        return "<p>No duplicates were found.</p>"
+    by_reason: dict[str, list[dict]] = defaultdict(list)
+    for d in dups:
+        by_reason[d["reason"]].append(d)
+    shown, per = [], max(1, limit // max(1, len(by_reason)))
+    for reason in sorted(by_reason):
+        shown += by_reason[reason][:per]
+    rows = _rows_by_key(run, {k for d in shown for k in (d["key"], d["duplicate_of"])})
+    parts = [f"<p>{len(dups)} removed: {_esc(_reasons(Counter(d['reason'] for d in dups)))} (showing {len(shown)}).</p>"]
+    for d in shown:
+        cells = []
+        for key, role in ((d["duplicate_of"], "kept"), (d["key"], "removed")):
+            row = rows.get(key, {})
+            data = row.get("image") or (storage.read_bytes(row["path"]) if row.get("path") else None)
+            cells.append(f"<figure>{_thumb(data)}<figcaption>{role}: {_esc(row.get('caption', key))}</figcaption></figure>")
+        parts.append(f'<div class="pair"><h3>{_esc(d["reason"])}</h3>{"".join(cells)}</div>')
+    return "".join(parts)
 
 
 def _section_clusters(run: str, limit: int) -> str:
@@ -167,7 +329,9 @@ def _section_card(run: str) -> str:
     if not path:
         return "<p>No dataset card in this run.</p>"
     card = json.load(open(path))
-    return f"<pre>{_esc(json.dumps(card, indent=2))[:6000]}</pre>"
+    tasks = card.pop("tasks", None)
+    return (f"<p><b>{_esc(card.pop('title', 'dataset card'))}</b> · <code>{_esc(os.path.relpath(path, run))}</code></p>"
+            + (table(tasks) if tasks else "") + table(card))
 
 
 def _svg_curve(xs: list[float], ys: list[float], w: int = 560, h: int = 200) -> str:
@@ -211,6 +375,11 @@ figure img{max-width:112px;max-height:112px;display:block} figcaption{font-size:
 .arrow{font-size:28px;vertical-align:top;margin:40px 8px;display:inline-block}
 .ph{width:112px;height:80px;background:#eee;color:#888;font-size:11px;display:flex;align-items:center;justify-content:center}
 .grid{width:auto} .grid img{max-width:560px;max-height:none}
+.panel{display:inline-block;vertical-align:top;margin:0 16px 8px 0} .panel h3{font-size:13px;margin:4px 0}
+.chart text{font-size:11px;fill:#333} .map{width:auto} .map img{max-width:520px;max-height:none}
+.legend .key{margin-right:12px;font-size:12px} .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
+.pair{display:inline-block;border:1px solid #dde;border-radius:6px;padding:4px 6px;margin:4px} .pair h3{font-size:12px;margin:0}
+table.card{margin:4px 0} table.card th{text-align:left;background:#f4f5f8}
 """
 
 
@@ -220,7 +389,10 @@ CHECK_JS = (
     "document.body.dataset.images=im.length;"
     "document.body.dataset.decoded=im.filter(i=>i.complete&&i.naturalWidth>0).length;"
     "document.body.dataset.clusters=document.querySelectorAll('.cluster').length;"
-    "document.body.dataset.tasks=document.querySelectorAll('.task').length;});"
+    "document.body.dataset.tasks=document.querySelectorAll('.task').length;"
+    "document.body.dataset.charts=document.querySelectorAll('svg.chart').length;"
+    "document.body.dataset.pairs=document.querySelectorAll('.pair').length;"
+    "document.body.dataset.maps=document.querySelectorAll('.map img').length;});"
 )
 
 
@@ -228,7 +400,11 @@ def build_report(run: str, output: str, clusters: int = 12) -> dict[str, Any]:
     """Write ``output/index.html`` for the run folder ``run``; returns a summary with its path."""
     sections = [
         ("Stages", _section_stages(run)),
+        ("Quality and domains", _section_distributions(run)),
+        ("Cluster coherence", _section_coherence(run)),
+        ("Embedding map", _section_map(run)),
         ("Retrieval clusters", _section_clusters(run, clusters)),
+        ("Near-duplicate pairs", _section_duplicates(run)),
         ("Rejects by reason", _section_rejects(run)),
         ("Task samples", _section_tasks(run)),
         ("Dataset card", _section_card(run)),

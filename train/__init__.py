@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from mining import __version__  # noqa: F401  (one version; also sets the quiet environment)
+
 
 def demo_run(shards: str, output: str, steps: int = 150, seed: int = 0, config: str = "tiny",
              overrides: dict | None = None) -> dict:

