@@ -24,9 +24,9 @@ import io
 import numpy as np
 
 # (view kind, size); see the module docstring.
-VIEWS: tuple[tuple[str, int], ...] = (("native", 512), ("full", 384), ("full", 224))
+VIEWS: tuple[tuple[str, int], ...] = (("native", 512),)
 TAPS: tuple[int, ...] = tuple(range(16))  # block indices whose outputs are pooled (+ the head): all 16
-FEATURE_VERSION = "lite0relu6-allblocks-head-mean-std-max-pstd-native512-full384-full224-v3"
+FEATURE_VERSION = "lite0relu6-allblocks-head-mean-std-max-pstd-native512-v3"
 MIN_SIDE = 64
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

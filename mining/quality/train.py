@@ -275,7 +275,7 @@ def prepare(biq: str, cache: str, max_train: int = 0, train_list: str | None = N
 def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, train_list: str | None = None,
           share: float = TECHNICAL_SHARE, coco: str = DEFAULT_COCO, coco_subset: str = "train2017",
           target: float = DEGRADATION_TARGET, finetune: str | None = None, power: float = POWER,
-          group_norm: bool = True, refit: bool = True, gates_from: str | None = None) -> dict:
+          group_norm: bool = False, refit: bool = True, gates_from: str | None = None) -> dict:
     from mining.quality.deep import FEATURE_VERSION
     from mining.quality.finetune import file_sha1
     from mining.storage import atomic_write_bytes
@@ -364,7 +364,7 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
 
 
 def cross_subset(rows: list[dict], feats: np.ndarray, alpha: float, power: float = POWER,
-                 group_norm: bool = True) -> dict[str, dict[str, float]]:
+                 group_norm: bool = False) -> dict[str, dict[str, float]]:
     """A distribution-shift check: for each BIQ2021 ``subset``, a head (penalty ``alpha``) fitted on the
     train + val rows of the OTHER subsets scores the test rows of that subset; beside it, the SRCC within
     the same rows of a head fitted on the train + val rows of every subset."""
@@ -397,8 +397,7 @@ def note(s: dict, name: str) -> str:
         f"no list and 0 = all 2,387), val {s['n']['val']}, test {s['n']['test']} (never used for fitting).", "",
         f"Features: `{s['feature_version']}` (`mining/quality/deep.py`): EfficientNet-Lite0 ImageNet weights",
         "with its own ReLU6, mean, std, max and 4x4-patch std pooled outputs of all 16 blocks and the head,",
-        "for the image at its native resolution (short side capped at 512, centre crop <= 512x512) and the",
-        "whole image resized to 384x384 and to 224x224.", "",
+        "for the image at its native resolution (short side capped at 512, centre crop <= 512x512).", "",
         f"Head: ridge on standardised features (signed power {s.get('power', 1.0):g} first; "
         f"{'each (view, statistic, depth) group weighted equally' if s.get('group_norm') else 'no group weights'}),",
         f"penalty {s['ridge_alpha']:g} chosen by SRCC on val with the head fitted on train"
@@ -415,6 +414,8 @@ def note(s: dict, name: str) -> str:
     ]
     if gi:
         fr = ", ".join(f"{k} {v:.3f}" for k, v in gi["fractions"].items())
+        if gi.get("reused_from"):
+            lines += [f"Gates kept from `{gi['reused_from']}` (`--gates-from`, not searched again); when they were chosen:"]
         lines += [f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: best val SRCC",
                   f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} of them ({fr})."]
     lines += ["", "Metric (held-out test split, Spearman SRCC / Pearson PLCC against MOS):", "",
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune", default=str(DEFAULT_DELTA) if DEFAULT_DELTA.exists() else "",
                     help="fine-tune delta (make train-quality-finetune) mixed into the learned part ('' = ridge only)")
     ap.add_argument("--power", type=float, default=POWER, help="signed power on the pooled features (1 = none)")
-    ap.add_argument("--no-group-norm", action="store_true", help="plain standardisation (no equal weight per group)")
+    ap.add_argument("--group-norm", action="store_true", help="weigh each (view, statistic, depth) group equally")
     ap.add_argument("--no-refit", action="store_true", help="ship the train-only head (default: refit on train + val)")
     ap.add_argument("--gates-from", default="", help="an earlier quality_head.json whose gates are kept (no search)")
     a = ap.parse_args(argv)
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {a.finetune} is absent (make train-quality-finetune): fitting the frozen ridge head only")
         a.finetune = ""
     s = train(a.biq, a.out, a.cache, a.max_train, a.train_list or None, a.technical_share, a.coco, a.coco_subset,
-              a.degradation_target, a.finetune or None, a.power, not a.no_group_norm, not a.no_refit,
+              a.degradation_target, a.finetune or None, a.power, a.group_norm, not a.no_refit,
               a.gates_from or None)
     print(json.dumps({k: v for k, v in s.items() if k != "gate_selection"} | {"gate_fractions": s["gate_selection"].get("fractions")}, indent=2))
     return 0
