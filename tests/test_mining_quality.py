@@ -156,11 +156,8 @@ def test_lora_delta_merges_into_plain_weights():
 def test_committed_finetune_delta_loads_and_exports(coco_images):
     """The committed delta is small, merges, and gives the same predictions on onnxruntime and torch."""
     from mining.quality.finetune import DEFAULT_DELTA, TunedQuality
-    from mining.quality.scorer import LearnedHead
 
-    head = LearnedHead()
-    if head.tuned_weight == 0:
-        pytest.skip("the committed head does not use the fine-tuned predictor")
+    # (the v3 head does not mix it in, t = 0; the delta stays loadable for `--finetune`)
     assert DEFAULT_DELTA.exists() and DEFAULT_DELTA.stat().st_size < 1_000_000
     pytest.importorskip("onnx")
     ims = [coco_images[0], coco_images[1].resize((300, 200))]

@@ -9,8 +9,9 @@ detail that quality depends on, so the views are:
   ``MIN_SIDE`` so every tap keeps more than one spatial position);
 * ``full``: the whole image resized to ``size`` x ``size`` (global composition at a known scale).
 
-For each view the outputs of the blocks in ``TAPS`` and of the head are pooled per channel by
-mean and standard deviation. The network runs on onnxruntime (the graph is exported in memory
+For each view in ``VIEWS`` (v3: the native view only; more views did not help on BIQ2021 val or
+across its subsets) the outputs of the blocks in ``TAPS`` and of the head are pooled per channel by
+the statistics in ``STATS`` (mean, std, max, patch std). The network is Lite0 with its own ReLU6. The network runs on onnxruntime (the graph is exported in memory
 from the same PyTorch weights on first use; about 7x faster than eager PyTorch on this CPU) or,
 as a fallback and reference, on PyTorch (``backend="torch"``); both give the same features.
 The extractor lives here (not in ``mining/features.py``) so the committed head weights always
