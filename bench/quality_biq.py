@@ -2,7 +2,9 @@
 
 Prints SRCC and PLCC (Pearson, no logistic refit) side by side for (a) the technical measures,
 (b) BRISQUE, (c) the learned head, (d) the combination, plus a baseline fitted here on the same
-train split: ridge on globally pooled 224 px penultimate features only (the "single depth" head).
+train split: ridge on globally pooled native-view penultimate features only (the "single depth" head),
+and a distribution-shift check: per BIQ2021 subset, a head refitted without that subset scores its
+test rows (``mining.quality.train.cross_subset``).
 Uses the committed ``mining/weights/quality_head.npz`` and the feature cache (extracting what is
 missing, which is slow on a CPU: ``make train-quality-head`` fills it first).
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     split = np.array([r["split"] for r in rows])
     mos = np.array([r["mos"] for r in rows])
     te, tr = split == "test", split == "train"
-    hd = {"mu": head.mu, "sd": head.sd, "w": head.w, "b": head.b}
+    hd = {"mu": head.mu, "sd": head.sd, "w": head.w, "b": head.b, "power": head.power}
     gates = {"share": head.share, "clip_floor": head.clip_floor, "clip_gamma": head.clip_gamma, "floors": head.floors,
              "gate_gamma": head.gate_gamma}
     rows_te = [r for r, t in zip(rows, te) if t]
@@ -75,14 +77,24 @@ def main(argv: list[str] | None = None) -> int:
         ep = json.loads(head.tuned_file.with_suffix(".json").read_text()).get("best_epoch")
         print(f"| parts of (c): ReLU6 Lite0 predictor alone (delta epoch {ep}; 0 = adapters at zero) | {s:.3f} | {p:.3f} |")
         print(f"| parts of (c): frozen ridge head alone | {r['srcc']:.3f} | {r['plcc']:.3f} |")
+    if "ridge_alpha" in meta and meta.get("feature_version") == head.feature_version:
+        from mining.quality.train import cross_subset
+
+        cs = cross_subset(rows, feats, float(meta["ridge_alpha"]), head.power, bool(meta.get("group_norm", False)))
+        print("cross-subset (distribution shift): SRCC within each subset's test rows, head fitted on the train + val")
+        print("rows of the other subsets only (unseen) vs of every subset (seen), same penalty")
+        print("| subset | test images | unseen subset | seen |")
+        print("|---|---|---|---|")
+        for k, v in cs.items():
+            print(f"| {k} | {v['n']} | {v['unseen_srcc']:.3f} | {v['seen_srcc']:.3f} |")
     if a.speed_images:
         speed([r["file"] for r in rows[: a.speed_images]])
     return 0
 
 
 def speed(files: list[str]) -> None:
-    """Extractor images/s side by side: the v1 extractor (eager PyTorch, 224 squash + 384 crop, 6 taps) and
-    the current views on PyTorch and on onnxruntime."""
+    """Extractor images/s side by side: the v2 learned part (ReLU6 predictor: native 512 view, blocks
+    4..15 + head, mean+std) and the current extractor on PyTorch and on onnxruntime."""
     import time
 
     from PIL import Image
@@ -90,25 +102,21 @@ def speed(files: list[str]) -> None:
     from mining.quality import deep
 
     ims = [Image.open(f).convert("RGB") for f in files]
-    cur = (deep.VIEWS, deep.TAPS)
     res = {}
-    for name, views, taps, backend in (("v1 (torch, full224 + crop384, 6 taps)", (("full", 224), ("crop", 384)),
-                                        (0, 2, 4, 7, 10, 15), "torch"),
-                                       ("current views on torch", *cur, "torch"),
-                                       ("current views on onnxruntime (pipeline default)", *cur, "onnx")):
-        deep.VIEWS, deep.TAPS = views, taps
-        try:
-            qf = deep.QualityFeatures(threads=2, backend=backend)
-            qf(ims[:2])  # warm-up
-            t = time.perf_counter()
-            qf(ims)
-            res[name] = len(ims) / (time.perf_counter() - t)
-        finally:
-            deep.VIEWS, deep.TAPS = cur
+    for name, kw in (("v2 (onnx, native512, blocks 4-15 + head, mean+std)",
+                      {"views": (("native", 512),), "taps": tuple(range(4, 16)), "stats": ("mean", "std"),
+                       "backend": "onnx"}),
+                     ("current views on torch", {"backend": "torch"}),
+                     ("current views on onnxruntime (pipeline default)", {"backend": "onnx"})):
+        qf = deep.QualityFeatures(threads=2, **kw)
+        qf(ims[:2])  # warm-up
+        t = time.perf_counter()
+        qf(ims)
+        res[name] = len(ims) / (time.perf_counter() - t)
     base = next(iter(res.values()))
     print(f"extractor speed on {len(ims)} BIQ2021 images (2 threads, same run):")
     for name, v in res.items():
-        print(f"  {name}: {v:.2f} images/s ({v / base:.2f}x v1)")
+        print(f"  {name}: {v:.2f} images/s ({v / base:.2f}x v2)")
 
 
 if __name__ == "__main__":

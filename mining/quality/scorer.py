@@ -49,6 +49,13 @@ def final_quality(blend: np.ndarray, technical: np.ndarray, resolution: np.ndarr
     return q * np.asarray(resolution, dtype=np.float64) ** RESOLUTION_GAMMA
 
 
+def signed_power(x: np.ndarray, p: float) -> np.ndarray:
+    """``sign(x) * |x| ** p`` (p = 1: unchanged): damps the heavy tails of pooled activations before
+    the ridge head, so a few extreme images do not dominate its fit."""
+    x = np.asarray(x, dtype=np.float64)
+    return x if p == 1 else np.sign(x) * np.abs(x) ** p
+
+
 def blend_matrix(parts: dict[str, np.ndarray], fill: float = 0.5) -> np.ndarray:
     """(N, len(BLEND_INPUTS)) from a dict of per-image arrays; a missing part (NaN) becomes ``fill``
     (the head stores BRISQUE's val-split mean there, used when BRISQUE is disabled or fails)."""
@@ -71,6 +78,7 @@ class LearnedHead:
         z = np.load(path, allow_pickle=False)
         self.mu, self.sd = z["mu"].astype(np.float64), z["sd"].astype(np.float64)
         self.w, self.b = z["w"].astype(np.float64), float(z["b"])
+        self.power = float(z["power"]) if "power" in z else 1.0
         self.blend_w, self.blend_b = z["blend_w"].astype(np.float64), float(z["blend_b"])
         self.feature_version = str(z["feature_version"])
         self.fill = float(z["brisque_fill"]) if "brisque_fill" in z else 0.5
@@ -92,7 +100,7 @@ class LearnedHead:
     def predict(self, feats: np.ndarray | None, tuned: np.ndarray | None = None) -> np.ndarray:
         """``(1 - t) * ridge(feats) + t * tuned`` clipped to [0, 1] (``t = tuned_weight``; feats may be None at t = 1)."""
         t = self.tuned_weight
-        ridge = 0.0 if t >= 1 else ((feats - self.mu) / self.sd) @ self.w + self.b
+        ridge = 0.0 if t >= 1 else ((signed_power(feats, self.power) - self.mu) / self.sd) @ self.w + self.b
         return np.clip((1 - t) * ridge + (t * tuned if t > 0 else 0.0), 0.0, 1.0)
 
     def blend(self, parts: dict[str, np.ndarray]) -> np.ndarray:

@@ -23,11 +23,15 @@ from scipy import stats
 from mining.quality import technical as tech
 from mining.quality.biq import DEFAULT_CACHE, cached_matrix, deep_features, hash_key, load_biq
 from mining.quality.finetune import DEFAULT_DELTA
-from mining.quality.scorer import BLEND_INPUTS, DEFAULT_WEIGHTS, blend_matrix, final_quality
+from mining.quality.scorer import BLEND_INPUTS, DEFAULT_WEIGHTS, blend_matrix, final_quality, signed_power
 
 PART_COLUMNS = ("brisque", "technical") + tuple(f"m_{n}" for n in tech.NAMES)
 PARTS_VERSION = "parts-brisque-technical-v1"
 ALPHAS = (100.0, 300.0, 1000.0, 2000.0, 3000.0, 5000.0, 10000.0, 30000.0)
+# v3 head: ridge penalties relative to the mean squared norm of a (scaled) training row, chosen by val SRCC
+LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+POWER = 1.0  # signed power applied to the pooled features before standardising (1 = none)
+DEPTHS = ((0, 5), (5, 11), (11, 16), (16, 17))  # tap groups: stride <= 8, stride 16, stride 32, the head
 TECHNICAL_SHARE = 0.0  # fixed share of the technical score (0: the gates below carry the priors)
 # Gates (see mining/quality/scorer.py): floors of the mapped measures below which an image is an outlier
 # (about the 1st percentile of BIQ2021 val photos; far below clean COCO photos), and the grids searched.
@@ -105,14 +109,43 @@ def srcc_plcc(pred: np.ndarray, mos: np.ndarray) -> tuple[float, float]:
     return float(stats.spearmanr(pred, mos).statistic), float(stats.pearsonr(pred, mos).statistic)
 
 
+def column_scale() -> np.ndarray:
+    """Per feature column ``1 / sqrt(size of its group)``, a group being one (view, pooling statistic,
+    depth range of :data:`DEPTHS`): every group then weighs the same in the ridge fit, so the 1280-wide
+    head output does not outvote the 16-wide first block by its width alone."""
+    from mining.quality.deep import column_layout
+
+    lay = column_layout()
+    depth = np.zeros(lay["tap"].max() + 1, int)
+    for i, (lo, hi) in enumerate(DEPTHS):
+        depth[lo:hi] = i
+    key = (lay["view"] * 10 + lay["stat"]) * 10 + depth[lay["tap"]]
+    _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return (1.0 / np.sqrt(counts[inv])).astype(np.float64)
+
+
+def ridge_predict(head: dict, feats: np.ndarray) -> np.ndarray:
+    """The head's (unclipped) ridge output: standardise the signed-power features, dot ``w``."""
+    return ((signed_power(feats, float(head.get("power", 1.0))) - head["mu"]) / head["sd"]) @ head["w"] + head["b"]
+
+
 def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-             alphas: tuple[float, ...] = ALPHAS) -> dict[str, np.ndarray]:
-    """Ridge on standardised features; the penalty is the one with the best SRCC on (x_val, y_val)
-    (every alpha from one eigendecomposition of the Gram matrix), or leave-one-out CV on train when no
-    val set is given."""
+             alphas: tuple[float, ...] = ALPHAS, scale: np.ndarray | None = None, power: float = 1.0,
+             relative: bool = False) -> dict[str, np.ndarray]:
+    """Ridge on standardised features (``signed_power(x, power)``, each column then times ``scale``); the
+    penalty is the one with the best SRCC on (x_val, y_val) (every alpha from one eigendecomposition of
+    the Gram matrix), or leave-one-out CV on train when no val set is given. ``relative``: ``alphas``
+    are multiples of the mean squared norm of a standardised training row. With one alpha and no val
+    set the fit uses that alpha (the refit on train + val)."""
+    x = signed_power(x, power)
+    x_val = None if x_val is None else signed_power(x_val, power)
     mu = x.mean(0)
-    sd = x.std(0) + 1e-6
+    sd = (x.std(0) + 1e-6) / (1.0 if scale is None else scale)
     z = (x - mu) / sd
+    if relative:
+        alphas = tuple(float(a * (z * z).sum(1).mean()) for a in alphas)
+    if x_val is None and len(alphas) == 1:
+        x_val, y_val = x[:1], y[:1]  # one alpha: nothing to choose
     if x_val is None:
         from sklearn.linear_model import RidgeCV
 
@@ -132,7 +165,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_va
         _, alpha, w = best
         b = ym
     return {"mu": mu.astype(np.float32), "sd": sd.astype(np.float32), "w": np.asarray(w, np.float32),
-            "b": np.float32(b), "alpha": np.float32(alpha)}
+            "b": np.float32(b), "alpha": np.float32(alpha), "power": np.float32(power)}
 
 
 def fit_blend(parts: dict[str, np.ndarray], y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -161,8 +194,7 @@ def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5,
              gates: dict | None = None, tuned: np.ndarray | None = None, tuned_weight: float = 0.0,
              ) -> dict[str, dict[str, float]]:
     """SRCC/PLCC per part and for the combination on the rows given."""
-    z = (feats - head["mu"]) / head["sd"]
-    learned = mix(z @ head["w"] + head["b"], tuned, tuned_weight)
+    learned = mix(ridge_predict(head, feats), tuned, tuned_weight)
     combo = combined(parts, learned, blend_w, blend_b, fill, gates or default_gates())
     mos = np.array([r["mos"] for r in rows])
     res = {}
@@ -242,7 +274,8 @@ def prepare(biq: str, cache: str, max_train: int = 0, train_list: str | None = N
 
 def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, train_list: str | None = None,
           share: float = TECHNICAL_SHARE, coco: str = DEFAULT_COCO, coco_subset: str = "train2017",
-          target: float = DEGRADATION_TARGET, finetune: str | None = None) -> dict:
+          target: float = DEGRADATION_TARGET, finetune: str | None = None, power: float = POWER,
+          group_norm: bool = False, refit: bool = True, gates_from: str | None = None) -> dict:
     from mining.quality.deep import FEATURE_VERSION
     from mining.quality.finetune import file_sha1
     from mining.storage import atomic_write_bytes
@@ -251,10 +284,15 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
     split = np.array([r["split"] for r in rows])
     mos = np.array([r["mos"] for r in rows])
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
-    head = fit_head(feats[tr], mos[tr], feats[va], mos[va])
+    scale = column_scale() if group_norm else None
+    head = fit_head(feats[tr], mos[tr], feats[va], mos[va], LAMBDAS, scale, power, relative=True)
+    val_head = head
+    if refit:  # the shipped head: the val-chosen penalty, refitted on train + val (test stays untouched)
+        tv = tr | va
+        head = fit_head(feats[tv], mos[tv], alphas=(float(head["alpha"]),), scale=scale, power=power)
 
-    def ridge(f):
-        return ((f - head["mu"]) / head["sd"]) @ head["w"] + head["b"]
+    def ridge(f):  # the train-only head on val (blend, t and gates are chosen with honest val predictions)
+        return ridge_predict(val_head, f)
 
     tuned, tw, tuned_val = None, 0.0, {}
     if finetune:  # the fine-tuned predictor on val + test; its share of the learned part chosen by val SRCC
@@ -276,7 +314,10 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
     if blend_val < stats.spearmanr(learned[va], mos[va]).statistic:  # the MSE-fitted blend must earn its place
         blend_w, blend_b = np.eye(len(BLEND_INPUTS), dtype=np.float32)[0], 0.0
     gates, gate_info = default_gates() | {"share": share}, {}
-    if coco and sorted(Path(coco).glob(f"{coco_subset}/*.jpg")):
+    if gates_from:  # keep the gates of an earlier fit (stored priors) instead of searching them again
+        prev = json.loads(Path(gates_from).read_text())
+        gates, gate_info = prev["gates"], dict(prev.get("gate_selection", {}), reused_from=Path(gates_from).name)
+    elif coco and sorted(Path(coco).glob(f"{coco_subset}/*.jpg")):
         dp, df, names = degradation_parts(coco, coco_subset, cache)
         dt = None
         if tw > 0:
@@ -293,7 +334,7 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
                               for t in table]}
     rows_te = [r for r, t in zip(rows, te) if t]
     metrics = {
-        "val": evaluate([r for r, t in zip(rows, va) if t], feats[va], sel(va), head, blend_w, blend_b, fill, gates,
+        "val": evaluate([r for r, t in zip(rows, va) if t], feats[va], sel(va), val_head, blend_w, blend_b, fill, gates,
                         None if tuned is None else tuned[va], tw),
         "test": evaluate(rows_te, feats[te], sel(te), head, blend_w, blend_b, fill, gates,
                          None if tuned is None else tuned[te], tw),
@@ -307,17 +348,41 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
                         clip_floor=np.float32(gates["clip_floor"]), gate_measures=np.array(list(gates["floors"])),
                         gate_floors=np.array(list(gates["floors"].values()), np.float32),
                         gate_gamma=np.float32(gates["gate_gamma"]), tuned_weight=np.float32(tw),
+                        power=np.float32(power), refit_train_val=np.bool_(refit),
                         **({"tuned_file": np.array(Path(finetune).name), "tuned_sha1": np.array(file_sha1(finetune))}
                            if tw > 0 else {}))
     atomic_write_bytes(out, buf.getvalue())
     summary = {"max_train": max_train, "train_list": train_list, "n": {"train": int(tr.sum()), "val": int(va.sum()), "test": int(te.sum())},
-               "ridge_alpha": float(head["alpha"]), "blend": dict(zip(BLEND_INPUTS, map(float, blend_w))),
+               "ridge_alpha": float(head["alpha"]), "power": power, "group_norm": group_norm,
+               "refit_train_val": refit, "blend": dict(zip(BLEND_INPUTS, map(float, blend_w))),
                "blend_bias": blend_b, "gates": gates, "gate_selection": gate_info, "metrics": metrics,
                "feature_version": FEATURE_VERSION, "tuned_weight": tw, "tuned_val_srcc": tuned_val,
                "finetune": Path(finetune).name if finetune else None}
     atomic_write_bytes(str(Path(out).with_suffix(".json")), json.dumps(summary, indent=2).encode())
     atomic_write_bytes(str(Path(out).parent / "NOTE.md"), note(summary, Path(out).name).encode())
     return summary
+
+
+def cross_subset(rows: list[dict], feats: np.ndarray, alpha: float, power: float = POWER,
+                 group_norm: bool = False) -> dict[str, dict[str, float]]:
+    """A distribution-shift check: for each BIQ2021 ``subset``, a head (penalty ``alpha``) fitted on the
+    train + val rows of the OTHER subsets scores the test rows of that subset; beside it, the SRCC within
+    the same rows of a head fitted on the train + val rows of every subset."""
+    sub = np.array([r["subset"] for r in rows])
+    split = np.array([r["split"] for r in rows])
+    mos = np.array([r["mos"] for r in rows])
+    scale = column_scale() if group_norm else None
+    tv = split != "test"
+    full = fit_head(feats[tv], mos[tv], alphas=(alpha,), scale=scale, power=power)
+    out = {}
+    for s in sorted(set(sub)):
+        fit, ev = tv & (sub != s), (split == "test") & (sub == s)
+        if not ev.any() or not fit.any():
+            continue
+        h = fit_head(feats[fit], mos[fit], alphas=(alpha,), scale=scale, power=power)
+        out[s] = {"n": int(ev.sum()), "unseen_srcc": srcc_plcc(ridge_predict(h, feats[ev]), mos[ev])[0],
+                  "seen_srcc": srcc_plcc(ridge_predict(full, feats[ev]), mos[ev])[0]}
+    return out
 
 
 def note(s: dict, name: str) -> str:
@@ -330,10 +395,13 @@ def note(s: dict, name: str) -> str:
         "Split: sha1 of the file name (`mining/quality/biq.py`): 80% train / 10% val / 10% test.",
         f"Used: train {s['n']['train']} images (train_list={s['train_list']}, max_train={s['max_train']};",
         f"no list and 0 = all 2,387), val {s['n']['val']}, test {s['n']['test']} (never used for fitting).", "",
-        f"Features: `{s['feature_version']}` (`mining/quality/deep.py`): EfficientNet-Lite0 ImageNet weights,",
-        "mean+std pooled outputs of all 16 blocks and the head, for the image at its native resolution",
-        "(short side capped at 512, centre crop <= 512x512) and the whole image resized to 384x384.", "",
-        f"Head: ridge on standardised features, penalty {s['ridge_alpha']:g} chosen by SRCC on val.",
+        f"Features: `{s['feature_version']}` (`mining/quality/deep.py`): EfficientNet-Lite0 ImageNet weights",
+        "with its own ReLU6, mean, std, max and 4x4-patch std pooled outputs of all 16 blocks and the head,",
+        "for the image at its native resolution (short side capped at 512, centre crop <= 512x512).", "",
+        f"Head: ridge on standardised features (signed power {s.get('power', 1.0):g} first; "
+        f"{'each (view, statistic, depth) group weighted equally' if s.get('group_norm') else 'no group weights'}),",
+        f"penalty {s['ridge_alpha']:g} chosen by SRCC on val with the head fitted on train"
+        + ("; the shipped head is refitted on train + val with that penalty." if s.get("refit_train_val") else "."),
         f"Learned part: (1 - t) * ridge + t * fine-tuned predictor (`{s.get('finetune')}`, see",
         "`quality_finetune.json` and `mining/quality/finetune.py`), t = "
         f"{s.get('tuned_weight', 0.0):g} chosen by val SRCC over 0, 0.1, .., 1.",
@@ -346,6 +414,8 @@ def note(s: dict, name: str) -> str:
     ]
     if gi:
         fr = ", ".join(f"{k} {v:.3f}" for k, v in gi["fractions"].items())
+        if gi.get("reused_from"):
+            lines += [f"Gates kept from `{gi['reused_from']}` (`--gates-from`, not searched again); when they were chosen:"]
         lines += [f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: best val SRCC",
                   f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} of them ({fr})."]
     lines += ["", "Metric (held-out test split, Spearman SRCC / Pearson PLCC against MOS):", "",
@@ -372,12 +442,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="minimum fraction of COCO images whose degraded copy must score lower, per degradation")
     ap.add_argument("--finetune", default=str(DEFAULT_DELTA) if DEFAULT_DELTA.exists() else "",
                     help="fine-tune delta (make train-quality-finetune) mixed into the learned part ('' = ridge only)")
+    ap.add_argument("--power", type=float, default=POWER, help="signed power on the pooled features (1 = none)")
+    ap.add_argument("--group-norm", action="store_true", help="weigh each (view, statistic, depth) group equally")
+    ap.add_argument("--no-refit", action="store_true", help="ship the train-only head (default: refit on train + val)")
+    ap.add_argument("--gates-from", default="", help="an earlier quality_head.json whose gates are kept (no search)")
     a = ap.parse_args(argv)
     if a.finetune and not Path(a.finetune).exists():
         print(f"note: {a.finetune} is absent (make train-quality-finetune): fitting the frozen ridge head only")
         a.finetune = ""
     s = train(a.biq, a.out, a.cache, a.max_train, a.train_list or None, a.technical_share, a.coco, a.coco_subset,
-              a.degradation_target, a.finetune or None)
+              a.degradation_target, a.finetune or None, a.power, a.group_norm, not a.no_refit,
+              a.gates_from or None)
     print(json.dumps({k: v for k, v in s.items() if k != "gate_selection"} | {"gate_fractions": s["gate_selection"].get("fractions")}, indent=2))
     return 0
 
