@@ -22,6 +22,7 @@ from mining import storage
 from mining.schema import load_image_bytes
 
 NS = "clustering"
+ALL_DOMAINS = "\x00all"  # the group key when k-means runs over every domain (clusters vote their domain)
 
 
 class EmbedShard(beam.DoFn):
@@ -40,8 +41,7 @@ class EmbedShard(beam.DoFn):
         i, path = item
         paths = embeddings_io.shard_paths(self.output, i)
         if not storage.exists(paths["metadata"]):
-            rows = list(storage.iter_rows(path))
-            metas, img, txt, rejects = embeddings_io.embed_rows(rows, self.embedder, self.batch_size)
+            metas, img, txt, rejects = embeddings_io.embed_rows(storage.iter_rows(path), self.embedder, self.batch_size)
             embeddings_io.write_shard(self.output, i, metas, img, txt, rejects)
         else:
             metas = embeddings_io.read_shard_meta(self.output, i)
@@ -111,7 +111,7 @@ class ClusterGroupFn(beam.DoFn):
 
     def process(self, kv):
         (domain, _), pts = kv
-        clusters, dups, stats = cluster_group(list(pts), domain, self.cfg)
+        clusters, dups, stats = cluster_group(list(pts), None if domain == ALL_DOMAINS else domain, self.cfg)
         yield from clusters
         for d in dups:
             yield beam.pvalue.TaggedOutput("dups", d)
