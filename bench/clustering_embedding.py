@@ -27,7 +27,7 @@ def split_of(label: str) -> str:
     return "dev" if int(hashlib.sha1(label.encode()).hexdigest()[:8], 16) % 2 == 0 else "test"
 
 
-def load_sets(whiten_n: int = 150, celeba_ids: int = 30) -> dict[str, list[dict]]:
+def load_sets(whiten_n: int = 75, celeba_ids: int = 30) -> dict[str, list[dict]]:
     """Rows {path, label, cats, split} per set; empty when ../shared/data is absent. CelebA: the
     first ``celeba_ids`` identities (sorted) of each split, all 6 photos."""
     sets: dict[str, list[dict]] = {}
@@ -166,7 +166,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.clustering_embedding", description=__doc__)
     ap.add_argument("--cache", default="out/bench/embedding_dev")
     ap.add_argument("--split", default="dev", choices=["dev", "test"])
-    ap.add_argument("--whiten-dims", default="0,128,256,512")
+    ap.add_argument("--whiten-dims", default="0,64,128")
     ap.add_argument("--fit-whitening", default=None, help="descriptor spec whose whitening is written to clustering/weights")
     ap.add_argument("--whiten-out-dim", type=int, default=256)
     args = ap.parse_args(argv)

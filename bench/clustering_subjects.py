@@ -77,10 +77,52 @@ def score(clusters: list[dict], rows: list[dict], by_key: dict, n_subjects: int 
     return out
 
 
-def run_config(pts, rows, cfg) -> dict:
+def caption_of(set_name: str, row: dict) -> str:
+    return "a photo of a person" if set_name == "celeba" else (
+        f"a photo of a {row['label']}" if set_name == "coco" else "a photo of an object")
+
+
+def mined_domains(set_name: str, rows: list[dict], head_mean: np.ndarray) -> list[str]:
+    """The mining stage's per-image domain (``mining.domains`` offline classifier), from the cached
+    ImageNet-pooled features (its logits are ``_fc`` of them) and the bench captions."""
+    import torch
+
+    from mining.config import MiningConfig
+    from mining.domains import _softmax, descriptions, imagenet_domain_map
+    from mining.features import TextFeatures, _effnet, imagenet_class_names
+
+    cfg = MiningConfig()
+    doms = tuple(cfg.domains)
+    with torch.no_grad():
+        logits = _effnet()._fc(torch.from_numpy(head_mean)).numpy().astype(np.float64)
+    img = _softmax(logits) @ imagenet_domain_map(doms, imagenet_class_names())
+    img /= np.maximum(img.sum(1, keepdims=True), 1e-12)
+    text = TextFeatures()
+    desc = np.stack([text.embed(list(descriptions(d))).mean(0) for d in doms])
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    t = _softmax(text.embed([caption_of(set_name, r) for r in rows]).astype(np.float64) @ desc.T / 0.05)
+    p = 0.4 * img + 0.6 * t
+    return [doms[int(j)] for j in p.argmax(1)]
+
+
+def split_share(groups: dict[str, set]) -> str:
+    """'split/total' subjects whose images (or clusters) carry more than one domain."""
+    multi = [g for g, d in groups.items() if len(d) > 1]
+    return f"{len(multi)}/{len(groups)}"
+
+
+def run_config(pts, rows, cfg, domain_mode=None) -> dict:
     from clustering.build import cluster_group
 
-    clusters, dups, stats = cluster_group([dict(p) for p in pts], None, cfg)
+    if domain_mode == "per-domain":
+        clusters, dups, stats = [], [], {}
+        for dom in sorted({p["domain"] for p in pts}):
+            c, d, st = cluster_group([dict(p) for p in pts if p["domain"] == dom], dom, cfg)
+            clusters += c
+            dups += d
+            stats = {k: stats.get(k, 0) + v for k, v in st.items()}
+    else:
+        clusters, dups, stats = cluster_group([dict(p) for p in pts], None, cfg)
     by_key = {p["key"]: p["row"] for p in pts}
     return {"all": score(clusters, rows, by_key, None), "coherent": score(
         [c for c in clusters if c.get("coherent")], rows, by_key, None), "stats": stats, "clusters": clusters,
@@ -105,6 +147,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.clustering_subjects", description=__doc__)
     ap.add_argument("--split", default="dev", choices=["dev", "test"])
     ap.add_argument("--cache", default="out/bench/embedding_dev")
+    ap.add_argument("--domains", action="store_true", help="label every image with the mining domain classifier: "
+                    "per-domain groups for 'before', votes for 'after', and how many subjects are split")
     args = ap.parse_args(argv)
     sets = load_sets()
     if "celeba" not in sets:
@@ -127,12 +171,28 @@ def main(argv=None):
                 idx = subject_rows(rows, args.split)
             else:
                 idx = [i for i, r in enumerate(rows) if r["split"] == (args.split if set_name == "coco" else "dev")]
-            res = run_config(points_for(rows, idx, x), rows, cfg)
+            pts = points_for(rows, idx, x)
+            domain_arg = None
+            if args.domains:
+                doms = mined_domains(set_name, rows, feats[set_name]["head_mean@224c"])
+                for p in pts:
+                    p["domain"] = doms[p["row"]]
+                if name == "before":  # the historical graph: one group per mined domain
+                    domain_arg = "per-domain"
+            res = run_config(pts, rows, cfg, domain_arg)
             a, c, st = res["all"], res["coherent"], res["stats"]
             subj = ""
             if set_name == "celeba":
                 seeded = {rows[res["by_key"][cl["keys"][0]]]["label"] for cl in res["clusters"]}
                 subj = f" subjects {len(seeded)}/30"
+            if args.domains:
+                by_img: dict[str, set] = {}
+                by_cl: dict[str, set] = {}
+                for p in pts:
+                    by_img.setdefault(rows[p["row"]]["label"], set()).add(p["domain"])
+                for cl in res["clusters"]:
+                    by_cl.setdefault(rows[res["by_key"][cl["keys"][0]]]["label"], set()).add(cl["domain"])
+                subj += f" split by image labels {split_share(by_img)}, by clusters {split_share(by_cl)}"
             m = "cat" if set_name == "coco" else "purity"
             line.append(f"{set_name}: {m} {a[m]:.4f} (n={a['clusters']}, incoherent {st['clusters_incoherent']}, "
                         f"weak {st['clusters_weak']}){subj} coherent-only {c[m]:.4f} (n={c['clusters']})")
