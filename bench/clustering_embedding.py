@@ -117,8 +117,13 @@ def norm(x: np.ndarray) -> np.ndarray:
 
 
 def descriptor(f: dict[str, np.ndarray], spec: str) -> np.ndarray:
-    """'head_gem@224s+head_gem@320s' -> sum of the normalised parts, normalised."""
-    return norm(sum(norm(f[p]) for p in spec.split("+")))
+    """'head_gem@224s+head_gem@320s' -> the normalised parts summed per width (1280-d head, 320-d
+    block), widths concatenated with equal weight, normalised (``RetrievalPooling`` does the same)."""
+    by_dim: dict[int, np.ndarray] = {}
+    for p in spec.split("+"):
+        v = norm(f[p])
+        by_dim[v.shape[1]] = by_dim.get(v.shape[1], 0) + v
+    return norm(np.concatenate([norm(v) for _, v in sorted(by_dim.items(), reverse=True)], axis=1))
 
 
 def fit_whitening(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +164,7 @@ CANDIDATES = [
     "head_gem@320s", "head_rmac@320s", "block_gem@224s", "block_gem@320s",
     "head_gem@224s+head_gem@320s", "head_gem@224c+head_gem@224s+head_gem@320s",
     "head_rmac@224s+head_rmac@320s", "head_gem@224s+head_gem@320s+block_gem@320s",
+    "head_rmac@320s+block_gem@320s", "head_rmac@224s+head_rmac@320s+block_gem@224s+block_gem@320s",
 ]
 
 
@@ -167,12 +173,13 @@ def main(argv=None):
     ap.add_argument("--cache", default="out/bench/embedding_dev")
     ap.add_argument("--split", default="dev", choices=["dev", "test"])
     ap.add_argument("--whiten-dims", default="0,64,128")
+    ap.add_argument("--whiten-n", type=int, default=75, help="Flickr8k + BIQ2021 photos each for the whitening (0: none)")
     ap.add_argument("--fit-whitening", default=None, help="descriptor spec whose whitening is written to clustering/weights")
     ap.add_argument("--whiten-out-dim", type=int, default=256)
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    sets = load_sets()
+    sets = load_sets(whiten_n=args.whiten_n)
     if not sets:
         print("SKIP: ../shared/data absent")
         return

@@ -45,7 +45,19 @@ def subject_rows(rows: list[dict], split: str, n_subjects: int = 30, seed: int =
     return out
 
 
+_POINTS: dict = {}
+_DOMAINS: dict = {}
+
+
 def points_for(rows: list[dict], idx: list[int], x: np.ndarray) -> list[dict]:
+    """Clustering points of ``rows[idx]`` with vectors ``x[idx]`` (decoded hashes/thumbnails cached)."""
+    key = (id(rows), tuple(idx))
+    if key not in _POINTS:
+        _POINTS[key] = _decode_points(rows, idx)
+    return [dict(p, embedding=x[p["row"]]) for p in _POINTS[key]]
+
+
+def _decode_points(rows: list[dict], idx: list[int]) -> list[dict]:
     from bench.clustering_embedding import open_image
     from clustering.copy_features import thumbnail
     from clustering.embeddings_io import shrink
@@ -57,7 +69,7 @@ def points_for(rows: list[dict], idx: list[int], x: np.ndarray) -> list[dict]:
         ph, phf = phash_pair(im)
         pts.append({"key": f"r{i:05d}", "url": rows[i]["path"], "domain": "all", "quality": None,
                     "phash": to_signed(ph), "phash_flip": to_signed(phf), "thumb": thumbnail(im),
-                    "caption_hash": None, "embedding": x[i], "row": i})
+                    "caption_hash": None, "row": i})
     return pts
 
 
@@ -140,17 +152,30 @@ def configs():
     after = ClusterConfig(dedup=dd, member_floor=cal.member_floor if cal else -1.0,
                           unrelated_median=cal.unrelated_median if cal else 0.0, reciprocal=5)
     return {"before": ("head_mean@224c", False, hist), "after": (None, True, after),
-            "after, no coherence rule": (None, True, replace(after, member_floor=-1.0, reciprocal=0))}
+            "after, no coherence rule": (None, True, replace(after, member_floor=-1.0, reciprocal=0)),
+            "after, floor only": (None, True, replace(after, reciprocal=0)),
+            "after, mutual only": (None, True, replace(after, member_floor=-1.0))}
+
+
+def sweep_configs():
+    """The coherence rule's knobs (chosen on the dev split)."""
+    base = configs()["after"][2]
+    out = {}
+    for r in (4, 5, 10):
+        for sh in (0.0, 0.5, 0.75, 1.0):
+            out[f"reciprocal {r}, shared {sh}"] = (None, True, replace(base, reciprocal=r, shared=sh))
+    return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.clustering_subjects", description=__doc__)
     ap.add_argument("--split", default="dev", choices=["dev", "test"])
     ap.add_argument("--cache", default="out/bench/embedding_dev")
+    ap.add_argument("--sweep", action="store_true", help="the coherence knobs instead of before/after")
     ap.add_argument("--domains", action="store_true", help="label every image with the mining domain classifier: "
                     "per-domain groups for 'before', votes for 'after', and how many subjects are split")
     args = ap.parse_args(argv)
-    sets = load_sets()
+    sets = load_sets(whiten_n=0)
     if "celeba" not in sets:
         print("SKIP: ../shared/data absent")
         return
@@ -160,7 +185,7 @@ def main(argv=None):
     spec = "+".join(f"{k}@{s}{'c' if c else 's'}" for k, s, c in shipped.parts)
     feats = cached_features(sets, Path(args.cache))
     print(f"split={args.split}; after = {shipped.name}")
-    for name, (dspec, whiten, cfg) in configs().items():
+    for name, (dspec, whiten, cfg) in (sweep_configs() if args.sweep else configs()).items():
         line = [f"{name:26s}"]
         for set_name in ("celeba", "coco", "zoo"):
             rows = sets[set_name]
@@ -174,7 +199,9 @@ def main(argv=None):
             pts = points_for(rows, idx, x)
             domain_arg = None
             if args.domains:
-                doms = mined_domains(set_name, rows, feats[set_name]["head_mean@224c"])
+                if set_name not in _DOMAINS:
+                    _DOMAINS[set_name] = mined_domains(set_name, rows, feats[set_name]["head_mean@224c"])
+                doms = _DOMAINS[set_name]
                 for p in pts:
                     p["domain"] = doms[p["row"]]
                 if name == "before":  # the historical graph: one group per mined domain

@@ -31,6 +31,7 @@ class ClusterConfig:
     unrelated_median: float = 0.0  # calibrated median cosine of unrelated pairs (the coherence scale's 0)
     reciprocal: int = 0  # window of the mutual-neighbour test: a member's this many nearest kept neighbours (0: off)
     shared: float = 0.75  # ... must hold the seed and at least this share of the members taken so far
+    mutual_members: int = 3  # how many non-seed members must pass the mutual test (the rest: floor only)
     strict_coherence: float = 1.5  # ``coherent`` flag: weakest member at least this on the calibrated scale
     seeds: str = "all"  # all | cover
     knn_method: str = "auto"  # auto | flat | ivf | bf16
@@ -179,6 +180,8 @@ def build_clusters(pts, x, sims, idx, kept, domain, cfg, ph, phf, caps, copies, 
                 continue
             ok, rank = mutual(kept_neighbours(idx, kept, int(j), cfg.reciprocal), members, cfg.shared) if (
                 cfg.reciprocal) else (True, 0)
+            if not ok and len(members) > cfg.mutual_members:  # a last member past the mutual core: floor only
+                ok = True
             if sim < cfg.member_floor or not ok:
                 refused += 1
                 continue

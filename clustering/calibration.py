@@ -15,8 +15,8 @@ colour shift) and measures three distributions:
 
 Thresholds written (``Calibration``):
 
-* ``member_floor`` = the 99th percentile of ``unrelated``: a cluster member must be closer to the
-  seed than 99% of unrelated pairs (``clustering/build.py`` coherence); ``unrelated_median``
+* ``member_floor`` = the 95th percentile of ``unrelated``: a cluster member must be closer to the
+  seed than 95% of unrelated pairs (the 99th removed every COCO dev cluster) (``clustering/build.py`` coherence); ``unrelated_median``
   anchors the coherence scale;
 * ``cos_alone`` (cosine decides alone) = above every ``nearest`` value up to its 99.5th percentile
   and at most the copies' median; ``cos_threshold`` (cosine + thumbnail corroboration) = the
@@ -67,7 +67,7 @@ def quantiles(v: np.ndarray) -> dict[str, float]:
 def thresholds(copy: np.ndarray, unrelated: np.ndarray, nearest: np.ndarray) -> dict[str, float]:
     """The rules of the module doc, from the three measured distributions."""
     cq, uq, nq = quantiles(copy), quantiles(unrelated), quantiles(nearest)
-    member_floor = uq["q99"]
+    member_floor = uq["q95"]
     cos_alone = min(max(nq["q995"] + 0.005, cq["q50"]), 0.999)
     cos_threshold = min(cq["q05"], cos_alone - 0.005)
     loose = min(cq["min"] - 0.05, member_floor)
@@ -76,8 +76,10 @@ def thresholds(copy: np.ndarray, unrelated: np.ndarray, nearest: np.ndarray) -> 
             "copy_min_cos": round(loose, 4), "phash_min_cos": round(loose, 4)}
 
 
-def measure(images, embedder, seed: int = 0, copies_per_kind: int = 40, pairs: int = 20000) -> dict:
-    """Distributions on ``images`` (decoded PIL images, distinct originals) for ``embedder``."""
+def measure(images, embedder, seed: int = 0, copies_per_kind: int = 40, pairs: int = 20000,
+            x: np.ndarray | None = None) -> dict:
+    """Distributions on ``images`` (decoded PIL images, distinct originals) for ``embedder``
+    (``x``: their vectors when already embedded)."""
     import io
 
     from PIL import Image
@@ -85,7 +87,7 @@ def measure(images, embedder, seed: int = 0, copies_per_kind: int = 40, pairs: i
     from clustering.variants import KINDS, make_variant
 
     rng = np.random.default_rng(seed)
-    x = embedder.embed_images(images)
+    x = embedder.embed_images(images) if x is None else np.asarray(x, np.float32)
     n = len(x)
     if n < 10:
         raise ValueError(f"calibration needs at least 10 decodable images, got {n}")
@@ -146,7 +148,18 @@ def resolve(spec: str | None, embedder_spec: str) -> Calibration | None:
     for this embedder, else none)."""
     if spec in (None, "", "auto"):
         path = shipped_path(embedder_spec)
-        return load(path) if path else None
+        if not path:
+            return None
+        cal = load(path)
+        from clustering.embedders import OfflineEmbedder
+
+        if cal.embedder != OfflineEmbedder().name:  # pooling or whitening changed since it was measured
+            import sys
+
+            print(f"calibration: shipped {path} is for {cal.embedder}, not {OfflineEmbedder().name}; "
+                  "using the historical thresholds", file=sys.stderr)
+            return None
+        return cal
     if spec == "none":
         return None
     return load(spec)

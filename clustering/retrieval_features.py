@@ -79,7 +79,7 @@ class RetrievalPooling:
     """The shipped retrieval descriptor: ``spec`` parts ('head_gem@224s', ...) each L2-normalised,
     summed, re-normalised, then whitened with ``weights`` when that file exists."""
 
-    def __init__(self, spec: str = "head_gem@224s+head_gem@320s", weights: str | None = WEIGHTS):
+    def __init__(self, spec: str = "head_rmac@320s", weights: str | None = WEIGHTS):
         self.parts = [(p.split("@")[0], int(p.split("@")[1][:-1]), p.split("@")[1].endswith("c"))
                       for p in spec.split("+")]
         self.mean = self.proj = None
@@ -88,8 +88,9 @@ class RetrievalPooling:
             if str(w["spec"]) == spec:
                 self.mean, self.proj = w["mean"].astype(np.float32), w["proj"].astype(np.float32)
         self.name = spec.replace("+", ",") + (f"+pcaw{self.proj.shape[1]}" if self.proj is not None else "")
-        self.dim = int(self.proj.shape[1]) if self.proj is not None else (
-            sum(1280 if k.startswith("head") else 320 for k, _, _ in self.parts[:1]))
+        widths = sorted({1280 if k.startswith("head") else 320 for k, _, _ in self.parts}, reverse=True)
+        self.widths = widths
+        self.dim = int(self.proj.shape[1]) if self.proj is not None else sum(widths)
 
     @torch.no_grad()
     def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
@@ -99,11 +100,15 @@ class RetrievalPooling:
         out = []
         for s in range(0, len(images), batch_size):
             batch = images[s : s + batch_size]
-            acc = None
+            acc: dict[int, torch.Tensor] = {}
+            maps_by_view = {}
             for (kind, size, crop) in self.parts:
-                v = F.normalize(POOLS[kind](trunk_maps(model, batch, size, crop)), dim=1)
-                acc = v if acc is None else acc + v
-            out.append(F.normalize(acc, dim=1).numpy())
+                if (size, crop) not in maps_by_view:
+                    maps_by_view[(size, crop)] = trunk_maps(model, batch, size, crop)
+                v = F.normalize(POOLS[kind](maps_by_view[(size, crop)]), dim=1)
+                acc[v.shape[1]] = v if v.shape[1] not in acc else acc[v.shape[1]] + v
+            cat = torch.cat([F.normalize(acc[w], dim=1) for w in self.widths], dim=1)
+            out.append(F.normalize(cat, dim=1).numpy())
         x = np.concatenate(out).astype(np.float32)
         if self.proj is not None:
             x = (x - self.mean) @ self.proj

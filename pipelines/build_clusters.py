@@ -1,5 +1,6 @@
-"""Clustering stage as a Beam graph: embed -> exact dedup -> cross-domain near-duplicate pass -> per-domain
-k-means -> kNN, dedup, 5-pair clusters (ratio test).
+"""Clustering stage as a Beam graph: embed -> exact dedup -> cross-domain near-duplicate pass -> k-means
+(over all domains by default, each cluster's domain voted by its members; ``--group-by domain``: per
+domain) -> kNN, dedup, 5-pair clusters (calibrated coherence rule, ratio test).
 
     python -m pipelines.build_clusters --input pairs.csv --output out/clusters
     python -m pipelines.build_clusters --input IGNORED --mined out/mined --output out/clusters
@@ -7,7 +8,8 @@ k-means -> kNN, dedup, 5-pair clusters (ratio test).
 Without ``--mined`` the input goes through ``mining.readers.write_records`` and
 ``pipelines.mine.run`` first (into ``<output>/records`` and ``<output>/mined``). Outputs in
 ``--output``: ``embeddings/`` (clip-retrieval layout), ``clusters.parquet``,
-``duplicates.parquet``, ``shards/clusters-NNNNN.tar``, ``summary.json``.
+``duplicates.parquet``, ``shards/clusters-NNNNN.tar``, ``summary.json`` (names the calibration used:
+``--calibration``, ``clustering/calibration.py``).
 """
 
 from __future__ import annotations
