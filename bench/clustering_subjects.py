@@ -158,12 +158,21 @@ def configs():
 
 
 def sweep_configs():
-    """The coherence rule's knobs (chosen on the dev split)."""
+    """The coherence rule's knobs (chosen on the dev split): member floor at a quantile of the shipped
+    calibration's unrelated pairs, the mutual test's ``shared`` share and how many members it covers."""
+    import json
+
+    from clustering.calibration import SHIPPED
+
+    with open(f"{SHIPPED}/offline.json", encoding="utf-8") as fh:
+        unrelated = json.load(fh)["stats"]["unrelated"]
     base = configs()["after"][2]
     out = {}
-    for r in (4, 5, 10):
-        for sh in (0.0, 0.5, 0.75, 1.0):
-            out[f"reciprocal {r}, shared {sh}"] = (None, True, replace(base, reciprocal=r, shared=sh))
+    for fq in ("none", "q95", "q99"):
+        for sh, mm in ((0.0, 4), (0.5, 4), (0.75, 4), (0.75, 3)):
+            floor = -1.0 if fq == "none" else unrelated[fq]
+            out[f"floor {fq}, shared {sh}, mutual {mm}"] = (None, True, replace(base, member_floor=floor, shared=sh,
+                                                                                  mutual_members=mm))
     return out
 
 
