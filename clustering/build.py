@@ -27,6 +27,12 @@ class ClusterConfig:
     size: int = 5  # pairs per cluster; smaller clusters are discarded
     min_similarity: float = 0.0  # neighbours below this cosine to the seed are not members
     max_distance_ratio: float = 2.0  # weakest member's (1 - cos) over the closest member's; above: discarded (0: off)
+    member_floor: float = -1.0  # calibrated cosine a member must reach (``Calibration.member_floor``; -1: off)
+    unrelated_median: float = 0.0  # calibrated median cosine of unrelated pairs (the coherence scale's 0)
+    reciprocal: int = 0  # window of the mutual-neighbour test: a member's this many nearest kept neighbours (0: off)
+    shared: float = 0.75  # ... must hold the seed and at least this share of the members taken so far
+    mutual_members: int = 3  # how many non-seed members must pass the mutual test (the rest: floor only)
+    strict_coherence: float = 1.5  # ``coherent`` flag: weakest member at least this on the calibrated scale
     seeds: str = "all"  # all | cover
     knn_method: str = "auto"  # auto | flat | ivf | bf16
     ivf_threshold: int = 100_000
@@ -79,7 +85,8 @@ def cluster_group(points: list[dict], domain: str, cfg: ClusterConfig) -> tuple[
     """Clusters and duplicate rows of one group; ``points`` carry key, url, embedding, quality, phash."""
     pts, x, ph, phf, caps = stack_points(points)
     n = len(pts)
-    stats = {"points": n, "duplicates": 0, "clusters_kept": 0, "clusters_too_small": 0, "clusters_weak": 0}
+    stats = {"points": n, "duplicates": 0, "clusters_kept": 0, "clusters_too_small": 0, "clusters_weak": 0,
+             "clusters_incoherent": 0, "clusters_coherent": 0}
     if n == 0:
         return [], [], stats
     ranks = np.arange(n)  # pts are in rank order
@@ -120,15 +127,50 @@ def weak_cluster(member_sims: list[float], max_ratio: float) -> bool:
     return (1.0 - min(member_sims)) > max_ratio * max(1.0 - max(member_sims), 1e-6)
 
 
+def coherence_score(sim: float, cfg: ClusterConfig) -> float:
+    """A cosine on the calibrated scale: 0 = median unrelated pair, 1 = ``member_floor``."""
+    if cfg.member_floor <= -1:
+        return float(sim)
+    return (float(sim) - cfg.unrelated_median) / max(cfg.member_floor - cfg.unrelated_median, 1e-6)
+
+
+def vote_domain(pts: list[dict], members: list[int]) -> str:
+    """Most common mined domain of the members; ties go to the seed's (members[0])."""
+    doms = [pts[m].get("domain") or "all" for m in members]
+    counts = {d: doms.count(d) for d in doms}
+    best = max(counts.values())
+    return doms[0] if counts[doms[0]] == best else min(d for d, c in counts.items() if c == best)
+
+
+def kept_neighbours(idx: np.ndarray, kept: np.ndarray, j: int, r: int) -> list[int]:
+    """``j``'s ``r`` nearest kept neighbours, best first."""
+    out = []
+    for t in idx[j]:
+        if t >= 0 and kept[t]:
+            out.append(int(t))
+            if len(out) == r:
+                break
+    return out
+
+
+def mutual(near: list[int], members: list[int], shared: float) -> tuple[bool, int]:
+    """(whether ``near`` (a candidate's nearest kept neighbours) holds the seed ``members[0]`` and at
+    least ``shared`` of the members, the seed's position in ``near`` (large when absent))."""
+    if members[0] not in near:
+        return False, 1 << 30
+    hits = sum(m in near for m in members)
+    return hits >= max(1, int(np.ceil(shared * len(members) - 1e-9))), near.index(members[0])
+
+
 def build_clusters(pts, x, sims, idx, kept, domain, cfg, ph, phf, caps, copies, stats) -> list[dict]:
-    """Seed + nearest kept neighbours that are no near-duplicate of any member, truncated to ``cfg.size``."""
+    """Seed + nearest kept real neighbours that are no near-duplicate of any member, truncated to ``cfg.size``."""
     n = len(pts)
     clusters: list[dict] = []
     used = np.zeros(n, dtype=bool)
     for s in np.nonzero(kept)[0]:
         if cfg.seeds == "cover" and used[s]:
             continue
-        members, msims = [int(s)], [1.0]
+        members, msims, ranks, refused = [int(s)], [1.0], [0], 0
         for j, sim in zip(idx[s], sims[s]):
             if len(members) == cfg.size:
                 break
@@ -136,21 +178,36 @@ def build_clusters(pts, x, sims, idx, kept, domain, cfg, ph, phf, caps, copies, 
                 continue
             if any(pair_is_duplicate(int(j), m, x, cfg.dedup, ph, phf, caps, copies) for m in members):
                 continue
+            ok, rank = mutual(kept_neighbours(idx, kept, int(j), cfg.reciprocal), members, cfg.shared) if (
+                cfg.reciprocal) else (True, 0)
+            if not ok and len(members) > cfg.mutual_members:  # a last member past the mutual core: floor only
+                ok = True
+            if sim < cfg.member_floor or not ok:
+                refused += 1
+                continue
             members.append(int(j))
             msims.append(float(sim))
+            ranks.append(rank)
         if len(members) < cfg.size:
-            stats["clusters_too_small"] += 1
+            stats["clusters_incoherent" if refused else "clusters_too_small"] += 1
             continue
         if weak_cluster(msims[1:], cfg.max_distance_ratio):
             stats["clusters_weak"] += 1
             continue
         used[members] = True
         seed_key = pts[s]["key"]
+        coherence = min(coherence_score(v, cfg) for v in msims[1:])
+        coherent = bool((cfg.member_floor <= -1 or coherence >= cfg.strict_coherence)
+                        and (not cfg.reciprocal or max(ranks) < cfg.size - 1))
+        stats["clusters_coherent"] += int(coherent)
+        dom = domain if domain is not None else vote_domain(pts, members)
         clusters.append({
-            "cluster_id": cluster_id(domain, seed_key),
-            "domain": domain,
+            "cluster_id": cluster_id(dom, seed_key),
+            "domain": dom,
             "keys": [pts[m]["key"] for m in members],
             "urls": [pts[m].get("url") for m in members],
             "similarities": [round(v, 6) for v in msims],
+            "coherence": round(coherence, 6),
+            "coherent": coherent,
         })
     return clusters

@@ -11,7 +11,6 @@ verification, ``clustering/copy_features.py``) and ``embedding``).
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,14 +46,42 @@ def npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def embed_rows(rows: list[dict[str, Any]], embedder, batch_size: int = 64) -> tuple[list[dict], np.ndarray, np.ndarray | None, list[dict]]:
-    """Decode, hash and embed mined rows: (metadata rows, image vectors, text vectors, reject rows)."""
+MAX_SIDE = 1024  # decoded images are shrunk to this at once: the embedders use <= 320 px, hashes 32 px
+
+
+def shrink(im):
+    """``im`` with its long side at most ``MAX_SIDE`` (a 12-MP photo is 36 MB decoded; 64 of them
+    per embedding batch was the clustering stage's memory peak). Smaller images are untouched,
+    so their hashes and thumbnails are unchanged."""
+    from PIL import Image
+
+    w, h = im.size
+    if max(w, h) <= MAX_SIDE:
+        return im
+    s = MAX_SIDE / max(w, h)
+    return im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BOX, reducing_gap=3.0)
+
+
+def _batches(rows, n: int):
+    batch = []
+    for r in rows:
+        batch.append(r)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def embed_rows(rows, embedder, batch_size: int = 64) -> tuple[list[dict], np.ndarray, np.ndarray | None, list[dict]]:
+    """Decode, hash and embed mined rows (any iterable, consumed batch by batch, so only one batch of
+    encoded bytes is held): (metadata rows, image vectors, text vectors, reject rows)."""
     from mining.decode import decode_record
 
     metas, img_vecs, txt_vecs, rejects = [], [], [], []
-    for s in range(0, len(rows), batch_size):
+    for chunk in _batches(rows, batch_size):
         images, batch = [], []
-        for row in rows[s : s + batch_size]:
+        for row in chunk:
             try:
                 dec = decode_record(row)
             except Exception as exc:  # noqa: BLE001 - one bad record never takes others down
@@ -63,8 +90,9 @@ def embed_rows(rows: list[dict[str, Any]], embedder, batch_size: int = 64) -> tu
             if isinstance(dec, dict):
                 rejects.append(dict(dec, stage=STAGE))
                 continue
-            images.append(dec.image)
-            batch.append(row)
+            images.append(shrink(dec.image))
+            del dec
+            batch.append({k: row.get(k) for k in ("key", "url", "caption", "sha256", "domain", "quality")})
         if not batch:
             continue
         img_vecs.append(embedder.embed_images(images))

@@ -1,5 +1,6 @@
-"""Clustering stage as a Beam graph: embed -> exact dedup -> cross-domain near-duplicate pass -> per-domain
-k-means -> kNN, dedup, 5-pair clusters (ratio test).
+"""Clustering stage as a Beam graph: embed -> exact dedup -> cross-domain near-duplicate pass -> k-means
+(over all domains by default, each cluster's domain voted by its members; ``--group-by domain``: per
+domain) -> kNN, dedup, 5-pair clusters (calibrated coherence rule, ratio test).
 
     python -m pipelines.build_clusters --input pairs.csv --output out/clusters
     python -m pipelines.build_clusters --input IGNORED --mined out/mined --output out/clusters
@@ -7,7 +8,8 @@ k-means -> kNN, dedup, 5-pair clusters (ratio test).
 Without ``--mined`` the input goes through ``mining.readers.write_records`` and
 ``pipelines.mine.run`` first (into ``<output>/records`` and ``<output>/mined``). Outputs in
 ``--output``: ``embeddings/`` (clip-retrieval layout), ``clusters.parquet``,
-``duplicates.parquet``, ``shards/clusters-NNNNN.tar``, ``summary.json``.
+``duplicates.parquet``, ``shards/clusters-NNNNN.tar``, ``summary.json`` (names the calibration used:
+``--calibration``, ``clustering/calibration.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from pipelines import cluster_transforms as ct
 CLUSTER_SCHEMA = pa.schema([
     ("cluster_id", pa.string()), ("domain", pa.string()), ("keys", pa.list_(pa.string())),
     ("urls", pa.list_(pa.string())), ("similarities", pa.list_(pa.float32())),
+    ("coherence", pa.float32()), ("coherent", pa.bool_()),
 ])
+# Thresholds used when no calibration applies (chosen for the ImageNet-pooled offline features).
+HISTORICAL = {"cos_threshold": 0.97, "cos_alone": 0.985, "copy_min_cos": 0.5, "phash_min_cos": 0.45}
 DUP_SCHEMA = pa.schema([("key", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string())])
 EXACT_FIELDS = ("sha256", "url")
 
@@ -62,7 +67,7 @@ def prepare(input: str, output: str, runner: str | None, beam_args) -> tuple[str
 
 def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, cfg: ClusterConfig,
                 target_group: int, centroids: int | None, seed: int, niter: int, exact_fields, per_shard: int,
-                batch_size: int, xcfg: CrossDomainConfig | None = None) -> None:
+                batch_size: int, xcfg: CrossDomainConfig | None = None, group_by: str = "global") -> None:
     indexed = p | "Files" >> beam.Create(list(enumerate(files)))
     points = (indexed | "Spread" >> beam.Reshuffle()
               | "Embed" >> beam.ParDo(ct.EmbedShard(output, embedder, batch_size)))
@@ -75,7 +80,10 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
         points, xdups, xstats = ct.cross_domain_pass(points, xcfg, cfg.dedup, seed, niter)
         dup_pcs.append(xdups)
         stat_pcs.append(xstats)
-    by_dom = points | "ByDomain" >> beam.Map(lambda q: (q["domain"], q))
+    # group_by="global": k-means over every domain, each cluster's domain voted by its members
+    # (per-image domain labels split one subject); "domain": the historical per-domain groups.
+    by_dom = points | "ByDomain" >> beam.Map(
+        lambda q: (q["domain"] if group_by == "domain" else ct.ALL_DOMAINS, q))
     plans = (by_dom | "CountDomain" >> beam.combiners.Count.PerKey()
              | "Plan" >> beam.MapTuple(lambda d, n: (d, ct.centroid_plan(n, target_group, centroids))))
     plans_si = beam.pvalue.AsDict(plans)
@@ -101,9 +109,11 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, embedder: str, 
 @storage.holds_output_lock
 def run(input: str, output: str, mined: str | None = None, embedder: str = "offline", runner: str | None = "fnapi",
         beam_args=(), neighbours: int = 10, cluster_size: int = 5, min_similarity: float = 0.0, seeds: str = "all",
-        knn_method: str = "auto", cos_threshold: float = 0.97, cos_min_copy: float = 0.9,
-        cos_alone: float = 0.985, phash_threshold: int = 4, phash_min_cos: float = 0.45,
-        phash_min_copy: float = 0.9, caption_min_cos: float = 1.01, copy_threshold: float = 0.985, copy_min_cos: float = 0.5,
+        knn_method: str = "auto", cos_threshold: float | None = None, cos_min_copy: float = 0.9,
+        cos_alone: float | None = None, phash_threshold: int = 4, phash_min_cos: float | None = None,
+        phash_min_copy: float = 0.9, caption_min_cos: float = 1.01, copy_threshold: float = 0.985,
+        copy_min_cos: float | None = None, calibration: str | None = "auto", group_by: str = "global",
+        reciprocal: int = 5, strict_coherence: float = 1.5,
         copy_max_colour_change: float = 0.2, copy_max_residual: float = 5.0, copy_gate: float = 0.5, layout_neighbours: int = 10, max_distance_ratio: float = 2.0,
         cross_domain: bool = True, cross_domain_group: int = 20_000, cross_domain_spill: float = 0.05, exact_fields=EXACT_FIELDS, target_group: int = 4000, centroids: int | None = None, seed: int = 0,
         niter: int = 20, per_shard: int = 1000, batch_size: int = 64, **_: Any) -> dict[str, Any]:
@@ -119,8 +129,17 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
     files = kept_files(mined)
     if not files:
         raise FileNotFoundError(f"no kept parquet files under {mined}")
+    cal = resolve_calibration(calibration, embedder)
+    base = cal.dedup_overrides() if cal else HISTORICAL
+    given = {"cos_threshold": cos_threshold, "cos_alone": cos_alone, "copy_min_cos": copy_min_cos,
+             "phash_min_cos": phash_min_cos}
+    th = {k: (v if v is not None else base[k]) for k, v in given.items()}
+    cos_threshold, cos_alone, copy_min_cos, phash_min_cos = (th[k] for k in given)
     cfg = ClusterConfig(neighbours=neighbours, size=cluster_size, min_similarity=min_similarity, seeds=seeds,
                         knn_method=knn_method, max_distance_ratio=max_distance_ratio,
+                        member_floor=cal.member_floor if cal else -1.0,
+                        unrelated_median=cal.unrelated_median if cal else 0.0,
+                        reciprocal=reciprocal, strict_coherence=strict_coherence,
                         dedup=DedupConfig(cos_threshold=cos_threshold, cos_min_copy=cos_min_copy,
                                           cos_alone=cos_alone, phash_threshold=phash_threshold,
                                           phash_min_cos=phash_min_cos, phash_min_copy=phash_min_copy,
@@ -135,16 +154,25 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
     ct.remove_stale_embedding_shards(output, len(files))
     with make_pipeline(runner, beam_args) as p:
         build_graph(p, files, output, embedder, cfg, target_group, centroids, seed, niter, tuple(exact_fields),
-                    per_shard, batch_size, xcfg)
+                    per_shard, batch_size, xcfg, group_by)
     ids = storage.read_parquet(storage.join(output, "clusters.parquet"), columns=["cluster_id"])
     ct.remove_stale_cluster_shards(output, ids.column("cluster_id").to_pylist(), per_shard)
     summary = summarise(output, files, upstream)
+    summary["calibration"] = {"name": cal.embedder, "source": cal.source, "file": calibration if calibration not in (
+        None, "", "auto") else "shipped"} if cal else "none (historical fixed thresholds)"
     summary["config"] = dict(ct.config_dict(cfg), cross_domain=ct.config_dict(xcfg), embedder=embedder, target_group=target_group, centroids=centroids,
-                             seed=seed, exact_fields=list(exact_fields))
+                             seed=seed, exact_fields=list(exact_fields), group_by=group_by)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     storage.atomic_write_bytes(storage.join(output, "summary.json"),
                                json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
     return summary
+
+
+def resolve_calibration(spec: str | None, embedder: str):
+    """The calibration for ``embedder`` (see ``clustering/calibration.py``); a bad file is a ValueError."""
+    from clustering.calibration import resolve
+
+    return resolve(spec, embedder)
 
 
 def summarise(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
@@ -169,6 +197,8 @@ def summarise(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
         "clusters_kept": n_clusters,
         "clusters_too_small": stats.get("clusters_too_small", 0),
         "clusters_weak": stats.get("clusters_weak", 0),
+        "clusters_incoherent": stats.get("clusters_incoherent", 0),
+        "clusters_coherent": stats.get("clusters_coherent", 0),
         "cross_domain_duplicates": stats.get("cross_domain_duplicates", 0),
         "duplicates_removed": dict(sorted(Counter(d["reason"] for d in dups).items())),
         "outputs": {
@@ -197,21 +227,34 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", default="all", choices=["all", "cover"], help="every deduplicated pair seeds a cluster, "
                     "or only pairs not yet in a kept cluster")
     ap.add_argument("--knn", default="auto", choices=["auto", "flat", "ivf", "bf16"], help="kNN method inside a group")
-    ap.add_argument("--cos-threshold", type=float, default=0.97, help="cosine at/above which images are near-duplicates ...")
+    ap.add_argument("--calibration", default="auto", help="per-embedder thresholds (python -m clustering.calibrate): "
+                    "a JSON file, 'auto' (the shipped one for --embedder offline, else none) or 'none' "
+                    "(historical fixed cosines); explicit threshold flags override it")
+    ap.add_argument("--group-by", default="global", choices=["global", "domain"],
+                    help="k-means groups over all domains (each cluster's domain voted by its members) or per domain")
+    ap.add_argument("--reciprocal", type=int, default=5, help="a member must have the seed among its this many "
+                    "nearest kept neighbours (0: off)")
+    ap.add_argument("--strict-coherence", type=float, default=1.5, help="'coherent' flag (subject tasks): weakest "
+                    "member's cosine at least this on the calibrated scale (0 = median unrelated pair, 1 = floor)")
+    ap.add_argument("--cos-threshold", type=float, default=None, help="cosine at/above which images are near-duplicates "
+                    "(default: calibration, else 0.97) ...")
     ap.add_argument("--cos-min-copy", type=float, default=0.9,
                     help="... when their aligned-thumbnail copy score also reaches this (another view of one "
                     "subject can be that close; <= -1: off, plain SemDeDup) ...")
-    ap.add_argument("--cos-alone", type=float, default=0.985,
-                    help="... or their cosine reaches this (no thumbnail corroboration needed)")
+    ap.add_argument("--cos-alone", type=float, default=None,
+                    help="... or their cosine reaches this (no thumbnail corroboration needed; default: calibration, "
+                    "else 0.985)")
     ap.add_argument("--phash-threshold", type=int, default=4, help="flip-aware pHash distance at/below which ...")
-    ap.add_argument("--phash-min-cos", type=float, default=0.45, help="... pairs with at least this cosine are duplicates")
+    ap.add_argument("--phash-min-cos", type=float, default=None,
+                    help="... pairs with at least this cosine are duplicates (default: calibration, else 0.45)")
     ap.add_argument("--phash-min-copy", type=float, default=0.9,
                     help="... and whose aligned-thumbnail copy score reaches this (corroboration; <= -1: off)")
     ap.add_argument("--caption-min-cos", type=float, default=1.01,
                     help="pairs with the same normalised caption and at least this cosine are duplicates (>1: off)")
     ap.add_argument("--copy-threshold", type=float, default=0.985,
                     help="aligned-thumbnail correlation (crop/flip/colour robust) at/above which ... (>1: off)")
-    ap.add_argument("--copy-min-cos", type=float, default=0.5, help="... pairs with at least this cosine are duplicates")
+    ap.add_argument("--copy-min-cos", type=float, default=None,
+                    help="... pairs with at least this cosine are duplicates (default: calibration, else 0.5)")
     ap.add_argument("--copy-max-colour-change", type=float, default=0.2,
                     help="... and whose colour channels' contrast ratios, at that alignment, spread by at most this "
                     "log ratio (0.2: about +-10%% gain per channel; recoloured renders are not copies)")
@@ -260,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       cross_domain=not args.no_cross_domain, cross_domain_group=args.cross_domain_group,
                       cross_domain_spill=args.cross_domain_spill, exact_fields=[s for s in args.exact_fields.split(",") if s],
                       target_group=args.target_group, centroids=args.centroids, seed=args.seed, niter=args.niter,
-                      per_shard=args.per_shard, batch_size=args.batch_size)
+                      per_shard=args.per_shard, batch_size=args.batch_size, calibration=args.calibration,
+                      group_by=args.group_by, reciprocal=args.reciprocal, strict_coherence=args.strict_coherence)
     print(json.dumps({k: v for k, v in summary.items() if k != "upstream"}, indent=2, default=str))
     return summary
 

@@ -22,6 +22,7 @@ from mining import storage
 from mining.schema import load_image_bytes
 
 NS = "clustering"
+ALL_DOMAINS = "\x00all"  # the group key when k-means runs over every domain (clusters vote their domain)
 
 
 class EmbedShard(beam.DoFn):
@@ -42,8 +43,8 @@ class EmbedShard(beam.DoFn):
         unit = [paths["metadata"], paths["img_emb"], paths["rejects"]]
         fp = storage.fingerprint([path], {"embedder": self.spec, "batch_size": self.batch_size}, stage="embed")
         if not storage.unit_done(unit, fp):  # new, or its kept file / embedder / code changed
-            rows = list(storage.iter_rows(path))
-            metas, img, txt, rejects = embeddings_io.embed_rows(rows, self.embedder, self.batch_size)
+            metas, img, txt, rejects = embeddings_io.embed_rows(storage.iter_rows(path), self.embedder,
+                                                                self.batch_size)
             embeddings_io.write_shard(self.output, i, metas, img, txt, rejects)
             storage.finish_unit(unit, fp)
         else:
@@ -114,7 +115,7 @@ class ClusterGroupFn(beam.DoFn):
 
     def process(self, kv):
         (domain, _), pts = kv
-        clusters, dups, stats = cluster_group(list(pts), domain, self.cfg)
+        clusters, dups, stats = cluster_group(list(pts), None if domain == ALL_DOMAINS else domain, self.cfg)
         yield from clusters
         for d in dups:
             yield beam.pvalue.TaggedOutput("dups", d)

@@ -36,3 +36,24 @@ def test_missing_pretrained_weights_fail_clearly():
 
     with pytest.raises(RuntimeError, match="weights unavailable"):
         OpenClipEmbedder("tiny-clu-test-missing", "/nonexistent/ckpt.pt")
+
+
+def test_offline_retrieval_embedder_matches_the_bench_descriptor_and_keeps_the_imagenet_path():
+    from bench.clustering_embedding import descriptor
+    from clustering.embedders import make_embedder
+    from clustering.retrieval_features import pooled, trunk_maps
+    from mining.features import ImageFeatures, _effnet
+
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((120, 90), Image.BICUBIC)
+           for _ in range(3)]
+    emb = make_embedder("offline")
+    assert "rmac@320s" in emb.name and emb.dim == 1280 and not emb.shared_space
+    v = emb.embed_images(ims)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    with torch.no_grad():
+        f = {"head_rmac@320s": pooled(trunk_maps(_effnet(), ims, 320))["head_rmac"].numpy()}
+    np.testing.assert_allclose(v, descriptor(f, "head_rmac@320s"), atol=1e-5)
+    old = make_embedder("offline-imagenet")
+    np.testing.assert_allclose(old.embed_images(ims), ImageFeatures().embed(ims), atol=1e-5)
+    assert old.name != emb.name
