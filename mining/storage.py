@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from mining import objectstore
 from mining.schema import to_table
 
 TMP_MARK = ".tmp-"
@@ -43,7 +44,8 @@ def _maybe_die(phase: str, path: str) -> None:
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    """A file, or a folder: on object stores a prefix with objects under it (see mining/objectstore.py)."""
+    return objectstore.exists(path)
 
 
 def makedirs(path: str) -> None:
@@ -124,6 +126,4 @@ def list_files(path: str, pattern: str = "*") -> list[str]:
 
 
 def _is_dir(path: str) -> bool:
-    if "://" not in path:
-        return os.path.isdir(path)
-    return path.endswith("/")
+    return objectstore.is_dir(path)
