@@ -27,3 +27,7 @@ spark-up: spark-deps ## start a Spark master + worker on loopback (prints the ma
 
 spark-down: ## stop the cluster that spark-up started
 	$(PYTHON) -m pipelines.spark_cluster down --state $(OUT)/spark
+
+.PHONY: gpu-check
+gpu-check: setup ## time every GPU path against its CPU path (a CUDA machine; prints SKIP without one)
+	$(PYTHON) -m bench.gpu_check
