@@ -36,7 +36,7 @@ setup-gpu: setup ## swap faiss-cpu for faiss-gpu-cu12 (a CUDA machine)
 demo: setup ## generate the embedded corpus and run every stage on it, offline
 	$(PYTHON) -m pipelines.demo --output $(OUT)/demo
 
-test: setup browser ## run the test suite
+test: setup browser spark-deps ## run the test suite (spark-deps: the Spark runner test's jar + pyspark when served, mk/runners.mk)
 	$(PYTHON) -m pytest -q tests
 
 browser: ## Debian's chromium for the report rendering test (installed if missing)

@@ -11,6 +11,7 @@ import math
 import faiss
 import numpy as np
 
+from clustering import gpu
 from clustering.knn import bf16_available
 
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
@@ -42,7 +43,7 @@ def train_centroids(x: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np
         c = x.mean(0, keepdims=True)
         return (c / max(np.linalg.norm(c), 1e-12)).astype(np.float32)
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
-                      max_points_per_centroid=max(256, len(x) // k + 1))
+                      max_points_per_centroid=max(256, len(x) // k + 1), gpu=gpu.kmeans_on_gpu(len(x)))
     km.train(x)
     return np.asarray(km.centroids, dtype=np.float32)
 
@@ -67,6 +68,8 @@ def assign(x: np.ndarray, centroids: np.ndarray, use_bf16: bool | None = None, m
         index = faiss.IndexFlatIP(centroids.shape[1])
         index.add(np.ascontiguousarray(centroids, dtype=np.float32))
         return index.search(x, 1)[1][:, 0].astype(np.int64)
+    if gpu.cuda_available():
+        return gpu.assign_bf16_cuda(x, centroids, margin)
     import torch
 
     ct = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))

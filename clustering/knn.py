@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from clustering.gpu import faiss_on_gpu, torch_device
+
 
 @functools.cache
 def bf16_available() -> bool:
@@ -28,6 +30,12 @@ def bf16_available() -> bool:
         return False
     if torch.cuda.is_available():
         return True
+    return cpu_bf16_available()
+
+
+@functools.cache
+def cpu_bf16_available() -> bool:
+    """True when this CPU has native bf16 dot products (paths that keep their tensors on the CPU)."""
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()
@@ -65,7 +73,7 @@ def knn(x: np.ndarray, k: int, method: str = "auto", ivf_threshold: int = 100_00
             method = "flat"
     kk = min(k + 1, n)
     if method == "flat":
-        index = faiss.IndexFlatIP(d)
+        index = faiss_on_gpu(faiss.IndexFlatIP(d), n)  # a GPU index for large groups when CUDA is there
         index.add(x)
         sims, idx = index.search(x, kk)
     elif method == "ivf":
@@ -95,7 +103,7 @@ def _knn_bf16(x: np.ndarray, kk: int, extra: int, block: int, rescore_above: flo
 
     n = len(x)
     kc = min(n, kk + extra)
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(torch_device())  # GPU tensors when CUDA is present
     xb = xt.to(torch.bfloat16)
     sims = np.empty((n, kk), dtype=np.float32)
     idx = np.empty((n, kk), dtype=np.int64)
@@ -112,8 +120,8 @@ def _knn_bf16(x: np.ndarray, kk: int, extra: int, block: int, rescore_above: flo
             if len(r):
                 exact[r, c] = (xt[s + r] * xt[cand[r, c]]).sum(1)
         order = torch.argsort(exact, dim=1, descending=True, stable=True)[:, :kk]
-        sims[s:e] = torch.gather(exact, 1, order).numpy()
-        idx[s:e] = torch.gather(cand, 1, order).numpy()
+        sims[s:e] = torch.gather(exact, 1, order).cpu().numpy()
+        idx[s:e] = torch.gather(cand, 1, order).cpu().numpy()
     return sims, idx
 
 
@@ -184,7 +192,7 @@ def close_pairs(x: np.ndarray, threshold: float, k: int = 0, sub_size: int | Non
     n = len(x)
     k = min(k, max(n - 1, 0))
     if use_bf16 is None:
-        use_bf16 = bf16_available()
+        use_bf16 = cpu_bf16_available()  # its tiles stay on the CPU: CPU bf16 units only
     xt = torch.from_numpy(x)
     xb = xt.to(torch.bfloat16) if use_bf16 else None
     ms = sorted({int(round(n / max(sz, 1))) for sz in ((sub_size,) if sub_size else SUB_SIZES)} - {0, 1})

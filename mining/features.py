@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mining.decode import resize_center_crop
+from mining.device import torch_device
 
 EFFNET_NAME = "efficientnet-lite0"
 EFFNET_DIM = 1280
@@ -41,7 +42,7 @@ def _effnet() -> torch.nn.Module:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model.to(torch_device())  # the GPU when CUDA is present
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,7 +94,7 @@ class ImageFeatures:
 
     @torch.no_grad()
     def _head(self, images: Sequence[Image.Image], size: int) -> torch.Tensor:
-        return self.model.extract_features(preprocess(images, size))
+        return self.model.extract_features(preprocess(images, size).to(next(self.model.parameters()).device))
 
     @torch.no_grad()
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -101,7 +102,7 @@ class ImageFeatures:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         feats = [self._head(b, self.size).mean(dim=(2, 3)) for b in self._batches(images)]
-        return F.normalize(torch.cat(feats), dim=1).numpy().astype(np.float32)
+        return F.normalize(torch.cat(feats), dim=1).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def logits(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -112,7 +113,7 @@ class ImageFeatures:
         for b in self._batches(images):
             pooled = self._head(b, self.size).mean(dim=(2, 3))
             out.append(self.model._fc(pooled))
-        return torch.cat(out).numpy().astype(np.float32)
+        return torch.cat(out).cpu().numpy().astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,7 +122,7 @@ def _minilm():
     from sentence_transformers import SentenceTransformer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformer(str(get_model_path()), device="cpu")
+    return SentenceTransformer(str(get_model_path()), device=torch_device())
 
 
 class TextFeatures:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from mining import objectstore
 from mining.schema import to_table
 
 log = logging.getLogger("mining.storage")
@@ -49,7 +50,8 @@ def _maybe_die(phase: str, path: str) -> None:
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    """A file, or a folder: on object stores a prefix with objects under it (see mining/objectstore.py)."""
+    return objectstore.exists(path)
 
 
 def makedirs(path: str) -> None:
@@ -138,9 +140,7 @@ def list_files(path: str, pattern: str = "*") -> list[str]:
 
 
 def _is_dir(path: str) -> bool:
-    if "://" not in path:
-        return os.path.isdir(path)
-    return path.endswith("/")
+    return objectstore.is_dir(path)
 
 
 # -- leftovers of killed runs ---------------------------------------------------------------------

@@ -194,6 +194,11 @@ class QualityFeatures:
         model.eval()
         self.stats = STATS if stats is None else tuple(stats)
         self.module = _tapped_module(model, self.taps, self.stats)
+        from mining.device import torch_device
+
+        self.device = torch_device()
+        if backend == "auto" and self.device == "cuda":
+            backend = "torch"  # the trunk on the GPU (onnxruntime here is the CPU build)
         if backend == "auto":
             try:
                 import onnx  # noqa: F401
@@ -203,6 +208,8 @@ class QualityFeatures:
             except ImportError:
                 backend = "torch"
         self.backend = backend
+        if backend == "torch":
+            self.module = self.module.to(self.device)
         self.session = self._onnx_session() if backend == "onnx" else None
 
     def _onnx_session(self):
@@ -218,7 +225,8 @@ class QualityFeatures:
         if self.session is not None:
             return self.session.run(None, {"x": x})[0].astype(np.float32)
         with self.torch.inference_mode():
-            return self.module(self.torch.from_numpy(x)).numpy().astype(np.float32)
+            dev = getattr(self, "device", "cpu")
+            return self.module(self.torch.from_numpy(x).to(dev)).cpu().numpy().astype(np.float32)
 
     def __call__(self, images: list) -> np.ndarray:
         if not images:

@@ -36,10 +36,10 @@ def lower_ext(path: str) -> str:
 
 
 def is_dir(path: str) -> bool:
-    """A local folder, or a remote prefix given with a trailing slash."""
-    if "://" not in path:
-        return os.path.isdir(path)
-    return path.endswith("/")
+    """A local folder, or a remote prefix (trailing slash, or objects under it: mining/objectstore.py)."""
+    from mining import objectstore
+
+    return objectstore.is_dir(path)
 
 
 def absolute(path: str) -> str:
