@@ -50,20 +50,20 @@ def attribute_caption(attributes: str) -> str:
     adj = [w for w, k in (("smiling", "Smiling"), ("young", "Young")) if k in a]
     hair = [c for k, c in _HAIR.items() if k in a][:1]
     texture = [t for t, k in (("wavy", "Wavy_Hair"), ("straight", "Straight_Hair")) if k in a][:1]
-    parts = [f"a {' '.join(adj + [person_word(a)])}"]
-    if "Bald" in a:
-        parts[0] += " who is bald"
-    elif hair or texture:
+    bald = "Bald" in a
+    parts = [f"a {' '.join(adj + (['bald'] if bald else []) + [person_word(a)])}"]
+    has_hair = (hair or texture) and not bald
+    if has_hair:
         parts[0] += f" with {' '.join(texture + hair)} hair"
     facial = [w for k, w in (("Mustache", "a mustache"), ("Goatee", "a goatee")) if k in a]
     if "Male" in a and "No_Beard" not in a and not facial:
         facial.append("a beard")
     if facial:
-        parts.append("and " + " and ".join(facial) if (hair or texture or "Bald" in a) else "with " + " and ".join(facial))
+        parts[0] += (" and " if has_hair else " with ") + " and ".join(facial)
     wear = [w for k, w in _WEAR if k in a]
     if wear:
         parts.append("wearing " + (", ".join(wear[:-1]) + " and " + wear[-1] if len(wear) > 1 else wear[0]))
-    return ", ".join([parts[0], *parts[1:]]).replace(", and ", " and ")
+    return ", ".join(parts)
 
 
 def _read_small(path: str) -> bytes | None:
