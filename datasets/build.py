@@ -243,6 +243,21 @@ def synthesize(job: Job, images: dict[str, bytes], tools: Tools, seed: int, embe
                    "detail": f"{job.task}: {detail}"[:500], "task": job.task}
 
 
+def warm_up(tools: Tools, tasks: tuple[str, ...] | list[str]) -> None:
+    """Load the models ``tasks`` need now (worker setup), so the first batch does not pay for it."""
+    need = set(tasks)
+    try:
+        if need & {"control_edge", "control_sketch"}:
+            tools.hed  # noqa: B018 - lazy property: loads the model
+        if need & {"control_mask", "subject"}:
+            tools.masker  # noqa: B018
+        if need & {"styled", "style_transfer"}:
+            tools.style  # noqa: B018
+            tools.quality  # noqa: B018
+    except Exception as exc:  # noqa: BLE001 - the jobs report the failure as rejects
+        log.warning("model warm-up failed: %s", exc)
+
+
 def synthesize_batch(jobs: list[Job], images: dict[str, bytes], tools: Tools, seed: int, embedder=None,
                      tokens: TokenLimit | None = None) -> list[tuple[str, Any]]:
     """``synthesize`` for many jobs; batched models run once for the batch first (HED for edge and

@@ -32,6 +32,7 @@ from mining import storage
 log = logging.getLogger(__name__)
 NAMESPACE = "build_tasks"
 PROGRESS_EVERY_S = 10.0
+WORKER_RATES: list[float] = []  # samples/s of each finished synthesis worker in this process (bench/)
 
 
 class Progress:
@@ -43,6 +44,16 @@ class Progress:
         self.stream = stream
         self.ok = self.rej = 0
         self.t0 = self.last = time.perf_counter()
+        self.started = False
+
+    def start(self) -> None:
+        """Start the clock (at the first batch, after the models loaded)."""
+        if not self.started:
+            self.t0 = self.last = time.perf_counter()
+            self.started = True
+
+    def rate(self) -> float:
+        return (self.ok + self.rej) / max(time.perf_counter() - self.t0, 1e-9)
 
     def update(self, ok: int, rej: int, force: bool = False) -> None:
         self.ok += ok
@@ -61,10 +72,10 @@ class SynthesizeFn(beam.DoFn):
     """[(order, (job dicts, [(key, bytes)]))] batch -> (shard, ("ok", Sample) | ("rej", row)) per job."""
 
     def __init__(self, seed: int, shard_size: int, tool_args: dict[str, Any], embed_text: bool, tools=None,
-                 total: int = 0, max_tokens: int = build.TokenLimit.DEFAULT):
+                 total: int = 0, max_tokens: int = build.TokenLimit.DEFAULT, task_names: tuple[str, ...] = ()):
         self.seed, self.shard_size, self.tool_args, self.embed_text = seed, shard_size, tool_args, embed_text
         self._injected = tools  # tests inject stand-in models (must be picklable)
-        self.total, self.max_tokens = total, max_tokens
+        self.total, self.max_tokens, self.task_names = total, max_tokens, tuple(task_names)
         self.ok = beam.metrics.Metrics.counter(NAMESPACE, "samples_ok")
         self.rej = beam.metrics.Metrics.counter(NAMESPACE, "samples_rejected")
 
@@ -90,10 +101,13 @@ class SynthesizeFn(beam.DoFn):
 
             self.embedder = TokenEmbedder()
         self.tokens = build.TokenLimit(self.max_tokens) if self.max_tokens else None
+        if self._injected is None:  # load the models the planned tasks need once, here, not in the first batch
+            build.warm_up(self.tools, self.task_names)
         self.progress = Progress(self.total, "tasks (worker)")
         self._side, self._side_id = {}, None
 
     def process(self, batch, side_images):
+        self.progress.start()
         if self._side_id != id(side_images):  # style + face images: one dict per worker, not per element
             self._side, self._side_id = dict(side_images), id(side_images)
         images = dict(self._side)
@@ -113,6 +127,7 @@ class SynthesizeFn(beam.DoFn):
     def teardown(self):
         if getattr(self, "progress", None) is not None and self.progress.ok + self.progress.rej:
             self.progress.update(0, 0, force=True)
+            WORKER_RATES.append(self.progress.rate())
 
 
 class WriteShardFn(beam.DoFn):
@@ -198,7 +213,8 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
               | "AsPairs" >> beam.Map(lambda e: (e[0], (e[1]["job"], e[1]["imgs"]))))
              | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, batch_size))
              | "Synthesize" >> beam.ParDo(SynthesizeFn(seed, shard_size, tool_args, embed_text, tools,
-                                                       total=len(pending), max_tokens=max_tokens),
+                                                       total=len(pending), max_tokens=max_tokens,
+                                                       task_names=tuple(sorted({j.task for j in pending}))),
                                           beam.pvalue.AsList(styles_side))
              | "ByShard" >> beam.GroupByKey()
              | "WriteShards" >> beam.ParDo(WriteShardFn(output)))
