@@ -118,3 +118,45 @@ def test_too_long_instruction_is_a_counted_reject_not_a_cut(coco_in, tmp_path):
     ok = run(str(coco_in), str(tmp_path / "ok"), tasks=["t2i"], max_samples=6, seed=0, tools=stand_in_tools())
     assert ok["samples"] == {"t2i": 6} and ok["tokens"]["longest_written"] <= ok["tokens"]["limit"] == 77
     assert json.loads((tmp_path / "ok" / "card.json").read_text())["tokens"]["template_overhead"]["subject_faces"] <= 40
+
+
+class CountingHED:
+    """Stand-in HED that records the batches it is given."""
+
+    def __init__(self):
+        self.batches = []
+
+    def edges_batch(self, rgbs):
+        self.batches.append([r.shape for r in rgbs])
+        return [np.asarray(r, np.float32).mean(-1) / 255.0 for r in rgbs]
+
+    def edges(self, rgb):
+        return self.edges_batch([rgb])[0]
+
+
+def test_control_maps_batched_once_per_image_at_control_side():
+    from datasets.build import synthesize_batch
+    from datasets.tasks.base import Job, Tools
+
+    images = {f"k{i}": _jpeg(i, (300, 200)) for i in range(3)}
+    jobs = [Job(t, k, values={"caption": "a red fox"}, order=n)
+            for n, (t, k) in enumerate((t, k) for k in images for t in ("control_edge", "control_sketch"))]
+    hed = CountingHED()
+    tools = Tools(hed=hed, sketch=lambda e: (e > 0.3).astype(np.float32), control_side=96, max_side=256)
+    out = synthesize_batch(jobs, images, tools, 0)
+    assert [k for k, _ in out] == ["ok"] * 6
+    assert hed.batches == [[(64, 96, 3)] * 3]  # one batched call, one pass per image for edge + sketch
+    for _, s in out:
+        assert Image.open(io.BytesIO(s.context[0].image)).size == (96, 64)
+        assert Image.open(io.BytesIO(s.target)).size == (256, 171)
+    assert tools.edge_cache == {}
+
+
+def test_progress_line_on_the_given_stream():
+    from pipelines.build_tasks import Progress
+
+    buf = io.StringIO()
+    p = Progress(10, "tasks", every_s=0.0, stream=buf)
+    p.start()
+    p.update(3, 1)
+    assert buf.getvalue().startswith("tasks: 4/10 samples (3 ok, 1 rejected), ") and "samples/s" in buf.getvalue()
