@@ -43,7 +43,7 @@ class Progress:
         self.total, self.label, self.every_s = total, label, every_s
         self.stream = stream
         self.ok = self.rej = 0
-        self.t0 = self.last = time.perf_counter()
+        self.t0 = self.last = self.t_end = time.perf_counter()
         self.started = False
 
     def start(self) -> None:
@@ -53,12 +53,15 @@ class Progress:
             self.started = True
 
     def rate(self) -> float:
-        return (self.ok + self.rej) / max(time.perf_counter() - self.t0, 1e-9)
+        """Samples/s from the first batch to the end of the last one (idle time after it not counted)."""
+        return (self.ok + self.rej) / max(self.t_end - self.t0, 1e-9)
 
     def update(self, ok: int, rej: int, force: bool = False) -> None:
         self.ok += ok
         self.rej += rej
         now = time.perf_counter()
+        if ok or rej:
+            self.t_end = now
         if force or now - self.last >= self.every_s:
             self.last = now
             done = self.ok + self.rej
