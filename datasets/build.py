@@ -248,7 +248,10 @@ def warm_up(tools: Tools, tasks: tuple[str, ...] | list[str]) -> None:
     need = set(tasks)
     try:
         if need & {"control_edge", "control_sketch"}:
-            tools.hed  # noqa: B018 - lazy property: loads the model
+            import numpy as np
+
+            side = max(16, int(tools.control_side or 256))  # one run: onnxruntime's first call is slow
+            tools.hed.edges(np.zeros((side * 3 // 4, side, 3), np.uint8))
         if need & {"control_mask", "subject"}:
             tools.masker  # noqa: B018
         if need & {"styled", "style_transfer"}:
