@@ -106,6 +106,8 @@ class SynthesizeFn(beam.DoFn):
         self.tokens = build.TokenLimit(self.max_tokens) if self.max_tokens else None
         if self._injected is None:  # load the models the planned tasks need once, here, not in the first batch
             build.warm_up(self.tools, self.task_names)
+        if self.tokens is not None:
+            self.tokens.count("warm up")  # loads the tokenizer
         self.progress = Progress(self.total, "tasks (worker)")
         self._side, self._side_id = {}, None
 
