@@ -4,7 +4,7 @@ write one shard (+ its manifest and reject rows), and account for every input re
 ``pipelines/build_tasks.py`` composes these in Apache Beam; everything here is plain Python.
 Output layout (``OUTPUT``): ``shards/tasks-NNNNN.tar`` with ``manifests/tasks-NNNNN.json`` and
 ``rejects/tasks-NNNNN.parquet`` beside each, ``plan.json``, ``card.json``, ``card.md``,
-``summary.json``.
+``summary.json``. Face photos (``--faces-dir``) are side inputs like the style images.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from datasets.instruction import InvalidSample, Sample, decode_image, encode_ima
 from datasets.mixture import MixturePlan, load_config, plan_mixture
 from datasets.tasks import REGISTRY
 from datasets.tasks.base import Job, PlanInputs, TaskSkip, Tools
+from datasets.tasks.t2i import is_art
 from mining import storage
 from mining.readers.common import read_file_bytes
 from mining.schema import REJECT_SCHEMA, reject, url_key
@@ -165,6 +166,60 @@ def load_styles(style_dir: str | None, max_side: int = 512,
     return styles, data
 
 
+class TokenLimit:
+    """Counts text-encoder tokens (MiniLM WordPiece, with [CLS]/[SEP]) of instruction and context texts.
+
+    ``DEFAULT`` (77) is the ``text_encoder.max_len`` of every training config: it covers the longest
+    template (the subject/face templates add 36 tokens around the fields, measured by
+    ``template_overheads``) plus the longest caption of COCO (32 tokens) and a style phrase, so an
+    instruction is never cut silently; a longer one is a counted ``instruction_too_long`` reject.
+    Lazy and picklable (the tokenizer loads on first use in each worker).
+    """
+
+    DEFAULT = 77
+
+    def __init__(self, limit: int = DEFAULT, model_path: str | None = None):
+        self.limit, self.model_path, self._tok = int(limit), model_path, None
+
+    def __getstate__(self):
+        return {"limit": self.limit, "model_path": self.model_path}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def count(self, text: str) -> int:
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            from model.text_encoder import minilm_folder
+
+            self._tok = AutoTokenizer.from_pretrained(self.model_path or minilm_folder())
+        return len(self._tok(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+
+    def check(self, sample: Sample) -> int:
+        """Longest token count of the sample's texts; InvalidSample when over the limit."""
+        longest = 0
+        for name, text in [("instruction", sample.instruction), *((c.marker, c.text) for c in sample.context)]:
+            n = self.count(text)
+            if n > self.limit:
+                raise InvalidSample("instruction_too_long", f"{name} has {n} tokens > limit {self.limit}")
+            longest = max(longest, n)
+        return longest
+
+
+def template_overheads(counter: TokenLimit | None = None) -> dict[str, int]:
+    """Most tokens any template of each task adds around its fields (fields left empty)."""
+    from datasets import templates as T
+
+    counter = counter or TokenLimit()
+    out = {}
+    for task in T.available_tasks():
+        tpl = T.load(task)
+        empty = {f: "" for f in tpl.fields}
+        out[task] = max(counter.count(x.format(**empty)) for x in tpl.instructions)
+    return out
+
+
 def candidates(inputs: PlanInputs, seed: int, tasks: list[str] | None = None) -> dict[str, list[Job]]:
     out: dict[str, list[Job]] = {}
     for mod in {id(m): m for m in REGISTRY.values()}.values():
@@ -179,6 +234,12 @@ def skip_reasons(inputs: PlanInputs, tasks: list[str] | None) -> dict[str, str]:
         reasons["control_depth"] = "no depth model weights offline (MiDaS/DPT need --depth-weights); never faked"
     if not inputs.clusters:
         reasons["subject"] = reasons["retrieval"] = "no clusters.parquet in the input"
+    if not any(is_art(r) for r in inputs.rows.values()):
+        reasons["t2i_art"] = "no art-domain pairs in the input (mining's domain 'art')"
+    if not inputs.faces.get("subject_faces"):
+        reasons["subject_faces"] = "no face folder (--faces-dir: CelebA-style metadata.csv or one folder per person)"
+    if not inputs.faces.get("subject_faces_hq"):
+        reasons["subject_faces_hq"] = "no high-resolution face folder (--faces-hq-dir, e.g. CelebA-HQ by person)"
     if not inputs.styles:
         reasons["styled"] = reasons["style_transfer"] = "no style images (--style-dir)"
     for t in REGISTRY:
@@ -189,14 +250,20 @@ def skip_reasons(inputs: PlanInputs, tasks: list[str] | None) -> dict[str, str]:
 
 def make_plan(inputs: PlanInputs, config: dict[str, Any], seed: int, max_samples: int | None,
               tasks: list[str] | None = None) -> MixturePlan:
-    return plan_mixture(candidates(inputs, seed, tasks), config, seed, max_samples, skip_reasons(inputs, tasks))
+    """The mixture plan; N = ``max_samples``, else one sample per captioned input pair."""
+    n_pairs = sum(1 for r in inputs.rows.values() if (r.get("caption") or "").strip())
+    return plan_mixture(candidates(inputs, seed, tasks), config, seed, max_samples, skip_reasons(inputs, tasks),
+                        default_total=n_pairs)
 
 
-def synthesize(job: Job, images: dict[str, bytes], tools: Tools, seed: int, embedder=None):
+def synthesize(job: Job, images: dict[str, bytes], tools: Tools, seed: int, embedder=None,
+               tokens: TokenLimit | None = None):
     """("ok", Sample) or ("rej", reject row with ``task``); never raises for bad input."""
     try:
         sample = REGISTRY[job.task].make(job, images, tools, seed)
         validate(sample)
+        if tokens is not None:
+            sample.meta["tokens"] = tokens.check(sample)
         if embedder is not None:
             embedder.embed(sample)
         sample.meta["order"] = job.order
@@ -207,6 +274,40 @@ def synthesize(job: Job, images: dict[str, bytes], tools: Tools, seed: int, embe
         reason, detail = "synthesis_error", f"{type(exc).__name__}: {exc}"
     row = reject({"key": job.target_key}, STAGE, reason, f"{job.task}: {detail}")
     return "rej", {**row, "task": job.task}
+
+
+def warm_up(tools: Tools, tasks: tuple[str, ...] | list[str]) -> None:
+    """Load the models ``tasks`` need now (worker setup), so the first batch does not pay for it."""
+    need = set(tasks)
+    try:
+        if need & {"control_edge", "control_sketch"}:
+            import numpy as np
+
+            side = max(16, int(tools.control_side or 256))  # one run: onnxruntime's first call is slow
+            tools.hed.edges(np.zeros((side * 3 // 4, side, 3), np.uint8))
+        if need & {"control_mask", "subject"}:
+            tools.masker  # noqa: B018
+        if need & {"styled", "style_transfer"}:
+            tools.style  # noqa: B018
+            tools.quality  # noqa: B018
+    except Exception as exc:  # noqa: BLE001 - the jobs report the failure as rejects
+        log.warning("model warm-up failed: %s", exc)
+
+
+def synthesize_batch(jobs: list[Job], images: dict[str, bytes], tools: Tools, seed: int, embedder=None,
+                     tokens: TokenLimit | None = None) -> list[tuple[str, Any]]:
+    """``synthesize`` for many jobs; batched models run once for the batch first (HED for edge and
+    sketch jobs, shared by the edge and sketch jobs of one image)."""
+    from datasets.tasks import control
+
+    try:
+        control.prepare_batch(jobs, images, tools)
+    except Exception as exc:  # noqa: BLE001 - a failed batch falls back to one image at a time
+        log.warning("batched control maps failed (%s); computing them one by one", exc)
+    try:
+        return [synthesize(j, images, tools, seed, embedder, tokens) for j in jobs]
+    finally:
+        tools.edge_cache.clear()
 
 
 def shard_paths(output: str, index: int) -> dict[str, str]:
@@ -228,6 +329,7 @@ def write_shard_group(output: str, index: int, items: list[tuple[str, Any]]) -> 
         "rejects": {t: dict(sorted(Counter(r["reason"] for r in rejects if r["task"] == t).items()))
                     for t in sorted({r["task"] for r in rejects})},
         "lineage": sorted({k for s in samples for k in s.lineage}),
+        "max_tokens": max((int(s.meta.get("tokens", 0)) for s in samples), default=0),
         "ids": [s.sample_id for s in samples],
     }
     storage.write_parquet([{k: r[k] for k in REJECT_SCHEMA.names} for r in rejects], paths["rejects"], REJECT_SCHEMA)

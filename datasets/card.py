@@ -1,4 +1,5 @@
-"""Dataset card for a task-shard build: ``card.json`` + ``card.md`` (counts, ratios, skips, rejects)."""
+"""Dataset card for a task-shard build: ``card.json`` + ``card.md`` (paper vs reached ratio per
+dataset, counts, the reason for every missing dataset, rejects, template counts, token limit)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str,
                sample_rejects: dict[str, dict[str, int]], config: dict[str, Any]) -> dict[str, Any]:
     """The card as a dict. ``written`` = samples per task in the shards (this run + earlier ones)."""
     total = sum(written.values())
+    templates = summary.get("templates", {})
+    exhausted = set(plan.get("exhausted", []))
     rows = []
     for task, target in plan["targets"].items():
         n = written.get(task, 0)
+        spec = config["tasks"][task]
+        note = plan["skipped"].get(task)
+        if not note and task in exhausted:
+            note = f"all {plan['available'].get(task, 0)} candidates used: fewer than its share"
         rows.append({
             "task": task,
-            "group": config["tasks"][task].get("group", ""),
-            "paper_dataset": config["tasks"][task].get("paper", ""),
+            "group": spec.get("group", ""),
+            "paper_dataset": spec.get("paper", ""),
+            "paper_ratio": round(target, 4),
+            "paper_ratio_inferred": bool(spec.get("inferred", False)),
             "target_ratio": round(target, 4),
             "effective_target": round(plan["effective"].get(task, 0.0), 4),
             "available": plan["available"].get(task, 0),
@@ -27,6 +36,8 @@ def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str,
             "reached_ratio": round(n / total, 4) if total else 0.0,
             "rejected": sample_rejects.get(task, {}),
             "skipped": plan["skipped"].get(task),
+            "note": note,
+            "templates": templates.get(task, 0),
         })
     return {
         "title": "Instruct-Imagen multi-modal instruction tasks",
@@ -37,6 +48,7 @@ def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str,
         "options": summary.get("options", {}),
         "records": {"read": summary.get("read"), "kept": summary.get("kept"), "rejected": summary.get("rejected")},
         "shards": summary.get("shards", {}),
+        "tokens": summary.get("tokens", {}),
         "notes": summary.get("notes", []),
     }
 
@@ -44,14 +56,29 @@ def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str,
 def card_markdown(card: dict[str, Any]) -> str:
     lines = [f"# {card['title']}", "", f"Mixture: {card['mixture_source']}", "",
              f"Total samples: **{card['total_samples']}**", "",
-             "| task | paper dataset | target | effective target | available | written | reached | rejected | skipped |",
-             "|---|---|---:|---:|---:|---:|---:|---|---|"]
+             "paper = Table 1 ratio; effective = renormalised over the datasets built here; reached = share of "
+             "written samples. Each task is sampled with its ratio as weight; one that runs out of candidates "
+             "uses them all and the others share the rest.", "",
+             "| task | paper dataset | paper | effective | reached | available | written | templates | rejected "
+             "| missing or short, why |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in card["tasks"]:
         rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
+        paper = f"{r.get('paper_ratio', r['target_ratio']):.3f}" + (" (inferred)" if r.get("paper_ratio_inferred") else "")
         lines.append(
-            f"| {r['task']} | {r['paper_dataset']} | {r['target_ratio']:.3f} | {r['effective_target']:.3f} | "
-            f"{r['available']} | {r['written']} | {r['reached_ratio']:.3f} | {rej} | {r['skipped'] or '-'} |"
+            f"| {r['task']} | {r['paper_dataset']} | {paper} | {r['effective_target']:.3f} | "
+            f"{r['reached_ratio']:.3f} | {r['available']} | {r['written']} | {r.get('templates', '-')} | {rej} | "
+            f"{r.get('note') or r['skipped'] or '-'} |"
         )
+    tok = card.get("tokens") or {}
+    if tok:
+        over = tok.get("template_overhead", {})
+        lines += ["", "## Instruction length", "",
+                  f"- text-encoder token limit: {tok.get('limit')} (MiniLM WordPiece with [CLS]/[SEP]; the training "
+                  f"configs' `text_encoder.max_len`); longest text written: {tok.get('longest_written')} tokens",
+                  f"- most tokens a template adds around its fields: {max(over.values()) if over else '-'} "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(over.items()))})",
+                  "- a longer instruction or context text is a counted `instruction_too_long` reject, never cut"]
     rec = card["records"]
     lines += ["", "## Input records", "", f"- read: {rec['read']}, used in a sample: {rec['kept']}",
               f"- not used, by reason: {json.dumps(rec['rejected'], sort_keys=True)}"]

@@ -1,10 +1,20 @@
-"""The task mixture: target ratios (``datasets/config/mixture.yaml``) -> how many samples per task.
+"""The task mixture: target ratios (``datasets/config/mixture.yaml``, the paper's Table 1) -> samples per task.
 
-Planning is cheap (keys and text only). Given the candidate jobs per task, ``allocate`` finds the
-largest total N such that every included task can supply ``round(N * ratio)`` samples without
-reuse, then ``select`` draws that many jobs per task with a seeded shuffle and interleaves all
-tasks in one seeded order, so every shard mixes tasks. Tasks with no candidates drop out and the
-remaining ratios are renormalised; the reason is kept for the dataset card.
+Planning is cheap (keys and text only). Every task lists its candidate jobs; ``allocate`` shares a
+total of N samples (default: one per captioned input pair; ``--max-samples`` sets it) by weight:
+task t gets ``N * r_t / sum(r)``. That is the expectation of drawing tasks with their ratios as
+weights without replacement, so no abundant task is cut to fit the scarcest one. When a task has
+fewer candidates than its share, all of them are used, it drops out, and the rest of N is shared
+by the other tasks' weights (water-filling), repeated until every share fits. Shares are rounded by
+largest remainder, so counts sum to ``min(N, all candidates)``. ``select`` then draws that many jobs
+per task with a seeded shuffle and interleaves all tasks in one seeded order, so every shard mixes
+tasks. Tasks with no candidates drop out and the remaining ratios are renormalised; the reason is
+kept for the dataset card.
+
+For an input of n captioned pairs, c 5-pair clusters, s style images and no depth weights (the
+default offline run), n samples are written: the image tasks (t2i, control mask/edge/sketch, styled,
+style transfer) each have n candidates, subject has 5c, so each gets ``n * r_t / R`` with R the sum
+of the buildable ratios, and subject gets ``min(5c, n * 0.30 / R)``; see ``expected_counts``.
 """
 
 from __future__ import annotations
@@ -23,11 +33,13 @@ DEFAULT_CONFIG = Path(__file__).with_name("config") / "mixture.yaml"
 
 @dataclass
 class MixturePlan:
-    targets: dict[str, float]  # configured ratio per task (as in the config)
+    targets: dict[str, float]  # configured (paper) ratio per task
     effective: dict[str, float]  # renormalised over tasks that can be built
     available: dict[str, int]  # candidate jobs per task
     counts: dict[str, int]  # samples chosen per task
     skipped: dict[str, str] = field(default_factory=dict)  # task -> reason
+    exhausted: list[str] = field(default_factory=list)  # tasks that used all their candidates (share cut)
+    total: int = 0  # N asked for
     jobs: list[Job] = field(default_factory=list)  # chosen jobs, in output order
 
     def summary(self) -> dict[str, Any]:
@@ -46,27 +58,56 @@ def _rank(seed: int, *parts: str) -> str:
     return hashlib.sha256("\x1f".join([str(seed), *parts]).encode("utf-8")).hexdigest()
 
 
-def allocate(ratios: dict[str, float], available: dict[str, int], max_samples: int | None = None) -> dict[str, int]:
-    """Samples per task: the largest N with round(N * r_t) <= available_t for all t (r renormalised)."""
+def _round_shares(shares: dict[str, float], n: int) -> dict[str, int]:
+    """Integers summing to ``n`` (largest remainder; ties by name, so deterministic)."""
+    base = {t: int(s) for t, s in shares.items()}
+    left = n - sum(base.values())
+    for t in sorted(shares, key=lambda k: (-(shares[k] - base[k]), k))[: max(0, left)]:
+        base[t] += 1
+    return base
+
+
+def allocate(ratios: dict[str, float], available: dict[str, int], total: int | None = None) -> dict[str, int]:
+    """Samples per task: ``total`` shared by weight, water-filled over tasks whose candidates run out.
+
+    ``total`` None = the sum of all candidates (every candidate is used). Counts never exceed
+    ``available`` and sum to ``min(total, sum(available))``.
+    """
     active = {t: r for t, r in ratios.items() if r > 0 and available.get(t, 0) > 0}
-    if not active:
-        return {t: 0 for t in ratios}
-    total = sum(active.values())
-    eff = {t: r / total for t, r in active.items()}
-    n = min(available[t] / r for t, r in eff.items())
-    if max_samples is not None:
-        n = min(n, float(max_samples))
-    counts = {t: min(available[t], int(n * r + 0.5)) for t, r in eff.items()}
-    if max_samples is not None:  # rounding may overshoot the cap by a few: trim the largest
-        while sum(counts.values()) > max_samples:
-            t = max(counts, key=lambda k: (counts[k] - n * eff[k], counts[k]))
-            counts[t] -= 1
-    return {t: counts.get(t, 0) for t in ratios}
+    counts = {t: 0 for t in ratios}
+    pool = sum(available[t] for t in active)
+    n_left = pool if total is None else min(int(total), pool)
+    while active and n_left > 0:
+        wsum = sum(active.values())
+        shares = {t: n_left * r / wsum for t, r in active.items()}
+        short = {t for t, s in shares.items() if s >= available[t]}
+        if not short:
+            counts.update(_round_shares(shares, n_left))
+            break
+        for t in sorted(short):
+            counts[t] = available[t]
+            n_left -= available[t]
+            del active[t]
+    return counts
+
+
+def exhausted_tasks(counts: dict[str, int], available: dict[str, int], ratios: dict[str, float]) -> list[str]:
+    return sorted(t for t, n in counts.items() if ratios.get(t, 0) > 0 and n and n >= available.get(t, 0))
+
+
+def expected_counts(n_pairs: int, ratios: dict[str, float], available: dict[str, int]) -> dict[str, int]:
+    """Samples per task that an input of ``n_pairs`` captioned pairs gives by default (N = n_pairs)."""
+    return allocate(ratios, available, n_pairs)
 
 
 def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed: int,
-                 max_samples: int | None = None, skip_reasons: dict[str, str] | None = None) -> MixturePlan:
-    """Choose jobs per task to follow the configured ratios; deterministic for a seed."""
+                 max_samples: int | None = None, skip_reasons: dict[str, str] | None = None,
+                 default_total: int | None = None) -> MixturePlan:
+    """Choose jobs per task to follow the configured ratios; deterministic for a seed.
+
+    N = ``max_samples`` when given, else ``default_total`` (the builder passes the number of captioned
+    input pairs), else every candidate.
+    """
     ratios = {t: float(spec["ratio"]) for t, spec in config["tasks"].items()}
     available = {t: len(candidates.get(t, [])) for t in ratios}
     skipped = {}
@@ -75,10 +116,11 @@ def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed:
             skipped[t] = "ratio 0 in the mixture config"
         elif available[t] == 0:
             skipped[t] = (skip_reasons or {}).get(t, "no candidates in the input")
-    counts = allocate(ratios, available, max_samples)
-    active = {t: r for t, r in ratios.items() if counts.get(t, 0) > 0 or (r > 0 and available[t] > 0)}
-    total = sum(active.values()) or 1.0
-    effective = {t: (r / total if t in active else 0.0) for t, r in ratios.items()}
+    total = max_samples if max_samples is not None else default_total
+    counts = allocate(ratios, available, total)
+    active = {t: r for t, r in ratios.items() if r > 0 and available[t] > 0}
+    wsum = sum(active.values()) or 1.0
+    effective = {t: (r / wsum if t in active else 0.0) for t, r in ratios.items()}
     chosen: list[Job] = []
     for t, n in counts.items():
         pool = sorted(candidates.get(t, []), key=lambda j: _rank(seed, t, j.target_key, *j.context_keys))
@@ -87,7 +129,8 @@ def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed:
     for i, j in enumerate(chosen):
         j.order = i
     return MixturePlan(targets=ratios, effective=effective, available=available, counts=counts,
-                       skipped=skipped, jobs=chosen)
+                       skipped=skipped, exhausted=exhausted_tasks(counts, available, ratios),
+                       total=int(total if total is not None else sum(available.values())), jobs=chosen)
 
 
 def reached(written: dict[str, int]) -> dict[str, float]:

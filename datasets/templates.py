@@ -1,8 +1,13 @@
 """Instruction templates per task (``datasets/templates/<task>.yaml``): loading, checking, rendering.
 
-A template file declares the task's context items (marker, kind, text variants) and >= 25
-hand-written instruction phrasings. ``check`` verifies every marker in every phrasing names a
-context item, every context item is referred to, and only declared ``{fields}`` are used.
+A template file declares the task's context items (marker, kind, text variants), a few
+hand-written instruction phrasings (``instructions``) and a grammar (``slots`` + ``grammar``):
+each grammar line names slots, and every combination of one phrase per slot, joined by a space,
+is one more template (``expand``). A slot may be ``"@name"``, a shared list of
+``datasets/templates/_slots.yaml``. A file with ``same_as: other`` uses ``other``'s templates.
+The paper had 100 rephrasings per dataset; ``check`` requires >= 100 distinct templates, each
+referring to every context marker exactly once and to no other marker, using only declared
+``{fields}``, and no two templates equal after ``normalise`` (case, spacing, punctuation).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import yaml
 from datasets.instruction import marker, markers_in
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
-MIN_TEMPLATES = 25
+MIN_TEMPLATES = 100
+SLOTS_FILE = TEMPLATE_DIR / "_slots.yaml"
 
 
 @dataclass(frozen=True)
@@ -32,21 +38,57 @@ class TaskTemplates:
 
 
 def available_tasks() -> list[str]:
-    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@cache
+def shared_slots() -> dict[str, tuple[str, ...]]:
+    if not SLOTS_FILE.exists():
+        return {}
+    return {k: tuple(v) for k, v in (yaml.safe_load(SLOTS_FILE.read_text(encoding="utf-8")) or {}).items()}
+
+
+def expand(slots: dict[str, Any], grammar: list[list[str]]) -> list[str]:
+    """Every combination of one phrase per named slot, for each grammar line, joined by a space."""
+    import itertools
+
+    def phrases(name: str) -> tuple[str, ...]:
+        val = slots[name]
+        if isinstance(val, str) and val.startswith("@"):
+            return shared_slots()[val[1:]]
+        return tuple(val)
+
+    out = []
+    for line in grammar or []:
+        for combo in itertools.product(*(phrases(n) for n in line)):
+            out.append(" ".join(p.strip() for p in combo))
+    return out
 
 
 @cache
 def load(task: str) -> TaskTemplates:
-    """Templates of ``task`` (cached)."""
+    """Templates of ``task`` (cached): hand-written instructions, then the grammar's, in file order."""
     path = TEMPLATE_DIR / f"{task}.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if doc.get("same_as"):
+        base = load(doc["same_as"])
+        return TaskTemplates(task=doc["task"], group=base.group, fields=base.fields, context=base.context,
+                             instructions=base.instructions)
     ctx = tuple(
         {"marker": c["marker"], "kind": c["kind"], "texts": tuple(c["texts"])} for c in doc.get("context") or []
     )
+    instructions = list(doc.get("instructions") or []) + expand(doc.get("slots") or {}, doc.get("grammar") or [])
     return TaskTemplates(
         task=doc["task"], group=doc["group"], fields=tuple(doc["fields"]), context=ctx,
-        instructions=tuple(doc["instructions"]),
+        instructions=tuple(instructions),
     )
+
+
+def normalise(text: str) -> str:
+    """Lower case, markers and fields kept, other punctuation dropped, spaces collapsed (duplicate check)."""
+    import re
+
+    return " ".join(re.sub(r"[^a-z0-9\[\]#{}_ ]+", " ", text.lower()).split())
 
 
 def _fields_of(text: str) -> set[str]:
@@ -60,8 +102,14 @@ def check(tpl: TaskTemplates, min_templates: int = MIN_TEMPLATES) -> list[str]:
     got = [c["marker"] for c in tpl.context]
     if got != expected:
         problems.append(f"{tpl.task}: context markers {got}, expected {expected}")
-    if len(set(tpl.instructions)) < min_templates:
-        problems.append(f"{tpl.task}: {len(set(tpl.instructions))} distinct instructions < {min_templates}")
+    seen: dict[str, str] = {}
+    for text in tpl.instructions:
+        key = normalise(text)
+        if key in seen:
+            problems.append(f"{tpl.task}: {text!r} duplicates {seen[key]!r} after normalising")
+        seen.setdefault(key, text)
+    if len(seen) < min_templates:
+        problems.append(f"{tpl.task}: {len(seen)} distinct instructions < {min_templates}")
     for text in tpl.instructions:
         used = markers_in(text)
         for m in used:
@@ -70,6 +118,8 @@ def check(tpl: TaskTemplates, min_templates: int = MIN_TEMPLATES) -> list[str]:
         for m in expected:
             if m not in used:
                 problems.append(f"{tpl.task}: {text!r} never refers to context item {m}")
+            elif text.count(m) > 1:
+                problems.append(f"{tpl.task}: {text!r} refers to {m} {text.count(m)} times (once expected)")
         for name in _fields_of(text) - set(tpl.fields):
             problems.append(f"{tpl.task}: {text!r} uses undeclared field {{{name}}}")
     for c in tpl.context:
@@ -89,6 +139,11 @@ def check(tpl: TaskTemplates, min_templates: int = MIN_TEMPLATES) -> list[str]:
 def check_all() -> dict[str, list[str]]:
     """Problems per task for every template file."""
     return {t: check(load(t)) for t in available_tasks()}
+
+
+def counts() -> dict[str, int]:
+    """Distinct (normalised) instruction templates per task, for the dataset card."""
+    return {t: len({normalise(x) for x in load(t).instructions}) for t in available_tasks()}
 
 
 def pick(seed: int, *parts: str, n: int) -> int:

@@ -1,10 +1,17 @@
 """The demo: generate the embedded corpus and run every stage on it, offline.
 
-    python -m pipelines.demo --output out/demo [--n 1000] [--seed 0] [--train-steps 200] [--runner fnapi]
+    python -m pipelines.demo --output out/demo [--n 1000] [--seed 0] [--train-steps 150] [--runner fnapi]
 
 Stages run in order; each writes under ``OUTPUT/<stage>/`` and returns a summary (records read,
 kept, rejected by reason, output paths). A stage whose module is not installed is reported as
 absent rather than silently skipped. Ends with a table of every stage and where its outputs are.
+
+Training follows the paper: stage 1 (retrieval-augmented, on the cluster shards) trains the tiny
+base model, stage 2 (instruction tuning on the task shards) starts from stage 1's weights
+(``train.init_from``), then the tiny super-resolution model (32 -> 64) trains a few steps; each
+writes a sample grid under ``OUTPUT/train/<stage>/samples/``. The demo cascade's largest model
+size is 64 px, so task control maps are computed at 64 px (``--control-side``) and stored images
+are shrunk to 128 px (``--max-side``).
 """
 
 from __future__ import annotations
@@ -60,13 +67,12 @@ def _stages(args: argparse.Namespace, out: Path) -> list[tuple[str, str, Callabl
 
         style_dir = args.style_dir or _demo_styles(mined, out / "styles")
         chosen = args.tasks.split(",") if args.tasks else None
-        return run(str(out), str(tasks), seed=args.seed, style_dir=style_dir, tasks=chosen, **beam)
+        return run(str(out), str(tasks), seed=args.seed, style_dir=style_dir, tasks=chosen,
+                   faces_dir=args.faces_dir, control_side=args.control_side, max_side=args.max_side,
+                   max_samples=args.task_samples, **beam)
 
     def train_stage():
-        from train import demo_run
-
-        shards = tasks / "shards" if (tasks / "shards").exists() else clusters / "shards"
-        return demo_run(str(shards), str(train), steps=args.train_steps, seed=args.seed)
+        return train_stages(clusters / "shards", tasks / "shards", train, args)
 
     def report_stage():
         from pipelines.report import build_report
@@ -82,6 +88,39 @@ def _stages(args: argparse.Namespace, out: Path) -> list[tuple[str, str, Callabl
         ("train", "train", train_stage),
         ("report", "pipelines.report", report_stage),
     ]
+
+
+def train_stages(cluster_shards: Path, task_shards: Path, train: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Stage 1 on cluster shards, stage 2 on task shards from stage 1's weights, then the SR model.
+
+    A missing shard folder skips its stage with the reason (stage 2 then starts from scratch).
+    """
+    from mining import storage
+    from train import demo_run
+
+    out: dict[str, Any] = {"outputs": {}}
+    have = {p: p.is_dir() and bool(storage.list_files(str(p), "*.tar")) for p in (cluster_shards, task_shards)}
+    s1 = None
+    if have[cluster_shards]:
+        s1 = demo_run(str(cluster_shards), str(train / "stage1_retrieval"), steps=args.train_steps, seed=args.seed)
+        out["stage1"] = {k: s1[k] for k in ("steps", "final_loss", "checkpoint", "samples_png")}
+        out["outputs"]["stage1_grid"] = s1["samples_png"]
+    else:
+        out["stage1"] = {"skipped": f"no cluster shards in {cluster_shards}"}
+    shards2 = task_shards if have[task_shards] else cluster_shards
+    over = {"train": {"init_from": s1["checkpoint"]}} if s1 else {}
+    s2 = demo_run(str(shards2), str(train / "stage2_tasks"), steps=args.stage2_steps, seed=args.seed, overrides=over)
+    out["stage2"] = {k: s2[k] for k in ("steps", "final_loss", "checkpoint", "samples_png")}
+    out["stage2"]["init_from"] = s1["checkpoint"] if s1 else None
+    out["outputs"]["stage2_grid"] = s2["samples_png"]
+    if args.sr_steps > 0:
+        s3 = demo_run(str(shards2), str(train / "stage3_sr"), steps=args.sr_steps, seed=args.seed, config="tiny_sr")
+        out["sr"] = {k: s3[k] for k in ("steps", "final_loss", "checkpoint", "samples_png")}
+        out["outputs"]["sr_grid"] = s3["samples_png"]
+    out["final_loss"] = s2["final_loss"]
+    out["note"] = (f"stage1 loss {out['stage1'].get('final_loss', float('nan')):.4f} -> stage2 loss "
+                   f"{s2['final_loss']:.4f}" + (f" -> sr loss {out['sr']['final_loss']:.4f}" if "sr" in out else ""))
+    return out
 
 
 def _demo_styles(mined: Path, styles: Path, limit: int = 8) -> str | None:
@@ -140,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="out/demo", help="folder for every stage's outputs")
     p.add_argument("--n", type=int, default=1000, help="image-text pairs in the generated corpus")
     p.add_argument("--seed", type=int, default=0, help="seed for the corpus, task synthesis and training")
-    p.add_argument("--train-steps", type=int, default=150, help="base-model training steps on the demo shards")
+    p.add_argument("--train-steps", type=int, default=120, help="stage-1 base-model steps on the cluster shards")
+    p.add_argument("--stage2-steps", type=int, default=60, help="stage-2 base-model steps on the task shards")
+    p.add_argument("--sr-steps", type=int, default=30, help="super-resolution model steps (0 = skip)")
+    p.add_argument("--control-side", type=int, default=64,
+                   help="control-map size: the demo cascade's largest model (tiny SR, 64 px)")
+    p.add_argument("--max-side", type=int, default=128, help="longer side of images stored in task shards")
+    p.add_argument("--task-samples", type=int, default=None,
+                   help="task samples in total (default: one per captioned mined pair)")
+    p.add_argument("--faces-dir", default=None, help="faces grouped by person (e.g. ../shared/data/celeba_faces)")
     p.add_argument("--runner", default="fnapi", help="Beam runner: fnapi, direct-mp (multi-processing) or portable")
     p.add_argument("--tasks", default=None, help="comma-separated task names to synthesise (default: the mixture's)")
     p.add_argument("--style-dir", default=None, help="style images (default: art-domain pairs kept by mining)")

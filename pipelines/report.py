@@ -358,9 +358,10 @@ def _section_training(run: str) -> str:
             xs = [float(r["step"]) for r in rows if r.get("loss")]
             ys = [float(r["loss"]) for r in rows if r.get("loss")]
             parts.append("<h3>training loss</h3>" + _svg_curve(xs, ys))
-    for png in sorted(glob.glob(os.path.join(run, "train", "**", "*.png"), recursive=True))[:4]:
+    for png in sorted(glob.glob(os.path.join(run, "train", "**", "*.png"), recursive=True))[:6]:
         data = base64.b64encode(open(png, "rb").read()).decode()
-        parts.append(f'<figure class="grid"><img src="data:image/png;base64,{data}" alt=""><figcaption>{_esc(os.path.basename(png))}</figcaption></figure>')
+        name = os.path.relpath(png, os.path.join(run, "train"))  # stage folder/step: one grid per training stage
+        parts.append(f'<figure class="grid"><img src="data:image/png;base64,{data}" alt=""><figcaption>{_esc(name)}</figcaption></figure>')
     return "".join(parts) or "<p>No training outputs in this run.</p>"
 
 

@@ -29,13 +29,18 @@ def _sample(**kw):
     return Sample(**base)
 
 
-def test_every_task_has_25_valid_templates():
+def test_every_dataset_has_100_valid_distinct_templates():
     problems = T.check_all()
-    assert set(problems) >= {"t2i", "control_edge", "control_sketch", "control_mask", "control_depth",
-                             "subject", "styled", "style_transfer", "retrieval"}
+    assert set(problems) >= {"t2i", "t2i_art", "control_edge", "control_sketch", "control_mask", "control_depth",
+                             "subject", "subject_faces", "subject_faces_hq", "styled", "style_transfer", "retrieval"}
     assert all(not p for p in problems.values()), problems
-    for task in problems:
-        assert len(set(T.load(task).instructions)) >= 25
+    for task, n in T.counts().items():
+        assert n >= 100, task
+        tpl = T.load(task)
+        assert len({T.normalise(x) for x in tpl.instructions}) == len(tpl.instructions)
+        for text in tpl.instructions:  # every marker exactly once, no stray braces
+            assert all(text.count(c["marker"]) == 1 for c in tpl.context), text
+            assert "{{" not in text and "  " not in text
 
 
 def test_template_check_catches_bad_markers():
@@ -48,7 +53,19 @@ def test_template_check_catches_bad_markers():
     assert "undeclared field {nope}" in problems
     assert T.check(good) == []
     short = T.TaskTemplates(good.task, good.group, good.fields, good.context, good.instructions[:10])
-    assert any("< 25" in p for p in T.check(short))
+    assert any("< 100" in p for p in T.check(short))
+    twice = T.TaskTemplates(good.task, good.group, good.fields, good.context,
+                            good.instructions + ("Render [ref#2], then [ref#2] again, like [ref#1].",
+                                                 good.instructions[0].upper().replace(".", " !")))
+    problems = "\n".join(T.check(twice))
+    assert "[ref#2] 2 times (once expected)" in problems and "after normalising" in problems
+
+
+def test_grammar_expands_every_combination():
+    out = T.expand({"a": ["Make {caption}.", "Draw {caption}."], "b": ["Use [ref#1].", "Follow [ref#1]."]},
+                   [["a", "b"]])
+    assert out == ["Make {caption}. Use [ref#1].", "Make {caption}. Follow [ref#1].",
+                   "Draw {caption}. Use [ref#1].", "Draw {caption}. Follow [ref#1]."]
 
 
 def test_render_is_deterministic_and_fills_markers():
@@ -89,13 +106,18 @@ def test_shard_roundtrip_bytes_tensors_and_embeddings():
     assert Image.open(io.BytesIO(back[0].context[1].image)).format == "PNG"
 
 
-def test_allocate_follows_ratios_and_renormalises():
+def test_allocate_samples_by_weight_without_cutting_to_the_scarcest():
     ratios = {"a": 0.5, "b": 0.25, "c": 0.25, "d": 0.1}
-    counts = allocate(ratios, {"a": 100, "b": 10, "c": 1000, "d": 0})
-    assert counts["d"] == 0 and counts["b"] == 10  # b limits N; d has nothing and drops out
-    assert counts["a"] == 20 and counts["c"] == 10
-    capped = allocate(ratios, {"a": 100, "b": 100, "c": 100, "d": 0}, max_samples=10)
-    assert sum(capped.values()) == 10
+    # N = 400: a, c get their weighted share; b has only 10, uses all, and a/c share the rest 2:1
+    counts = allocate(ratios, {"a": 1000, "b": 10, "c": 1000, "d": 0}, 400)
+    assert counts == {"a": 260, "b": 10, "c": 130, "d": 0}
+    even = allocate(ratios, {"a": 1000, "b": 1000, "c": 1000, "d": 0}, 400)
+    assert even == {"a": 200, "b": 100, "c": 100, "d": 0}  # d has nothing: renormalised over a, b, c
+    # Table-1-like sizes: abundant text-to-image is not thrown away (the old allocator kept 2.25%)
+    paper = {"t2i": 0.15, "sketch": 0.02, "faces": 0.05}
+    big = allocate(paper, {"t2i": 5_000_000, "sketch": 15_000, "faces": 100_000}, 1_000_000)
+    assert big == {"t2i": 885_000, "sketch": 15_000, "faces": 100_000}
+    assert sum(allocate(ratios, {"a": 3, "b": 3, "c": 3, "d": 3}, None).values()) == 12  # None: use all
 
 
 def test_plan_mixture_deterministic_and_skips_with_reason():
@@ -105,5 +127,7 @@ def test_plan_mixture_deterministic_and_skips_with_reason():
     p2 = plan_mixture({t: list(reversed(v)) for t, v in cands.items()}, cfg, seed=1)
     assert [j.target_key for j in p1.jobs] == [j.target_key for j in p2.jobs]
     assert p1.skipped == {"c": "no weights"} and p1.counts == {"a": 50, "b": 50, "c": 0}
+    p4 = plan_mixture(cands, cfg, seed=1, default_total=20)
+    assert p4.counts == {"a": 10, "b": 10, "c": 0} and p4.total == 20
     p3 = plan_mixture(cands, cfg, seed=2)
     assert [j.target_key for j in p3.jobs] != [j.target_key for j in p1.jobs]

@@ -124,6 +124,42 @@ def preprocess(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1), dtype=np.float32))
 
 
+class _HEDProbs(nn.Module):
+    """HEDNet -> (N,1,H,W) probability of the chosen output; the graph that is exported to ONNX."""
+
+    def __init__(self, net: HEDNet, output: str) -> None:
+        super().__init__()
+        self.net, self.output = net, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sides, fused = self.net(x)
+        probs = torch.sigmoid(fused)
+        if self.output == "merged":
+            probs = (probs + sum(torch.sigmoid(s) for s in sides)) / (1 + len(sides))
+        return probs
+
+
+def onnx_session(module: nn.Module, threads: int | None = None):
+    """An onnxruntime CPU session of ``module`` (input ``x`` (N,3,H,W), output ``p`` (N,1,H,W), all
+    of N/H/W dynamic), exported in memory. Needs the ``onnx`` and ``onnxruntime`` packages."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 3, 64, 64), buf, input_names=["x"], output_names=["p"],
+                          opset_version=17, dynamo=False,
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "p": {0: "n", 2: "h", 3: "w"}})
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
 class HEDDetector:
     """HED edge probabilities. ``HEDDetector().edges(img)`` -> float32 HxW in [0,1] (1 = edge).
 
@@ -134,19 +170,27 @@ class HEDDetector:
             map is resized back (0 = never; default 1024), bounding memory on huge inputs.
         output: ``"fused"`` (default; the fusion layer) or ``"merged"`` (late merging: mean of the
             fused and the 5 side probability maps, HED's published BSDS500 configuration).
+        backend: ``"torch"`` (default; what ``python -m datasets.control edges`` uses) or ``"onnx"``
+            (the same graph exported in memory and run by onnxruntime on CPU; the task stage uses it
+            when it is faster, see bench/control_hed_speed.py). Maps agree to ~1e-5.
+        threads: onnxruntime intra-op threads (None = its default).
     """
 
     OUTPUTS = ("fused", "merged")
 
     def __init__(self, weights: str | None = None, device: str | None = None, max_side: int = 1024,
-                 output: str = "fused") -> None:
+                 output: str = "fused", backend: str = "torch", threads: int | None = None) -> None:
         if output not in self.OUTPUTS:
             raise ValueError(f"output must be one of {self.OUTPUTS}, got {output!r}")
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be torch or onnx, got {backend!r}")
+        self.backend = backend
         self.output = output
         self.weights = weights or bundled_weights_path()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_side = max_side
         self.net = load_keras_h5(HEDNet(), self.weights).to(self.device).eval()
+        self.session = onnx_session(_HEDProbs(self.net, output).eval(), threads) if backend == "onnx" else None
 
     def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
         rgb = to_rgb_array(image)
@@ -173,11 +217,14 @@ class HEDDetector:
         for i, (x, _) in enumerate(prepared):
             groups.setdefault(tuple(x.shape), []).append(i)
         for idx in groups.values():
-            batch = torch.stack([prepared[i][0] for i in idx]).to(self.device)
-            sides, fused = self.net(batch)
-            probs = torch.sigmoid(fused)
-            if self.output == "merged":
-                probs = (probs + sum(torch.sigmoid(x) for x in sides)) / (1 + len(sides))
+            batch = torch.stack([prepared[i][0] for i in idx])
+            if self.session is not None:
+                probs = torch.from_numpy(self.session.run(["p"], {"x": batch.numpy()})[0])
+            else:
+                sides, fused = self.net(batch.to(self.device))
+                probs = torch.sigmoid(fused)
+                if self.output == "merged":
+                    probs = (probs + sum(torch.sigmoid(x) for x in sides)) / (1 + len(sides))
             for k, i in enumerate(idx):
                 p = probs[k : k + 1]
                 size = prepared[i][1]
