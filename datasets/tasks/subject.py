@@ -1,6 +1,9 @@
 """Subject-driven generation from 5-pair clusters: one pair is the target, three others are
 subject references cropped to the subject by a saliency mask. Each member of a cluster is a
-candidate target once (up to 5 candidates per cluster); the mixture picks among them."""
+candidate target once (up to 5 candidates per cluster); the mixture picks among them. Only clusters
+that clustering flags ``coherent`` (the stricter, calibrated test: every member a real neighbour of
+the seed) are used, since a filler member would teach the model a wrong subject; cluster files
+written before that column existed are used as they are."""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ def subject_name(captions: list[str], min_share: int = 3) -> str:
 def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
     jobs = []
     for cl in inputs.clusters:
+        if not cl.get("coherent", True):
+            continue
         keys = [k for k in cl["keys"] if k in inputs.rows]
         if len(keys) < N_REFS + 1:
             continue
