@@ -2,7 +2,7 @@
 #   make read     INPUT=pairs.csv|urls.txt|folder|img2dataset-dir  OUTPUT=$(RUN)/records
 #   make mine     INPUT=$(RUN)/records   OUTPUT=$(RUN)/mined
 #   make clusters INPUT=$(RUN)/mined     OUTPUT=$(RUN)/clusters
-#   make tasks    INPUT=$(RUN)           OUTPUT=$(RUN)/tasks       [STYLE_DIR=folder SEED=0 SHARD_SIZE=64]
+#   make tasks    INPUT=$(RUN)           OUTPUT=$(RUN)/tasks       [STYLE_DIR=folder FACES_DIR=folder SEED=0 SHARD_SIZE=64]
 #   make train    INPUT=$(RUN)/clusters/shards OUTPUT=$(RUN)/train [CONFIG=tiny STEPS=150]
 #   make report   INPUT=$(RUN)           OUTPUT=$(RUN)/report
 #   make dataset  INPUT=pairs.csv OUTPUT=out/mydata   (read -> mine -> clusters -> tasks into OUTPUT/...)
@@ -15,6 +15,7 @@ CONFIG     ?= tiny
 SEED       ?= 0
 SHARD_SIZE ?= 64
 STYLE_DIR  ?=
+FACES_DIR  ?=
 TASKS_ARGS ?=
 
 .PHONY: corpus read mine clusters tasks train report dataset
@@ -42,7 +43,8 @@ tasks: INPUT ?= $(RUN)
 tasks: OUTPUT ?= $(RUN)/tasks
 tasks: setup ## task shards + dataset card: INPUT= (kept/ + clusters.parquet, or mined/ + clusters/) OUTPUT=
 	$(PYTHON) -m pipelines.build_tasks --input "$(INPUT)" --output "$(OUTPUT)" --seed $(SEED) --runner $(RUNNER) \
-		--shard-size $(SHARD_SIZE) $(if $(STYLE_DIR),--style-dir "$(STYLE_DIR)") $(TASKS_ARGS) $(BEAM_ARGS)
+		--shard-size $(SHARD_SIZE) $(if $(STYLE_DIR),--style-dir "$(STYLE_DIR)") \
+		$(if $(FACES_DIR),--faces-dir "$(FACES_DIR)") $(TASKS_ARGS) $(BEAM_ARGS)
 
 train: INPUT ?= $(RUN)/clusters/shards
 train: OUTPUT ?= $(RUN)/train
