@@ -99,8 +99,8 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
     import numpy as np
 
     from clustering import embeddings_io, shards
-    from clustering.build import ClusterConfig, cluster_group
-    from clustering.dedup import DedupConfig, exact_duplicates
+    from clustering.build import cluster_group
+    from clustering.dedup import exact_duplicates
     from clustering.embedders import make_embedder
     from clustering.kmeans import assign, hash01
     from pipelines import build_clusters as bc
@@ -108,16 +108,7 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     o = _cluster_defaults()
-    cfg = ClusterConfig(neighbours=o["neighbours"], size=o["cluster_size"], min_similarity=o["min_similarity"],
-                        seeds=o["seeds"], knn_method=o["knn_method"],
-                        dedup=DedupConfig(cos_threshold=o["cos_threshold"], cos_min_copy=o["cos_min_copy"],
-                                          cos_alone=o["cos_alone"], phash_threshold=o["phash_threshold"],
-                                          phash_min_cos=o["phash_min_cos"], caption_min_cos=o["caption_min_cos"],
-                                          use_copy=o["copy_threshold"] <= 1.0, copy_threshold=o["copy_threshold"],
-                                          copy_min_cos=o["copy_min_cos"], copy_gate=o["copy_gate"],
-                                          copy_max_colour_change=o["copy_max_colour_change"],
-                                          copy_max_residual=o["copy_max_residual"],
-                                          layout_neighbours=o["layout_neighbours"]))
+    cfg, _ = bc.make_config(**{k: o[k] for k in bc.CONFIG_ARGS})
     storage.makedirs(output)
     files = bc.kept_files(mined)
     embedder = make_embedder(o["embedder"], batch_size=min(o["batch_size"], 64))
@@ -137,8 +128,8 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
             points += kept
             dups += d
     by_dom: dict[str, list] = defaultdict(list)
-    for p in points:
-        by_dom[p["domain"]].append(p)
+    for p in points:  # the pipeline's grouping: one k-means over all domains unless group_by="domain"
+        by_dom[p["domain"] if o["group_by"] == "domain" else ct.ALL_DOMAINS].append(p)
     plans = {d: ct.centroid_plan(len(ps), o["target_group"], o["centroids"]) for d, ps in by_dom.items()}
     clusters, stats = [], []
     for dom, ps in by_dom.items():
@@ -152,7 +143,7 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
         for p, lab in zip(ps, labels):
             groups[int(lab)].append(p)
         for g in groups.values():
-            c, d, s = cluster_group(g, dom, cfg)
+            c, d, s = cluster_group(g, None if dom == ct.ALL_DOMAINS else dom, cfg)
             clusters += c
             dups += d
             stats.append(s)

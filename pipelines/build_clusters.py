@@ -15,6 +15,7 @@ Without ``--mined`` the input goes through ``mining.readers.write_records`` and
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import time
@@ -129,6 +130,40 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
     files = kept_files(mined)
     if not files:
         raise FileNotFoundError(f"no kept parquet files under {mined}")
+    given = locals()
+    cfg, cal = make_config(**{k: given[k] for k in CONFIG_ARGS})
+    xcfg = CrossDomainConfig(enabled=cross_domain, neighbours=neighbours, group=cross_domain_group,
+                             spill=cross_domain_spill)
+    ct.remove_stale_embedding_shards(output, len(files))
+    with make_pipeline(runner, beam_args) as p:
+        build_graph(p, files, output, embedder, cfg, target_group, centroids, seed, niter, tuple(exact_fields),
+                    per_shard, batch_size, xcfg, group_by)
+    ids = storage.read_parquet(storage.join(output, "clusters.parquet"), columns=["cluster_id"])
+    ct.remove_stale_cluster_shards(output, ids.column("cluster_id").to_pylist(), per_shard)
+    summary = summarise(output, files, upstream)
+    summary["calibration"] = {"name": cal.embedder, "source": cal.source, "file": calibration if calibration not in (
+        None, "", "auto") else "shipped"} if cal else "none (historical fixed thresholds)"
+    summary["config"] = dict(ct.config_dict(cfg), cross_domain=ct.config_dict(xcfg), embedder=embedder, target_group=target_group, centroids=centroids,
+                             seed=seed, exact_fields=list(exact_fields), group_by=group_by)
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    storage.atomic_write_bytes(storage.join(output, "summary.json"),
+                               json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+    return summary
+
+
+
+def make_config(embedder: str = "offline", calibration: str | None = "auto", neighbours: int = 10,
+                cluster_size: int = 5, min_similarity: float = 0.0, seeds: str = "all", knn_method: str = "auto",
+                cos_threshold: float | None = None, cos_min_copy: float = 0.9, cos_alone: float | None = None,
+                phash_threshold: int = 4, phash_min_cos: float | None = None, phash_min_copy: float = 0.9,
+                caption_min_cos: float = 1.01, copy_threshold: float = 0.985, copy_min_cos: float | None = None,
+                reciprocal: int = 5, strict_coherence: float = 1.5, copy_max_colour_change: float = 0.2,
+                copy_max_residual: float = 5.0, copy_gate: float = 0.5, layout_neighbours: int = 10,
+                max_distance_ratio: float = 2.0):
+    """The clustering config of one run, thresholds filled from the embedder's calibration: (cfg, cal).
+
+    The one place ``run`` and the benchmarks get a :class:`ClusterConfig`, so they cannot drift.
+    """
     cal = resolve_calibration(calibration, embedder)
     base = cal.dedup_overrides() if cal else HISTORICAL
     given = {"cos_threshold": cos_threshold, "cos_alone": cos_alone, "copy_min_cos": copy_min_cos,
@@ -149,24 +184,10 @@ def run(input: str, output: str, mined: str | None = None, embedder: str = "offl
                                           copy_max_colour_change=copy_max_colour_change,
                                           copy_max_residual=copy_max_residual,
                                           layout_neighbours=layout_neighbours))
-    xcfg = CrossDomainConfig(enabled=cross_domain, neighbours=neighbours, group=cross_domain_group,
-                             spill=cross_domain_spill)
-    ct.remove_stale_embedding_shards(output, len(files))
-    with make_pipeline(runner, beam_args) as p:
-        build_graph(p, files, output, embedder, cfg, target_group, centroids, seed, niter, tuple(exact_fields),
-                    per_shard, batch_size, xcfg, group_by)
-    ids = storage.read_parquet(storage.join(output, "clusters.parquet"), columns=["cluster_id"])
-    ct.remove_stale_cluster_shards(output, ids.column("cluster_id").to_pylist(), per_shard)
-    summary = summarise(output, files, upstream)
-    summary["calibration"] = {"name": cal.embedder, "source": cal.source, "file": calibration if calibration not in (
-        None, "", "auto") else "shipped"} if cal else "none (historical fixed thresholds)"
-    summary["config"] = dict(ct.config_dict(cfg), cross_domain=ct.config_dict(xcfg), embedder=embedder, target_group=target_group, centroids=centroids,
-                             seed=seed, exact_fields=list(exact_fields), group_by=group_by)
-    summary["seconds"] = round(time.perf_counter() - t0, 3)
-    storage.atomic_write_bytes(storage.join(output, "summary.json"),
-                               json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
-    return summary
+    return cfg, cal
 
+
+CONFIG_ARGS = frozenset(inspect.signature(make_config).parameters)
 
 def resolve_calibration(spec: str | None, embedder: str):
     """The calibration for ``embedder`` (see ``clustering/calibration.py``); a bad file is a ValueError."""

@@ -34,7 +34,7 @@ def test_console_scripts_point_at_stage_mains():
 def test_console_script_exits_zero_when_main_returns_a_summary(monkeypatch):
     import pipelines.build_clusters as bc
 
-    monkeypatch.setattr(bc, "main", lambda: {"stage": "cluster"})
+    monkeypatch.setattr(bc, "main", lambda argv=None: {"stage": "cluster"})
     assert cli.clusters() == 0
 
 

@@ -114,10 +114,11 @@ def test_second_run_on_a_folder_refuses_then_stale_lock_is_taken_over(tmp_path):
 def test_two_cli_runs_on_one_folder_second_refuses(tmp_path):
     """A real second CLI (the mining stage) on a folder held by a live run: one line, non-zero exit."""
     out = tmp_path / "mined"
+    (tmp_path / "records").mkdir()  # an input that exists: the lock, not the input check, must refuse
     p = _holder(out)
     try:
         t0 = time.time()
-        r = subprocess.run([sys.executable, "-m", "pipelines.mine", "--input", str(tmp_path / "none"),
+        r = subprocess.run([sys.executable, "-m", "pipelines.mine", "--input", str(tmp_path / "records"),
                             "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     finally:
         p.kill()
