@@ -197,9 +197,10 @@ def tasks_direct(input: str, output: str, style_dir: str | None, seed: int = 0, 
                 images[k] = d
     scorer, scorer_name = load_scorer(None)
     tools = Tools(quality=scorer, depth=None, max_side=max_side, style_threshold=style_threshold)
+    tokens = build.TokenLimit(build.TokenLimit.DEFAULT)  # the pipeline's default token limit
     by_shard: dict[int, list] = defaultdict(list)
     for job in plan.jobs:
-        by_shard[job.order // shard_size].append(build.synthesize(job, images, tools, seed, None))
+        by_shard[job.order // shard_size].append(build.synthesize(job, images, tools, seed, None, tokens))
     for i, items in sorted(by_shard.items()):
         build.write_shard_group(output, i, items)
     manifests = build.read_manifests(output)
