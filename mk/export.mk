@@ -5,4 +5,4 @@ EXPORT_ARGS ?=
 i2d-export: INPUT ?= $(RUN)/mined
 i2d-export: OUTPUT ?= $(RUN)/export
 i2d-export: setup ## any mined/clusters/tasks subset as img2dataset-layout WebDataset: INPUT= OUTPUT= [EXPORT_ARGS=]
-	$(PYTHON) -m pipelines.export --input $(INPUT) --output $(OUTPUT) $(EXPORT_ARGS)
+	$(PYTHON) -m pipelines.export --input "$(INPUT)" --output "$(OUTPUT)" $(EXPORT_ARGS)
