@@ -77,7 +77,7 @@ def extract(rows: list[dict], batch: int = 16) -> dict[str, np.ndarray]:
     import torch
 
     from clustering.retrieval_features import pooled, trunk_maps
-    from mining.features import _effnet
+    from core.features import _effnet
 
     model = _effnet()
     out: dict[str, list[np.ndarray]] = {}

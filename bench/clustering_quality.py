@@ -47,7 +47,7 @@ def real_corpus(dataset: str, n: int, out: str, fraction: float, seed: int) -> d
 
 def load_points(cluster_dir: str) -> list[dict]:
     from clustering.embeddings_io import to_point
-    from mining import storage
+    from core import storage
 
     return [to_point(m) for m in storage.read_parquet(storage.join(cluster_dir, "embeddings", "metadata")).to_pylist()]
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rescore-only", action="store_true", help="run no pipeline: re-score the embedded points "
                     "already in the work folder in process (e.g. an earlier mining version's output)")
     args = ap.parse_args(argv)
-    from mining import storage
+    from core import storage
     from pipelines.build_clusters import run
 
     n = args.n or {"demo": 400, "coco": 120, "flickr": 200}[args.dataset]

@@ -99,9 +99,9 @@ def mined_domains(set_name: str, rows: list[dict], head_mean: np.ndarray) -> lis
     ImageNet-pooled features (its logits are ``_fc`` of them) and the bench captions."""
     import torch
 
+    from core.features import TextFeatures, _effnet, imagenet_class_names
     from mining.config import MiningConfig
     from mining.domains import _softmax, descriptions, imagenet_domain_map
-    from mining.features import TextFeatures, _effnet, imagenet_class_names
 
     cfg = MiningConfig()
     doms = tuple(cfg.domains)

@@ -24,9 +24,9 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from core import storage
 from datasets.control import ods
 from datasets.control.edges import nms
-from mining import storage
 
 REPO = Path(__file__).resolve().parents[1]
 BSDS = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data")) / "bsds500"

@@ -106,7 +106,7 @@ def _images(n: int):
 def check_models(n_images: int) -> None:
     import torch
 
-    from mining import features
+    from core import features
 
     images = _images(n_images)
     feats = features.ImageFeatures(batch_size=64)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=200_000, help="vectors for the faiss / bf16 paths")
     ap.add_argument("--images", type=int, default=256, help="images for the model paths")
     args = ap.parse_args(argv)
-    from mining.device import cuda_available
+    from core.device import cuda_available
 
     if not cuda_available():
         print("SKIP: no CUDA GPU here (torch.cuda.is_available() is False, or IIDATA_DEVICE=cpu): "

@@ -71,7 +71,7 @@ def _import_clip_inference():
 
 def ours(embedder, items, out: str) -> float:
     from clustering import embeddings_io
-    from mining.schema import make_record
+    from core.contracts import make_record
 
     rows = [make_record(key=k, url=f"file:{k}.jpg", caption=c, image=b, source="bench") for k, b, c in items]
     t = time.perf_counter()

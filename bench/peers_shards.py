@@ -48,7 +48,7 @@ def _samples(n: int) -> list[tuple[str, bytes, str, dict]]:
 
 def ours_tar(samples, out: str, per: int) -> None:
     from clustering.shards import tar_bytes
-    from mining import storage
+    from core import storage
 
     for s in range(0, len(samples), per):
         chunk = [(k, [("jpg", b), ("txt", c.encode()), ("json", json.dumps(m).encode())])

@@ -37,7 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mining import storage
+from core import storage
 
 CHUNK = 8 << 20
 
@@ -45,11 +45,11 @@ CHUNK = 8 << 20
 # ----------------------------------------------------------------------------------------- mine
 def mine_direct(records: str, output: str) -> dict[str, Any]:
     """``pipelines.mine`` without Beam: decode -> quality -> domain -> filter -> kept/rejects Parquet."""
+    from core.contracts import REJECT_SCHEMA, schema_for
+    from core.decode import Decoded, decode_record
     from mining.config import MiningConfig
-    from mining.decode import Decoded, decode_record
     from mining.domains import label
     from mining.filter import apply_filter
-    from mining.schema import REJECT_SCHEMA, schema_for
     from pipelines import mine as pm
 
     t0 = time.time()
@@ -354,8 +354,8 @@ def shard_io(task_shards: str, work: Path, target_mb: float, shard_mb: float) ->
 def _warm_up(records: str) -> None:
     """Load the per-process cached models (mining scorer/classifier, offline embedder features) once."""
     from clustering.embedders import make_embedder
+    from core.decode import Decoded, decode_record
     from mining.config import MiningConfig
-    from mining.decode import Decoded, decode_record
     from pipelines.mine import load_models
 
     rows = [r for r in storage.iter_rows(records) if not r.get("read_error")][:2]

@@ -20,7 +20,7 @@ import numpy as np
 
 def decoded_images(input: str, max_images: int, max_side: int = 512) -> list:
     """Decodable images of ``input``, each shrunk to ``max_side`` on load (bounded memory)."""
-    from mining.decode import decode_record
+    from core.decode import decode_record
     from mining.readers.dispatch import read_any
 
     images = []

@@ -115,14 +115,14 @@ def measure(images, embedder, seed: int = 0, copies_per_kind: int = 40, pairs: i
 
 
 def save(cal: Calibration, path: str) -> None:
-    from mining import storage
+    from core import storage
 
     storage.atomic_write_bytes(path, json.dumps(asdict(cal), indent=2, sort_keys=True).encode())
 
 
 def load(path: str) -> Calibration:
     """A calibration file (JSON); a one-line ValueError when it is not one."""
-    from mining import storage
+    from core import storage
 
     try:
         d = json.loads(storage.read_bytes(path).decode("utf-8"))

@@ -48,7 +48,7 @@ class OfflineEmbedder:
     shared_space = False
 
     def __init__(self, batch_size: int = 32, pooling: str = "retrieval"):
-        from mining.features import EFFNET_DIM, EFFNET_NAME, MINILM_DIM, MINILM_NAME
+        from core.features import EFFNET_DIM, EFFNET_NAME, MINILM_DIM, MINILM_NAME
 
         self.pooling = pooling
         if pooling == "retrieval":
@@ -73,14 +73,14 @@ class OfflineEmbedder:
         if self._pool is not None:
             return l2_normalise(self._pool.embed(list(images), self.batch_size))
         if self._img is None:
-            from mining.features import ImageFeatures
+            from core.features import ImageFeatures
 
             self._img = ImageFeatures(batch_size=self.batch_size)
         return l2_normalise(self._img.embed(list(images)))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._txt is None:
-            from mining.features import TextFeatures
+            from core.features import TextFeatures
 
             self._txt = TextFeatures()
         if not len(texts):

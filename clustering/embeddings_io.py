@@ -18,8 +18,8 @@ import pyarrow as pa
 from clustering.copy_features import thumbnail
 from clustering.dedup import caption_hash
 from clustering.phash import dhash, phash_pair, to_signed
-from mining import storage
-from mining.schema import reject
+from core import storage
+from core.contracts import reject
 
 STAGE = "clustering"
 META_SCHEMA = pa.schema([
@@ -76,7 +76,7 @@ def _batches(rows, n: int):
 def embed_rows(rows, embedder, batch_size: int = 64) -> tuple[list[dict], np.ndarray, np.ndarray | None, list[dict]]:
     """Decode, hash and embed mined rows (any iterable, consumed batch by batch, so only one batch of
     encoded bytes is held): (metadata rows, image vectors, text vectors, reject rows)."""
-    from mining.decode import decode_record
+    from core.decode import decode_record
 
     metas, img_vecs, txt_vecs, rejects = [], [], [], []
     for chunk in _batches(rows, batch_size):
@@ -116,7 +116,7 @@ def embed_rows(rows, embedder, batch_size: int = 64) -> tuple[list[dict], np.nda
 def write_shard(out: str, i: int, metas: list[dict], img: np.ndarray, txt: np.ndarray | None,
                 rejects: list[dict]) -> None:
     """Write one embedding shard atomically, metadata last."""
-    from mining.schema import REJECT_SCHEMA
+    from core.contracts import REJECT_SCHEMA
 
     p = shard_paths(out, i)
     storage.atomic_write_bytes(p["img_emb"], npy_bytes(img))

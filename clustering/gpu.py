@@ -1,4 +1,4 @@
-"""GPU paths of the clustering math, taken when a CUDA GPU is present (``mining/device.py``;
+"""GPU paths of the clustering math, taken when a CUDA GPU is present (``core/device.py``;
 ``IIDATA_DEVICE=cpu`` forces the CPU, the tested default). FAISS uses its GPU indexes only when
 the installed faiss has GPU support (``make setup-gpu`` swaps faiss-cpu for faiss-gpu-cu12) and the work is large enough to
 repay the transfer (``GPU_MIN_POINTS``). Results on a GPU equal the CPU ones up to float
@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from mining.device import cuda_available, torch_device  # noqa: F401 - re-exported for clustering
+from core.device import cuda_available, torch_device  # noqa: F401 - re-exported for clustering
 
 GPU_MIN_POINTS = 20_000  # below this, copying to the GPU costs more than the CPU search
 

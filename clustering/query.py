@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from mining import storage
+from core import storage
 
 
 def _index(name: str) -> int:

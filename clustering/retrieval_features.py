@@ -29,7 +29,7 @@ from PIL import Image
 
 def trunk_maps(model, images: Sequence[Image.Image], size: int, crop: bool = False) -> dict[str, torch.Tensor]:
     """Feature maps of the last block (320 ch) and of the head (1280 ch) for a batch."""
-    from mining.features import preprocess
+    from core.features import preprocess
 
     x = preprocess(images, size, crop=crop)
     x = model._swish(model._bn0(model._conv_stem(x)))
@@ -94,7 +94,7 @@ class RetrievalPooling:
 
     @torch.no_grad()
     def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        from mining.features import _effnet
+        from core.features import _effnet
 
         model = _effnet()
         out = []

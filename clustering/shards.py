@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from mining import storage
+from core import storage
 
 
 def as_jpeg(data: bytes) -> bytes:

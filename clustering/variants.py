@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from mining.schema import url_key
+from core.contracts import url_key
 
 KINDS = ("reencode", "resize", "crop", "flip", "colorshift")
 

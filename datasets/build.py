@@ -19,15 +19,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from core import storage
+from core.contracts import REJECT_SCHEMA, reject, url_key
+from core.safe_files import read_file_bytes
 from datasets import shards as shard_io
 from datasets.instruction import InvalidSample, Sample, decode_image, encode_image, validate
 from datasets.mixture import MixturePlan, load_config, plan_mixture
 from datasets.tasks import REGISTRY
 from datasets.tasks.base import Job, PlanInputs, TaskSkip, Tools
 from datasets.tasks.t2i import is_art
-from mining import storage
-from mining.readers.common import read_file_bytes
-from mining.schema import REJECT_SCHEMA, reject, url_key
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def load_light_rows(files: list[str]) -> dict[str, dict[str, Any]]:
 
 def iter_image_rows(path: str):
     """(key, image bytes or None, url) of one Parquet file, batch by batch."""
-    from mining.schema import load_image_bytes
+    from core.contracts import load_image_bytes
 
     pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(path)))
     cols = [c for c in ("key", "image", "path", "url") if c in pf.schema_arrow.names]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mining import storage
+from core import storage
 
 
 def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str, int],

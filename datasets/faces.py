@@ -21,9 +21,9 @@ import os
 from collections import Counter, defaultdict
 from typing import Any
 
+from core import storage
+from core.contracts import url_key
 from datasets.instruction import decode_image, encode_image
-from mining import storage
-from mining.schema import url_key
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")

@@ -17,8 +17,8 @@ import json
 import os
 from collections import defaultdict
 
-from mining import storage
-from mining.schema import make_record, schema_for, url_key
+from core import storage
+from core.contracts import make_record, schema_for, url_key
 
 CLUSTER_SIZE = 5
 

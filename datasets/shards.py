@@ -12,8 +12,8 @@ from typing import Any
 
 import webdataset as wds
 
+from core import storage
 from datasets.instruction import Sample, from_wds, to_wds
-from mining import storage
 
 PREFIX = "tasks"
 

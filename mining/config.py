@@ -6,18 +6,20 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from core.decode import DecodeLimits
+
 DEFAULT_DOMAINS: tuple[str, ...] = ("art", "products", "animals", "scenery", "food", "vehicles", "people", "other")
 
 
 @dataclass(frozen=True)
 class MiningConfig:
-    # decode / validation
-    max_pixels: int = 64_000_000  # refuse images whose header says more pixels (decompression bombs)
-    min_side: int = 64  # decoded short side below this -> too_small
-    max_aspect: float = 4.0  # long/short side above this -> extreme_aspect
-    max_caption_chars: int = 2000  # longer captions -> caption_too_long (or truncated, see below)
-    truncate_long_captions: bool = False  # True: cut at a word boundary instead of rejecting
-    reject_non_utf8_captions: bool = True  # False: keep them (U+FFFD replaced) and only count
+    # decode / validation (defaults and meaning: core.decode.DecodeLimits)
+    max_pixels: int = DecodeLimits.max_pixels
+    min_side: int = DecodeLimits.min_side
+    max_aspect: float = DecodeLimits.max_aspect
+    max_caption_chars: int = DecodeLimits.max_caption_chars
+    truncate_long_captions: bool = DecodeLimits.truncate_long_captions
+    reject_non_utf8_captions: bool = DecodeLimits.reject_non_utf8_captions
     # filtering
     min_quality: float = 0.35  # combined quality below this -> low_quality
     domains: tuple[str, ...] = DEFAULT_DOMAINS  # the label set of the classifier

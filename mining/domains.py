@@ -138,7 +138,7 @@ class OfflineDomainClassifier:
 
     def __init__(self, domains: tuple[str, ...], text_weight: float = 0.6, temperature: float = 0.05,
                  image_features=None, text_features=None):
-        from mining.features import ImageFeatures, TextFeatures, imagenet_class_names
+        from core.features import ImageFeatures, TextFeatures, imagenet_class_names
 
         self.domains = tuple(domains)
         self.text_weight, self.temperature = text_weight, temperature

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.contracts import reject
 from mining.config import MiningConfig
-from mining.schema import reject
 
 STAGE = "mining"
 

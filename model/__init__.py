@@ -1,3 +1,3 @@
 """model."""
 
-from mining import __version__  # noqa: E402,F401  (one version; also sets the quiet environment)
+from core import __version__  # noqa: E402,F401  (one version; also sets the quiet environment)

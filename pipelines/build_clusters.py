@@ -28,8 +28,8 @@ import pyarrow as pa
 from clustering.build import ClusterConfig
 from clustering.cross_domain import CrossDomainConfig
 from clustering.dedup import DedupConfig
-from mining import cli, storage
-from mining.cli import require, stdout_to_stderr
+from core import cli, storage
+from core.cli import require, stdout_to_stderr
 from pipelines import cluster_transforms as ct
 
 CLUSTER_SCHEMA = pa.schema([

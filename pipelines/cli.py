@@ -1,6 +1,6 @@
 """Console-script entry points (``[project.scripts]`` in pyproject.toml): one per stage CLI.
 
-Each runs the same ``main`` as ``python -m <module>`` through :func:`mining.cli.run`: a user's mistake
+Each runs the same ``main`` as ``python -m <module>`` through :func:`core.cli.run`: a user's mistake
 is one line on stderr and exit 2, and a ``main`` that returns its summary (a dict) exits 0.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from mining import cli
+from core import cli
 
 STAGES = {
     "iidata-read": "mining.readers.__main__",

@@ -18,8 +18,8 @@ from clustering.cross_domain import (
 )
 from clustering.dedup import DedupConfig, exact_duplicates
 from clustering.kmeans import assign, hash01, num_centroids, sample_size, train_centroids
-from mining import storage
-from mining.schema import load_image_bytes
+from core import storage
+from core.contracts import load_image_bytes
 
 NS = "clustering"
 ALL_DOMAINS = "\x00all"  # the group key when k-means runs over every domain (clusters vote their domain)

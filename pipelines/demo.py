@@ -95,7 +95,7 @@ def train_stages(cluster_shards: Path, task_shards: Path, train: Path, args: arg
 
     A missing shard folder skips its stage with the reason (stage 2 then starts from scratch).
     """
-    from mining import storage
+    from core import storage
     from train import demo_run
 
     out: dict[str, Any] = {"outputs": {}}
@@ -125,7 +125,7 @@ def train_stages(cluster_shards: Path, task_shards: Path, train: Path, args: arg
 
 def _demo_styles(mined: Path, styles: Path, limit: int = 8) -> str | None:
     """Style images for the style tasks: the first ``limit`` art-domain pairs that mining kept."""
-    from mining import storage
+    from core import storage
 
     kept = mined / "kept"
     if not kept.is_dir():
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    from mining import storage
+    from core import storage
 
     try:
         with storage.OutputLock(str(out)):  # one demo per folder; cleans temp files of killed runs

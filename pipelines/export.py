@@ -32,8 +32,8 @@ import pyarrow as pa
 from PIL import Image, ImageOps
 
 from clustering.shards import as_jpeg, tar_bytes
-from mining import storage
-from mining.schema import load_image_bytes
+from core import storage
+from core.contracts import load_image_bytes
 
 KINDS = ("mined", "clusters", "tasks")
 RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border")  # img2dataset's names and meanings

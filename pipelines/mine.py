@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from mining import cli, storage
-from mining.cli import require, stdout_to_stderr
+from core import cli, storage
+from core.cli import require, stdout_to_stderr
+from core.contracts import REJECT_SCHEMA, schema_for
 from mining.config import MiningConfig
-from mining.schema import REJECT_SCHEMA, schema_for
 
 STAGE = "mine"
 MINING_FIELDS = pa.schema([
@@ -137,7 +137,7 @@ class MineBatch(beam.DoFn):
         return path, ("reject", row)
 
     def process(self, batch: list[tuple[str, tuple[str, Any]]]):
-        from mining.decode import Decoded, decode_record
+        from core.decode import Decoded, decode_record
         from mining.domains import label
         from mining.filter import apply_filter
 

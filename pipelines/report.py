@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mining import cli, storage
-from mining.cli import require
+from core import cli, storage
+from core.cli import require
 from pipelines.report_views import colours, legend, pca2, scatter_png, svg_bars, svg_histogram, table
 
 THUMB = 112

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mining import cli, storage
-from mining.decode import Decoded, decode_record
+from core import cli, storage
+from core.decode import Decoded, decode_record
 from mining.readers import ReadStats, read_any, url_guard, write_records
 from mining.readers import __main__ as readers_cli
 from mining.readers.common import InputError

@@ -42,7 +42,7 @@ def test_offline_retrieval_embedder_matches_the_bench_descriptor_and_keeps_the_i
     from bench.clustering_embedding import descriptor
     from clustering.embedders import make_embedder
     from clustering.retrieval_features import pooled, trunk_maps
-    from mining.features import ImageFeatures, _effnet
+    from core.features import ImageFeatures, _effnet
 
     rng = np.random.default_rng(0)
     ims = [Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((120, 90), Image.BICUBIC)

@@ -8,8 +8,8 @@ import pyarrow as pa
 import webdataset as wds
 from PIL import Image
 
-from mining import storage
-from mining.schema import make_record, url_key
+from core import storage
+from core.contracts import make_record, url_key
 
 
 def _jpeg(seed, flip=False):
@@ -43,7 +43,7 @@ def test_build_clusters_on_mined_folder(tmp_path):
                domain="all", quality=0.5)
     rows.append(bad)
     extra = pa.schema([("domain", pa.string()), ("quality", pa.float64())])
-    from mining.schema import schema_for
+    from core.contracts import schema_for
 
     mined = tmp_path / "mined"
     storage.write_parquet(rows[:14], str(mined / "kept" / "part-00000.parquet"), schema=schema_for(rows, extra))

@@ -77,7 +77,7 @@ def test_layout_neighbours_find_mirrored_copies():
 
 def _points_from_corpus(corpus: dict) -> list[dict]:
     from clustering.embedders import make_embedder
-    from mining.schema import url_key
+    from core.contracts import url_key
 
     rows = read_truth(corpus["pairs"])
     images = [Image.open(r["path"]).convert("RGB") for r in rows]

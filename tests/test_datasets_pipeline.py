@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import storage
+from core.contracts import url_key
 from datasets.real_inputs import write_inputs
 from datasets.shards import iter_tensors, list_shards
 from datasets.tasks.base import Tools
-from mining import storage
-from mining.schema import url_key
 from tests.conftest import shared_subset
 
 

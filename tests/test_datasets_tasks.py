@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import storage
 from datasets.faces import attribute_caption, load_faces
 from datasets.real_inputs import write_inputs
 from datasets.shards import iter_samples, list_shards
-from mining import storage
 from tests.conftest import shared_subset
 from tests.test_datasets_pipeline import stand_in_tools
 

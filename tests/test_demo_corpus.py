@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.contracts import OccurrenceKeys
 from mining.demo_corpus import generate, main, role_counts
-from mining.schema import OccurrenceKeys
 
 N = 60
 

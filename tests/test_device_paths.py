@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clustering import gpu, kmeans, knn
-from mining import device
+from core import device
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ import webdataset as wds
 from PIL import Image
 
 from clustering import shards as cluster_shards
+from core import contracts as schema
+from core import storage
 from datasets import shards as task_shards
 from datasets.instruction import ContextItem, Sample
-from mining import schema, storage
 from mining.readers import img2dataset_output
 from pipelines.export import ExportConfig, export, main, sample_key
 

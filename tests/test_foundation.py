@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mining import schema, storage
+from core import contracts as schema
+from core import storage
 from tests.conftest import REPO
 
 

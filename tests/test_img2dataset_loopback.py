@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from mining import storage
+from core import storage
+from core.contracts import url_key
 from mining.readers import ReadStats, detect_kind, read_any, write_records
 from mining.readers.urls import iter_url_lines, write_url_table
-from mining.schema import url_key
 from tests.conftest import shared_subset
 
 SLOW_SECONDS = 4.0  # the slow URL sleeps past the 2 s download timeout

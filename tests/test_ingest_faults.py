@@ -14,7 +14,7 @@ import time
 
 from PIL import Image
 
-from mining import storage
+from core import storage
 from mining.readers import write_records
 from tests.conftest import shared_subset
 

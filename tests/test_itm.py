@@ -175,7 +175,7 @@ def test_styled_task_rejects_misaligned_samples_with_a_reason():
 
 def _embeddings(root, spec="offline"):
     from clustering.embeddings_io import npy_bytes
-    from mining import storage
+    from core import storage
 
     vecs = [np.array([[1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 0, 1], [0.7, 0.7, 0]], np.float32)]
     for i, v in enumerate(vecs):

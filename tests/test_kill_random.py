@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mining.storage import LOCK_NAME, TMP_MARK
+from core.storage import LOCK_NAME, TMP_MARK
 from tests.conftest import REPO
 from tests.test_kill_resume import _assert_no_partial_shard, _assert_same_files, _outputs
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mining.storage import KILL_ENV, TMP_MARK, WRITE_LOG_ENV
+from core.storage import KILL_ENV, TMP_MARK, WRITE_LOG_ENV
 from tests.conftest import REPO
 
 N_PAIRS = 90

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.contracts import make_record
+from core.decode import Decoded, decode_record, truncate_caption
 from mining.config import MiningConfig
-from mining.decode import Decoded, decode_record, truncate_caption
-from mining.schema import make_record
 from tests.conftest import shared_subset
 
 

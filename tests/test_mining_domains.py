@@ -12,7 +12,7 @@ from mining.filter import apply_filter
 
 
 def test_imagenet_map_covers_every_class_with_sensible_domains():
-    from mining.features import imagenet_class_names
+    from core.features import imagenet_class_names
 
     names = imagenet_class_names()
     m = imagenet_domain_map(DEFAULT_DOMAINS, names)

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mining import storage
-from mining.schema import RECORD_SCHEMA, make_record
+from core import storage
+from core.contracts import RECORD_SCHEMA, make_record
 from pipelines import mine
 from tests.conftest import shared_subset
 

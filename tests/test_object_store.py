@@ -3,7 +3,7 @@
 A real S3-compatible server (``moto`` in server mode, its own process on loopback) holds the demo
 corpus; read, mine, clustering (``--mined`` a bucket prefix) and tasks run as their CLIs with every
 input and output an ``s3://`` URI, through Beam's S3 filesystem. These are the paths that failed
-before ``mining/objectstore.py``: ``FileNotFoundError`` for ``--mined DIR``, ``KeyError 'key'`` when
+before ``core/objectstore.py``: ``FileNotFoundError`` for ``--mined DIR``, ``KeyError 'key'`` when
 tasks read ``clusters.parquet`` as mined rows, and a cluster summary with ``shards: 0``.
 """
 
@@ -78,7 +78,7 @@ def _get(key: str) -> bytes:
 
 
 def test_prefixes_count_as_folders(s3_env):
-    from mining import objectstore, storage
+    from core import objectstore, storage
     from mining.readers.dispatch import detect_kind
 
     c = boto3.client("s3")

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import mining
-from mining import model_packages, schema, storage
+import core
+from core import contracts as schema
+from core import model_packages, storage
 from pipelines import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["mining", "clustering", "datasets", "model", "train", "pipelines"]
+PACKAGES = ["core", "mining", "clustering", "datasets", "model", "train", "pipelines"]
 
 
 def test_console_scripts_point_at_stage_mains():
@@ -41,10 +42,10 @@ def test_console_script_exits_zero_when_main_returns_a_summary(monkeypatch):
 def test_one_version_license_and_py_typed():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" in meta["project"]["dynamic"]
-    assert meta["tool"]["setuptools"]["dynamic"]["version"]["attr"] == "mining.__version__"
+    assert meta["tool"]["setuptools"]["dynamic"]["version"]["attr"] == "core.__version__"
     for pkg in PACKAGES:
         mod = __import__(pkg)
-        assert mod.__version__ == mining.__version__
+        assert mod.__version__ == core.__version__
         assert (ROOT / pkg / "py.typed").exists()
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
@@ -52,7 +53,7 @@ def test_one_version_license_and_py_typed():
 
 
 def test_quiet_environment_is_set_at_import_and_user_values_win():
-    env = {k: v for k, v in os.environ.items() if k not in mining.QUIET_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in core.QUIET_ENV}
     env["TOKENIZERS_PARALLELISM"] = "true"
     code = "import os, model; print(os.environ['NO_ALBUMENTATIONS_UPDATE'], os.environ['TOKENIZERS_PARALLELISM'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mining import storage
+from core import storage
+from core.contracts import RECORD_SCHEMA, url_key
 from mining.readers import ReadStats, detect_kind, input_units, read_any, read_unit, write_records
 from mining.readers.__main__ import main as cli_main
-from mining.schema import RECORD_SCHEMA, url_key
 from tests.conftest import shared_subset
 
 N_REAL = 1000  # all of coco_mini (239) and flickr8k_1k (1000): about a second each

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mining import schema, storage
+from core import contracts as schema
+from core import storage
 from pipelines.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mining import storage
-from mining.schema import clean_detail, reject
+from core import storage
+from core.contracts import clean_detail, reject
 
 ROOT = Path(__file__).resolve().parents[1]
 

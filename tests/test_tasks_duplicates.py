@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from core import storage
 from datasets import build
 from datasets.mixture import load_config
 from datasets.tasks.base import PlanInputs, Tools
-from mining import storage
 
 DUPS = {"k03": "k02", "k07": "k06"}
 

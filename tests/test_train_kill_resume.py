@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mining.storage import KILL_ENV
+from core.storage import KILL_ENV
 from tests.test_train_toyshards import write_task_shards
 from train import checkpoint as ckpt
 

@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from mining import storage
+from core import storage
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 THINGS = ["dog", "cat", "car", "tree", "house", "boat", "bird", "flower"]

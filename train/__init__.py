@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from mining import __version__  # noqa: F401  (one version; also sets the quiet environment)
+from core import __version__  # noqa: F401  (one version; also sets the quiet environment)
 
 
 def demo_run(shards: str, output: str, steps: int = 150, seed: int = 0, config: str = "tiny",
@@ -15,7 +15,7 @@ def demo_run(shards: str, output: str, steps: int = 150, seed: int = 0, config: 
     Returns ``{"steps", "final_loss", "samples_png", "checkpoint", ...}``. Rerunning with the same
     output resumes from its checkpoint (and returns at once when already done).
     """
-    from mining import storage
+    from core import storage
     from train.trainer import Trainer, deep_merge, load_config
 
     cfg = load_config(config, deep_merge({"train": {"steps": steps, "seed": seed}}, overrides or {}))

@@ -31,7 +31,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    from mining import storage
+    from core import storage
     from train.checkpoint import CheckpointError
     from train.trainer import Trainer, TrainingDiverged, load_config
 

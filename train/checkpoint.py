@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from mining import storage
+from core import storage
 
 LATEST = "latest.json"
 SUFFIX = ".safetensors"

@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
 
-from mining import storage
+from core import storage
 
 
 @dataclass

@@ -7,7 +7,7 @@ import io
 
 import torch
 
-from mining import storage
+from core import storage
 
 
 class RunLogger:

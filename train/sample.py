@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from mining import storage
+from core import storage
 from model.samplers import guided_output, sample
 from model.sr_unet import SRUNet
 

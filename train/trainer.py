@@ -20,7 +20,7 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from mining import storage
+from core import storage
 from model.build import build_diffusion, build_unet
 from model.text_encoder import TextEncoder, build_text_encoder, pad_tokens
 from train import checkpoint as ckpt

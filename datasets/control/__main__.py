@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from mining import cli, storage
+from core import cli, storage
 
 
 def read_list(csv_path: str) -> list[tuple[str, str]]:

@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from core import storage
 from datasets.control import ods
-from mining import storage
 
 
 def load_boundaries(mat_path: str) -> list[np.ndarray]:

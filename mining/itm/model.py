@@ -85,7 +85,7 @@ class ItmSpace:
 
     def embed_images(self, images: Sequence) -> np.ndarray:
         if self._img is None:
-            from mining.features import ImageFeatures
+            from core.features import ImageFeatures
 
             self._img = ImageFeatures()
         return self.proj.image(self._img.embed(list(images))) if len(images) else np.zeros((0, 384), np.float32)
@@ -96,7 +96,7 @@ class ItmSpace:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._txt is None:
-            from mining.features import TextFeatures
+            from core.features import TextFeatures
 
             self._txt = TextFeatures()
         return self.proj.text(self._txt.embed([t or "" for t in texts])) if len(texts) else np.zeros((0, 384),

@@ -12,10 +12,10 @@ import csv
 import io
 from pathlib import Path
 
-from mining import cli
+from core import cli
+from core.decode import decode_image
+from core.safe_files import read_file_bytes
 from mining.config import MiningConfig
-from mining.decode import decode_image
-from mining.readers.common import read_file_bytes
 
 COLUMNS = ("file", "quality", "quality_technical", "quality_brisque", "quality_learned", "error")
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(out_rows)
-    from mining.storage import atomic_write_bytes
+    from core.storage import atomic_write_bytes
 
     atomic_write_bytes(str(Path(a.out).resolve()), buf.getvalue().encode("utf-8"))
     print(f"wrote {len(out_rows)} rows to {a.out}")

@@ -14,7 +14,7 @@ across its subsets) the outputs of the blocks in ``TAPS`` and of the head are po
 the statistics in ``STATS`` (mean, std, max, patch std). The network is Lite0 with its own ReLU6. The network runs on onnxruntime (the graph is exported in memory
 from the same PyTorch weights on first use; about 7x faster than eager PyTorch on this CPU) or,
 as a fallback and reference, on PyTorch (``backend="torch"``); both give the same features.
-The extractor lives here (not in ``mining/features.py``) so the committed head weights always
+The extractor lives here (not in ``core/features.py``) so the committed head weights always
 match the features they were trained on (``FEATURE_VERSION``).
 """
 
@@ -61,7 +61,7 @@ def view(img, kind: str, size: int) -> np.ndarray:
         left, top = (nw - cw) // 2, (nh - ch) // 2
         im = im.crop((left, top, left + cw, top + ch)) if (cw, ch) != (nw, nh) else im
     elif kind == "crop":
-        from mining.decode import resize_center_crop
+        from core.decode import resize_center_crop
 
         im = resize_center_crop(img, size)
     else:
@@ -194,7 +194,7 @@ class QualityFeatures:
         model.eval()
         self.stats = STATS if stats is None else tuple(stats)
         self.module = _tapped_module(model, self.taps, self.stats)
-        from mining.device import torch_device
+        from core.device import torch_device
 
         self.device = torch_device()
         if backend == "auto" and self.device == "cuda":

@@ -194,7 +194,7 @@ def cache_activations(rows: list[dict], cache_dir: str, threads: int = 2) -> np.
     from PIL import Image
     from tqdm import tqdm
 
-    from mining.storage import atomic_write_bytes
+    from core.storage import atomic_write_bytes
 
     key = hashlib.sha1("\n".join(r["name"] for r in rows).encode()).hexdigest()[:12]
     path = Path(cache_dir) / ACT_VERSION / f"{key}.npy"
@@ -281,9 +281,9 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
     import torch
     from tqdm import tqdm
 
+    from core.storage import atomic_write_bytes
     from mining.quality.biq import load_biq
     from mining.quality.train import fit_head
-    from mining.storage import atomic_write_bytes
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)

@@ -276,9 +276,9 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
           share: float = TECHNICAL_SHARE, coco: str = DEFAULT_COCO, coco_subset: str = "train2017",
           target: float = DEGRADATION_TARGET, finetune: str | None = None, power: float = POWER,
           group_norm: bool = False, refit: bool = True, gates_from: str | None = None) -> dict:
+    from core.storage import atomic_write_bytes
     from mining.quality.deep import FEATURE_VERSION
     from mining.quality.finetune import file_sha1
-    from mining.storage import atomic_write_bytes
 
     rows, feats, parts = prepare(biq, cache, max_train, train_list)
     split = np.array([r["split"] for r in rows])

@@ -1,4 +1,4 @@
-"""Input readers: everything becomes base records of ``mining.schema`` (see docs/readers.md).
+"""Input readers: everything becomes base records of ``core.contracts`` (see docs/readers.md).
 
 ``read_any(input, work_dir=None, **opts)`` detects the input kind and yields records;
 ``write_records(input, output_dir, shard_size=1000, **opts)`` writes them as Parquet shards.

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from mining.cli import require, run, stdout_to_stderr
+from core.cli import require, run, stdout_to_stderr
 from mining.readers.common import DEFAULT_MAX_IMAGE_BYTES
 from mining.readers.dispatch import KINDS
 from mining.readers.urls import DEFAULTS

@@ -14,6 +14,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from core.contracts import make_record, url_key
 from mining.readers.common import (
     DEFAULT_MAX_IMAGE_BYTES,
     IMAGE_EXTENSIONS,
@@ -24,7 +25,6 @@ from mining.readers.common import (
     lower_ext,
     read_file_bytes,
 )
-from mining.schema import make_record, url_key
 
 SOURCE = "folder"
 ERROR_MARK = "!"  # list_folder: the "sidecar" of an unreadable folder carries its OS error

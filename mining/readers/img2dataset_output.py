@@ -19,9 +19,9 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from core.contracts import OccurrenceKeys, make_record, url_key
 from mining.readers.common import DEFAULT_MAX_IMAGE_BYTES, ReadStats, absolute, clean_text, log
 from mining.readers.url_guard import guard_code
-from mining.schema import OccurrenceKeys, make_record, url_key
 
 SOURCE = "img2dataset"
 IMG2DATASET_COLUMNS = ("key", "status", "error_message", "width", "height", "original_width",

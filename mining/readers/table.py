@@ -22,6 +22,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from core.contracts import OccurrenceKeys, make_record
 from mining.readers.common import (
     DEFAULT_MAX_IMAGE_BYTES,
     PATH_COLUMNS,
@@ -36,7 +37,6 @@ from mining.readers.common import (
     read_file_bytes,
     resolve,
 )
-from mining.schema import OccurrenceKeys, make_record
 
 SOURCE = "table"
 EXTRA_FIELDS = "_extra_fields"  # CSV values beyond the header's columns

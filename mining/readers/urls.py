@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from core.contracts import OccurrenceKeys
+from core.storage import TMP_MARK, makedirs
 from mining.readers import img2dataset_output as i2d_out
 from mining.readers import url_guard
 from mining.readers.common import (
@@ -39,8 +41,6 @@ from mining.readers.common import (
     lower_ext,
     open_input,
 )
-from mining.schema import OccurrenceKeys
-from mining.storage import TMP_MARK, makedirs
 
 URL_TABLE_SCHEMA = pa.schema([
     pa.field("input_row", pa.int64()),

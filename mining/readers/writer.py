@@ -1,7 +1,7 @@
 """``write_records``: any input -> ``records-NNNNN.parquet`` shards (RECORD_SCHEMA), resumable.
 
 Records stream from :func:`read_any` in deterministic order and are cut into shards of
-``shard_size`` rows; each shard is written atomically with :mod:`mining.storage` unless the file
+``shard_size`` rows; each shard is written atomically with :mod:`core.storage` unless the file
 already holds exactly those bytes (a rerun of the same input rewrites nothing; a rerun after the
 input changed replaces the shards that changed and deletes shards beyond the new count). Rows
 the reader could not fill (``read_error`` set) are kept in the shards so later stages count
@@ -17,10 +17,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mining import storage
+from core import storage
+from core.contracts import RECORD_SCHEMA, to_table
 from mining.readers.common import ReadStats, absolute
 from mining.readers.dispatch import detect_kind, read_any
-from mining.schema import RECORD_SCHEMA, to_table
 
 SHARD_PATTERN = "records-{:05d}.parquet"
 SUMMARY_NAME = "read_summary.json"

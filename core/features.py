@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mining.decode import resize_center_crop
-from mining.device import torch_device
+from core.decode import resize_center_crop
+from core.device import torch_device
 
 EFFNET_NAME = "efficientnet-lite0"
 EFFNET_DIM = 1280

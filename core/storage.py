@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from mining import objectstore
-from mining.schema import to_table
+from core import objectstore
+from core.contracts import to_table
 
-log = logging.getLogger("mining.storage")
+log = logging.getLogger("core.storage")
 TMP_MARK = ".tmp-"
 # Fault injection for the kill-and-resume tests: IIDATA_KILL_AT="<phase>:<n>[:<substring>]" makes
 # this process SIGKILL itself at its n-th atomic write (counting only paths containing <substring>),
@@ -50,7 +50,7 @@ def _maybe_die(phase: str, path: str) -> None:
 
 
 def exists(path: str) -> bool:
-    """A file, or a folder: on object stores a prefix with objects under it (see mining/objectstore.py)."""
+    """A file, or a folder: on object stores a prefix with objects under it (see core/objectstore.py)."""
     return objectstore.exists(path)
 
 

@@ -20,11 +20,23 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from mining.config import MiningConfig
-from mining.readers.common import DEFAULT_MAX_IMAGE_BYTES, read_file_bytes
-from mining.schema import reject
+from core.contracts import reject
+from core.safe_files import DEFAULT_MAX_IMAGE_BYTES, read_file_bytes
 
 STAGE = "mining"
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a usable record is. Any object with these attributes works (``MiningConfig`` is one,
+    and takes its defaults from here, so each limit is written once)."""
+
+    max_pixels: int = 64_000_000  # refuse images whose header says more pixels (decompression bombs)
+    min_side: int = 64  # decoded short side below this -> too_small
+    max_aspect: float = 4.0  # long/short side above this -> extreme_aspect
+    max_caption_chars: int = 2000  # longer captions -> caption_too_long (or truncated, see below)
+    truncate_long_captions: bool = False  # True: cut at a word boundary instead of rejecting
+    reject_non_utf8_captions: bool = True  # False: keep them (U+FFFD replaced) and only count
 
 
 @dataclass
@@ -55,12 +67,12 @@ def _to_8bit_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def cfg_max_bytes(cfg: MiningConfig) -> int:
+def cfg_max_bytes(cfg: DecodeLimits) -> int:
     """The image file size cap (``max_image_bytes`` when the config has one)."""
     return int(getattr(cfg, "max_image_bytes", DEFAULT_MAX_IMAGE_BYTES))
 
 
-def _check_caption(record: dict, cfg: MiningConfig) -> tuple[str | None, str]:
+def _check_caption(record: dict, cfg: DecodeLimits) -> tuple[str | None, str]:
     """(reason, detail) for a bad caption, or (None, "")."""
     cap = record.get("caption")
     if cap is None or not str(cap).strip():
@@ -91,7 +103,7 @@ def truncate_caption(text: str, limit: int) -> str:
     return (cut[:space] if space > limit // 2 else cut).rstrip()
 
 
-def decode_image(data: bytes, cfg: MiningConfig) -> tuple[Image.Image | None, str, str]:
+def decode_image(data: bytes, cfg: DecodeLimits) -> tuple[Image.Image | None, str, str]:
     """(RGB image, "", "") or (None, reason, detail). Never raises on bad bytes."""
     if not data:
         return None, "empty_bytes", "no image bytes"
@@ -125,9 +137,9 @@ def decode_image(data: bytes, cfg: MiningConfig) -> tuple[Image.Image | None, st
             return None, "undecodable", msg
 
 
-def decode_record(record: dict[str, Any], cfg: MiningConfig | None = None) -> Decoded | dict[str, Any]:
-    """A :class:`Decoded` for a usable record, else a reject row (``mining.schema.reject``)."""
-    cfg = cfg or MiningConfig()
+def decode_record(record: dict[str, Any], cfg: DecodeLimits | None = None) -> Decoded | dict[str, Any]:
+    """A :class:`Decoded` for a usable record, else a reject row (``core.contracts.reject``)."""
+    cfg = cfg or DecodeLimits()
     try:
         if record.get("read_error"):
             return reject(record, STAGE, "read_error", str(record["read_error"]))
