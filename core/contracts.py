@@ -1,8 +1,10 @@
-"""The one record schema: a row per image-text pair, shared by every stage.
+"""On-disk contracts: every Parquet schema, and the run-folder layout every stage uses.
 
-Readers produce rows with the base columns; later stages append their own columns
-(quality, domain, embedding, cluster ids) instead of inventing new formats. Rows are
-plain dicts while they flow through Python and Beam, and Arrow tables on disk.
+Readers produce record rows with the base columns; later stages append their own columns
+(quality, domain, embedding, cluster ids) instead of inventing new formats. Rows are plain dicts
+while they flow through Python and Beam, and Arrow tables on disk. :class:`RunLayout` names where
+each stage reads and writes inside a run folder, so no stage probes for another's files. Shard
+formats (the WebDataset samples of clusters and tasks) are in ``core/samples.py``, next to this.
 """
 
 from __future__ import annotations
@@ -45,6 +47,87 @@ REJECT_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),  # human-readable detail
     ]
 )
+
+
+# Columns the mining stage adds to kept records (pipelines/mine.py, mining/stage.py).
+MINING_FIELDS = pa.schema([
+    pa.field("quality", pa.float64()), pa.field("quality_technical", pa.float64()),
+    pa.field("quality_brisque", pa.float64()), pa.field("quality_learned", pa.float64()),
+    pa.field("domain", pa.string()), pa.field("domain_scores", pa.string()),
+])
+
+# clusters.parquet: one row per kept 5-pair cluster (member 0 is the seed).
+CLUSTER_SCHEMA = pa.schema([
+    ("cluster_id", pa.string()), ("domain", pa.string()), ("keys", pa.list_(pa.string())),
+    ("urls", pa.list_(pa.string())), ("similarities", pa.list_(pa.float32())),
+    ("coherence", pa.float32()), ("coherent", pa.bool_()),
+])
+# duplicates.parquet: one row per record clustering flagged as a copy of another.
+DUP_SCHEMA = pa.schema([("key", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string())])
+
+
+class RunLayout:
+    """Where each stage's inputs and outputs live in a run folder (local path or Beam URI).
+
+    ``RUN/records/`` (reader), ``RUN/mined/{kept,rejects}/`` (mining), ``RUN/clusters/``
+    (embeddings/, clusters.parquet, duplicates.parquet, shards/), ``RUN/tasks/`` (shards/,
+    manifests/, the card), ``RUN/train/``, ``RUN/report/``. A stage given explicit folders uses
+    those instead; the layout never probes which of several places holds a file.
+    """
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") or root
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    @property
+    def records(self) -> str:
+        return self._join("records")
+
+    @property
+    def mined(self) -> str:
+        return self._join("mined")
+
+    @property
+    def clusters(self) -> str:
+        return self._join("clusters")
+
+    @property
+    def tasks(self) -> str:
+        return self._join("tasks")
+
+    @property
+    def train(self) -> str:
+        return self._join("train")
+
+    @property
+    def report(self) -> str:
+        return self._join("report")
+
+    @staticmethod
+    def kept(mined: str) -> str:
+        return mined.rstrip("/") + "/kept"
+
+    @staticmethod
+    def rejects(mined: str) -> str:
+        return mined.rstrip("/") + "/rejects"
+
+    @staticmethod
+    def clusters_table(clusters: str) -> str:
+        return clusters.rstrip("/") + "/clusters.parquet"
+
+    @staticmethod
+    def duplicates_table(clusters: str) -> str:
+        return clusters.rstrip("/") + "/duplicates.parquet"
+
+    @staticmethod
+    def shards(folder: str) -> str:
+        return folder.rstrip("/") + "/shards"
+
+    @staticmethod
+    def summary(folder: str) -> str:
+        return folder.rstrip("/") + "/summary.json"
 
 
 def url_key(source: str, occurrence: int = 0) -> str:

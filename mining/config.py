@@ -1,50 +1,57 @@
-"""Mining configuration: decode limits, quality thresholds, the domain list. One dataclass, JSON-able."""
+"""Mining configuration: decode limits, quality thresholds, the domain list. One dataclass, JSON-able.
+
+Each field is written once, with its help in ``knob(...)``: ``pipelines.mine``'s flags, YAML and
+``--set`` keys and the summary's ``config`` all come from here (``core.config``).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 
+from core import config as cfgsys
+from core.config import knob
 from core.decode import DecodeLimits
 
 DEFAULT_DOMAINS: tuple[str, ...] = ("art", "products", "animals", "scenery", "food", "vehicles", "people", "other")
+D = DecodeLimits
 
 
 @dataclass(frozen=True)
 class MiningConfig:
-    # decode / validation (defaults and meaning: core.decode.DecodeLimits)
-    max_pixels: int = DecodeLimits.max_pixels
-    min_side: int = DecodeLimits.min_side
-    max_aspect: float = DecodeLimits.max_aspect
-    max_caption_chars: int = DecodeLimits.max_caption_chars
-    truncate_long_captions: bool = DecodeLimits.truncate_long_captions
-    reject_non_utf8_captions: bool = DecodeLimits.reject_non_utf8_captions
+    # decode / validation (defaults: core.decode.DecodeLimits, which decode_record also takes)
+    max_pixels: int = field(default=D.max_pixels, metadata=knob(
+        "refuse images whose header says more pixels (decompression bombs)", min=1))
+    min_side: int = field(default=D.min_side, metadata=knob("minimum decoded short side in px (too_small)", min=1))
+    max_aspect: float = field(default=D.max_aspect, metadata=knob(
+        "maximum long/short side ratio (extreme_aspect)", min=1))
+    max_caption_chars: int = field(default=D.max_caption_chars, metadata=knob(
+        "longer captions are rejected as caption_too_long (or truncated)", min=1))
+    truncate_long_captions: bool = field(default=D.truncate_long_captions, metadata=knob(
+        "cut long captions at a word boundary instead of rejecting them", flag="--truncate-long-captions"))
+    reject_non_utf8_captions: bool = field(default=D.reject_non_utf8_captions, metadata=knob(
+        "reject captions whose bytes were not UTF-8 (off: keep them with U+FFFD, only counted)"))
     # filtering
-    min_quality: float = 0.35  # combined quality below this -> low_quality
-    domains: tuple[str, ...] = DEFAULT_DOMAINS  # the label set of the classifier
-    allowed_domains: tuple[str, ...] | None = None  # None: every domain; else others -> domain_excluded
-    min_domain_score: float = 0.0  # best domain probability below this -> domain_uncertain
+    min_quality: float = field(default=0.35, metadata=knob("combined quality below this -> low_quality"))
+    domains: tuple[str, ...] = field(default=DEFAULT_DOMAINS, metadata=knob("comma-separated domain labels"))
+    allowed_domains: tuple[str, ...] | None = field(default=None, metadata=knob(
+        "comma-separated allow-list; others -> domain_excluded (none: every domain)"))
+    min_domain_score: float = field(default=0.0, metadata=knob(
+        "best domain probability below this -> domain_uncertain"))
     # models
-    clip_model: str | None = None  # open_clip name, e.g. "ViT-B-32"; None -> offline classifier
-    clip_pretrained: str | None = None  # open_clip pretrained tag or a local checkpoint path
-    quality_weights: str | None = None  # head .npz; None -> mining/weights/quality_head.npz
-    use_brisque: bool = True  # False skips BRISQUE (its column is null; the blend uses its val mean)
-    batch_size: int = 16  # images per model call
-    extra: dict = field(default_factory=dict)
+    clip_model: str | None = field(default=None, metadata=knob(
+        "open_clip model name, e.g. ViT-B-32 (none: the offline classifier)"))
+    clip_pretrained: str | None = field(default=None, metadata=knob("open_clip pretrained tag or checkpoint path"))
+    quality_weights: str | None = field(default=None, metadata=knob(
+        "quality head .npz (none: mining/weights/quality_head.npz)"))
+    use_brisque: bool = field(default=True, metadata=knob(
+        "skip BRISQUE (faster; its column is null and the blend uses its validation mean)", flag="--no-brisque"))
+    batch_size: int = field(default=16, metadata=knob("images per model call", min=1))
+    extra: dict = field(default_factory=dict)  # backend options (YAML/--set only), e.g. extra.domain_backend=itm
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return cfgsys.to_json(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> MiningConfig:
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        for k in ("domains", "allowed_domains"):
-            if isinstance(d.get(k), list | str):
-                v = d[k]
-                d[k] = tuple(x.strip() for x in (v.split(",") if isinstance(v, str) else v) if x.strip())
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown mining options: {sorted(unknown)}")
-        return cls(**d)
+        """From a summary's / manifest's ``config`` (or keyword options): strict on unknown keys."""
+        return cfgsys.replace_leaves(cls(), **dict(d or {}))

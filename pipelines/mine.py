@@ -15,44 +15,31 @@ on DirectRunner (``--direct_running_mode=multi_processing``) and on any portable
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from core import cli, storage
+from core import config as cfgsys
 from core.cli import require, stdout_to_stderr
-from core.contracts import REJECT_SCHEMA, schema_for
+from core.config import section
+from core.contracts import MINING_FIELDS, REJECT_SCHEMA, schema_for
 from mining.config import MiningConfig
+from mining.stage import MineStage
+from pipelines.runners import RunnerConfig
+from pipelines.stage_dofn import StageDoFn
 
 STAGE = "mine"
-MINING_FIELDS = pa.schema([
-    pa.field("quality", pa.float64()), pa.field("quality_technical", pa.float64()),
-    pa.field("quality_brisque", pa.float64()), pa.field("quality_learned", pa.float64()),
-    pa.field("domain", pa.string()), pa.field("domain_scores", pa.string()),
-])
 log = logging.getLogger("pipelines.mine")
-_MODELS: dict[str, tuple] = {}  # per-process cache: one scorer + classifier per model config
-
-
-def load_models(cfg: MiningConfig) -> tuple:
-    """(QualityScorer, domain classifier) for ``cfg``, loaded once per worker process."""
-    from mining.domains import make_classifier
-    from mining.quality.scorer import get_scorer
-
-    key = json.dumps([cfg.quality_weights, cfg.use_brisque, cfg.domains, cfg.clip_model, cfg.clip_pretrained])
-    if key not in _MODELS:
-        _MODELS[key] = (get_scorer(cfg.quality_weights, cfg.use_brisque), make_classifier(cfg))
-    return _MODELS[key]
 
 
 def input_files(path: str) -> list[str]:
@@ -112,69 +99,18 @@ class ReadRecords(beam.DoFn):
                 yield (path, -2), (j, "reject", rej)
 
 
-def chunk_to_batch(item) -> list[tuple[str, tuple[str, Any]]]:
-    """((file, chunk), [(row index, kind, row)]) -> the chunk's rows in file order, as a model batch."""
+def chunk_to_batch(item):
+    """((file, chunk), [(row index, kind, row)]) -> (file, [records in file order]) for the stage;
+    markers and whole-file rejects bypass it (tagged ``passthrough``)."""
     (path, _), values = item
-    return [(path, (kind, rec)) for _, kind, rec in sorted(values, key=lambda v: v[0])]
-
-
-class MineBatch(beam.DoFn):
-    """A batch of (file, record) -> (file, ("kept"|"reject", row)); models load once per worker."""
-
-    def __init__(self, config_json: str):
-        self.config_json = config_json
-        self.kept = Metrics.counter(STAGE, "kept")
-        self.done = 0
-        self.t0 = 0.0
-
-    def setup(self):
-        self.cfg = MiningConfig.from_dict(json.loads(self.config_json))
-        self.scorer, self.classifier = load_models(self.cfg)
-        self.t0 = time.time()
-
-    def _reject(self, path, row):
-        Metrics.counter(STAGE, f"reject_{row['reason']}").inc()
-        return path, ("reject", row)
-
-    def process(self, batch: list[tuple[str, tuple[str, Any]]]):
-        from core.decode import Decoded, decode_record
-        from mining.domains import label
-        from mining.filter import apply_filter
-
-        decoded = []
-        for path, (kind, rec) in batch:
-            if kind == "marker":
-                yield path, (kind, rec)
-                continue
-            if kind == "reject":  # a whole input file the reader could not use
-                yield self._reject(path, rec)
-                continue
-            out = decode_record(rec, self.cfg)
-            if isinstance(out, Decoded):
-                decoded.append((path, out))
-            else:
-                yield self._reject(path, out)
-        if decoded:
-            images = [d.image for _, d in decoded]
-            scores = self.scorer.score(images)
-            probs = self.classifier.probs(images, [d.record["caption"] for _, d in decoded])
-            labels = label(probs, self.cfg.domains)
-            for (path, d), q, (dom, dom_json, best) in zip(decoded, scores, labels):
-                # Scores are stored (and filtered) at 6 decimals: BRISQUE's last digits vary with the
-                # worker process's threading, and reruns on any runner must give identical files.
-                q = {k: round(v, 6) if isinstance(v, float) else v for k, v in q.items()}
-                row = dict(d.record, **q, domain=dom, domain_scores=dom_json, domain_score=best)
-                kept, rej = apply_filter(row, self.cfg)
-                if rej is not None:
-                    yield self._reject(path, rej)
-                else:
-                    kept.pop("domain_score", None)
-                    self.kept.inc()
-                    yield path, ("kept", kept)
-        self.done += len(batch)
-        if self.done // 200 != (self.done - len(batch)) // 200:
-            rate = self.done / max(time.time() - self.t0, 1e-6)
-            log.warning("mine: %d records on this worker (%.1f/s)", self.done, rate)
+    records = []
+    for _, kind, rec in sorted(values, key=lambda v: v[0]):
+        if kind == "record":
+            records.append(rec)
+        else:
+            yield beam.pvalue.TaggedOutput("passthrough", (path, (kind, rec)))
+    if records:
+        yield path, records
 
 
 class WriteShard(beam.DoFn):
@@ -199,13 +135,10 @@ def _rows_in(path: str) -> int:
     return pq.ParquetFile(io.BytesIO(storage.read_bytes(path))).metadata.num_rows
 
 
-REQUIRED_COLUMNS = ("key",)  # plus `image` or `path`: what decode_record needs
-
-
 def foreign_rejects(path: str) -> list[dict[str, Any]] | None:
-    """One ``foreign_schema`` reject per row when the file lacks the record columns, else None."""
-    names = set(pq.ParquetFile(io.BytesIO(storage.read_bytes(path))).schema_arrow.names)
-    missing = [c for c in REQUIRED_COLUMNS if c not in names] + ([] if {"image", "path"} & names else ["image/path"])
+    """One ``foreign_schema`` reject per row when the file lacks the columns the stage reads, else None."""
+    names = pq.ParquetFile(io.BytesIO(storage.read_bytes(path))).schema_arrow.names
+    missing = MineStage().missing_columns(names)
     if not missing:
         return None
     detail = f"{path}: not a record file (no column {', '.join(missing)})"
@@ -247,16 +180,12 @@ def summarize(input: str, output: str, metrics: dict[str, int], elapsed: float, 
     rejected = sum(reasons.values())
     summary = {"stage": "mine", "read": read, "kept": kept, "rejected": dict(sorted(reasons.items())),
                "outputs": outputs, "accounted": kept + rejected == read, "metrics": metrics,
-               "seconds": round(elapsed, 1), "config": json.loads(cfg.to_json())}
+               "seconds": round(elapsed, 1), "config": cfgsys.to_dict(cfg)}
     if not summary["accounted"]:
         raise AssertionError(f"kept {kept} + rejected {rejected} != read {read}")
     storage.atomic_write_bytes(storage.join(output, "summary.json"), json.dumps(summary, indent=2).encode())
     summary["outputs"]["summary"] = storage.join(output, "summary.json")
     return summary
-
-
-# The mining CLI's historical runner names, mapped onto pipelines.runners' short names.
-RUNNER_ALIASES = {"FnApiRunner": "fnapi", "DirectRunner": "direct-mp", "PortableRunner": "portable"}
 
 
 def remove_orphans(output: str, files: list[str]) -> list[str]:
@@ -277,23 +206,28 @@ def remove_orphans(output: str, files: list[str]) -> list[str]:
 
 
 @storage.holds_output_lock
-def run(input: str, output: str, runner: str = "FnApiRunner", workers: int = 2,
-        beam_args: list[str] | None = None, **options) -> dict:
-    """Run the mining stage; ``options`` are :class:`MiningConfig` fields. Returns the summary."""
-    cfg = MiningConfig.from_dict(options)
+def run(input: str, output: str, runner: str = "fnapi", workers: int = 2,
+        beam_args: list[str] | None = None, config: MiningConfig | None = None, **options) -> dict:
+    """Run the mining stage with ``config`` (``options``: :class:`MiningConfig` fields to change).
+    Returns the summary."""
+    cfg = cfgsys.replace_leaves(config or MiningConfig(), **options)
     files = input_files(input)
     remove_orphans(output, files)
     t0 = time.time()
     from pipelines.runners import make_pipeline
 
-    p = make_pipeline(RUNNER_ALIASES.get(runner, runner), beam_args or (), workers=workers)
-    _ = (
+    p = make_pipeline(runner, beam_args or (), workers=workers)
+    chunks = (
         p
         | "Files" >> beam.Create(files)
         | "Read" >> beam.ParDo(ReadRecords(output, cfg.batch_size, cfg.to_json()))
         | "Chunks" >> beam.GroupByKey()
-        | "Batch" >> beam.Map(chunk_to_batch)
-        | "Mine" >> beam.ParDo(MineBatch(cfg.to_json()))
+        | "Batch" >> beam.FlatMap(chunk_to_batch).with_outputs("passthrough", main="records")
+    )
+    mined = chunks.records | "Mine" >> beam.ParDo(StageDoFn(MineStage, cfg.to_json()))
+    _ = (
+        (mined, chunks.passthrough)
+        | "Merge" >> beam.Flatten()
         | "ByFile" >> beam.GroupByKey()
         | "Write" >> beam.ParDo(WriteShard(output))
     )
@@ -308,39 +242,26 @@ def run(input: str, output: str, runner: str = "FnApiRunner", workers: int = 2,
     return summarize(input, output, dict(sorted(metrics.items())), time.time() - t0, cfg)
 
 
+@dataclass(frozen=True)
+class MineCommand:
+    """Everything ``python -m pipelines.mine`` takes besides its folders (YAML / --set keys)."""
+
+    runner: RunnerConfig = section(RunnerConfig, "Beam runner")
+    mining: MiningConfig = section(MiningConfig, "mining")
+
+
 def main(argv: list[str] | None = None) -> int:
-    d = MiningConfig()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cfgsys.parser_for("python -m pipelines.mine", __doc__)
     ap.add_argument("--input", required=True, help="record Parquet file or folder of *.parquet")
     ap.add_argument("--output", required=True, help="output folder (kept/, rejects/, summary.json)")
-    ap.add_argument("--runner", default="FnApiRunner", help="FnApiRunner, DirectRunner (multi_processing) or any")
-    ap.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
-    ap.add_argument("--min-quality", type=float, default=d.min_quality, help="combined quality threshold")
-    ap.add_argument("--min-side", type=int, default=d.min_side, help="minimum decoded short side (px)")
-    ap.add_argument("--max-aspect", type=float, default=d.max_aspect, help="maximum long/short side ratio")
-    ap.add_argument("--max-pixels", type=int, default=d.max_pixels, help="header pixel limit (bombs)")
-    ap.add_argument("--max-caption-chars", type=int, default=d.max_caption_chars, help="caption length limit")
-    ap.add_argument("--truncate-long-captions", action="store_true", help="truncate instead of rejecting")
-    ap.add_argument("--domains", default=",".join(d.domains), help="comma-separated domain labels")
-    ap.add_argument("--allowed-domains", default=None, help="comma-separated allow-list (default: all)")
-    ap.add_argument("--min-domain-score", type=float, default=d.min_domain_score, help="min best-domain prob")
-    ap.add_argument("--clip-model", default=None, help="open_clip model name (default: offline classifier)")
-    ap.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint path")
-    ap.add_argument("--quality-weights", default=None, help="quality head .npz (default: mining/weights/)")
-    ap.add_argument("--no-brisque", action="store_true", help="skip BRISQUE (faster)")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="images per model call")
-    a, beam_args = ap.parse_known_args(argv)
+    cfgsys.add_flags(ap, MineCommand, "options")
+    cfgsys.add_config_args(ap)
+    a, cmd, beam_args = cfgsys.parse(ap, MineCommand, argv, beam=True)
     logging.basicConfig(level=logging.WARNING)
-    opts = {k: getattr(a, k) for k in ("min_quality", "min_side", "max_aspect", "max_pixels", "max_caption_chars",
-                                       "truncate_long_captions", "domains", "allowed_domains", "min_domain_score",
-                                       "clip_model", "clip_pretrained", "quality_weights", "batch_size")}
-    opts["use_brisque"] = not a.no_brisque
     require(storage.exists(a.input), f"input {a.input} does not exist")
-    for name in ("batch_size", "workers", "max_pixels", "max_caption_chars", "min_side"):
-        require(getattr(a, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, not {getattr(a, name)}")
-    require(a.max_aspect >= 1, f"--max-aspect must be >= 1, not {a.max_aspect}")
     with stdout_to_stderr():  # model loading prints (efficientnet-pytorch): stdout carries only the summary
-        summary = run(a.input, a.output, runner=a.runner, workers=a.workers, beam_args=beam_args, **opts)
+        summary = run(a.input, a.output, runner=cmd.runner.runner, workers=cmd.runner.workers,
+                      beam_args=beam_args, config=cmd.mining)
     print(json.dumps(summary, indent=2))
     return 0
 

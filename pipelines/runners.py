@@ -15,14 +15,30 @@ other           any Beam runner name (DataflowRunner, FlinkRunner, SparkRunner)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from core.config import knob
+
+# Historical names (the mining CLI's) for the short names: every stage accepts both.
+RUNNER_ALIASES = {"FnApiRunner": "fnapi", "DirectRunner": "direct-mp", "PortableRunner": "portable"}
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Which Beam runner a stage's graph runs on (every Beam stage CLI has these flags)."""
+
+    runner: str = field(default="fnapi", metadata=knob(
+        "Beam runner: fnapi, direct-mp (multi-processing), portable, or a Beam runner name "
+        "(FlinkRunner, SparkRunner, DataflowRunner) with its options"))
+    workers: int = field(default=2, metadata=knob("worker processes for direct-mp", min=1))
+
 
 def make_pipeline(runner: str | None = "fnapi", beam_args: Sequence[str] = (), workers: int = 2) -> beam.Pipeline:
     """A ``beam.Pipeline`` for ``runner`` (a short name above or a Beam runner name)."""
-    runner = runner or "fnapi"
+    runner = RUNNER_ALIASES.get(runner or "fnapi", runner or "fnapi")
     args = list(beam_args)
     if runner == "fnapi":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
