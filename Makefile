@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-gpu demo test browser lint bench clean help
+.PHONY: setup setup-gpu demo demo-real test browser lint bench clean help
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -35,6 +35,13 @@ setup-gpu: setup ## swap faiss-cpu for faiss-gpu-cu12 (a CUDA machine)
 
 demo: setup ## generate the embedded corpus and run every stage on it, offline
 	$(PYTHON) -m pipelines.demo --output $(OUT)/demo
+
+SHARED ?= ../shared/data
+demo-real: setup ## every stage on real photos (COCO + Flickr8k, CelebA faces, StyleDrop styles) from SHARED=../shared/data
+	@test -d "$(SHARED)/coco_mini" || { echo "demo-real: $(SHARED) is absent (needs coco_mini, flickr8k_1k, celeba_faces, styledrop)"; exit 2; }
+	$(PYTHON) -m pipelines.demo --output "$(OUT)/demo-real" \
+	  --input "$(SHARED)/coco_mini/metadata.csv,$(SHARED)/flickr8k_1k/metadata.csv" \
+	  --faces-dir "$(SHARED)/celeba_faces" --style-dir "$(SHARED)/styledrop/images"
 
 test: setup browser spark-deps ## run the test suite (spark-deps: the Spark runner test's jar + pyspark when served, mk/runners.mk)
 	$(PYTHON) -m pytest -q tests

@@ -44,44 +44,21 @@ CHUNK = 8 << 20
 
 # ----------------------------------------------------------------------------------------- mine
 def mine_direct(records: str, output: str) -> dict[str, Any]:
-    """``pipelines.mine`` without Beam: decode -> quality -> domain -> filter -> kept/rejects Parquet."""
-    from core.contracts import REJECT_SCHEMA, schema_for
-    from core.decode import Decoded, decode_record
+    """``pipelines.mine`` without Beam: the same ``MineStage`` through ``core.stage.run_local``, one
+    input file at a time, written by the pipeline's own ``WriteShard`` logic (same files, summary)."""
+    from core.stage import run_local
     from mining.config import MiningConfig
-    from mining.domains import label
-    from mining.filter import apply_filter
+    from mining.stage import MineStage
     from pipelines import mine as pm
 
     t0 = time.time()
-    cfg = MiningConfig.from_dict({})
-    scorer, classifier = pm.load_models(cfg)
+    cfg = MiningConfig()
+    stage = MineStage(cfg)
     for path in pm.input_files(records):
-        rows = list(storage.iter_rows(path))
-        kept, rejects = [], []
-        for s in range(0, len(rows), cfg.batch_size):
-            decoded = []
-            for rec in rows[s:s + cfg.batch_size]:
-                out = decode_record(rec, cfg)
-                (decoded if isinstance(out, Decoded) else rejects).append(out)
-            if not decoded:
-                continue
-            images = [d.image for d in decoded]
-            scores = scorer.score(images)
-            labels = label(classifier.probs(images, [d.record["caption"] for d in decoded]), cfg.domains)
-            for d, q, (dom, dom_json, best) in zip(decoded, scores, labels):
-                q = {k: round(v, 6) if isinstance(v, float) else v for k, v in q.items()}
-                row = dict(d.record, **q, domain=dom, domain_scores=dom_json, domain_score=best)
-                k, rej = apply_filter(row, cfg)
-                if rej is not None:
-                    rejects.append(rej)
-                else:
-                    k.pop("domain_score", None)
-                    kept.append(k)
-        kept.sort(key=lambda r: r["key"])
-        rejects.sort(key=lambda r: (r["key"], r["reason"]))
-        kept_path, rej_path = pm.out_paths(output, path)
-        storage.write_parquet(kept, kept_path, schema_for(kept, pm.MINING_FIELDS))
-        storage.write_parquet(rejects, rej_path, REJECT_SCHEMA)
+        kept, rejects = run_local(stage, storage.iter_rows(path), cfg.batch_size)
+        fp = pm.unit_fingerprint(path, cfg.to_json())
+        values = [("kept", r) for r in kept] + [("reject", r) for r in rejects] + [("marker", fp)]
+        list(pm.WriteShard(output).process((path, values)))
     return pm.summarize(records, output, {}, time.time() - t0, cfg)
 
 
@@ -356,7 +333,7 @@ def _warm_up(records: str) -> None:
     from clustering.embedders import make_embedder
     from core.decode import Decoded, decode_record
     from mining.config import MiningConfig
-    from pipelines.mine import load_models
+    from mining.stage import load_models
 
     rows = [r for r in storage.iter_rows(records) if not r.get("read_error")][:2]
     images = [d.image for d in map(decode_record, rows) if isinstance(d, Decoded)]

@@ -1,6 +1,12 @@
 """The demo: generate the embedded corpus and run every stage on it, offline.
 
     python -m pipelines.demo --output out/demo [--n 1000] [--seed 0] [--train-steps 150] [--runner fnapi]
+    python -m pipelines.demo --output out/demo-real --input coco/metadata.csv,flickr8k/metadata.csv \
+        --faces-dir celeba_faces --style-dir styledrop/images      # `make demo-real`
+
+The demo is the list ``STEPS``: each :class:`Step` names a stage, the module it needs and how it
+runs on the run folder (``core.contracts.RunLayout``); ``--input`` replaces the generated corpus
+with real image-text tables.
 
 Stages run in order; each writes under ``OUTPUT/<stage>/`` and returns a summary (records read,
 kept, rejected by reason, output paths). A stage whose module is not installed is reported as
@@ -16,14 +22,70 @@ are shrunk to 128 px (``--max-side``).
 
 from __future__ import annotations
 
-import argparse
+import csv
+import io
 import importlib
 import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from core import config as cfgsys
+from core.config import knob
+from core.contracts import RunLayout
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Every knob of ``python -m pipelines.demo`` (flags, YAML and ``--set`` keys come from here)."""
+
+    input: tuple[str, ...] | None = field(default=None, metadata=knob(
+        "real image-text tables (CSV with file/path + caption columns, comma-separated) instead of the "
+        "generated corpus: `make demo-real` passes COCO and Flickr8k from ../shared/data"))
+    n: int = field(default=1000, metadata=knob("image-text pairs in the generated corpus", min=1))
+    seed: int = field(default=0, metadata=knob("seed for the corpus, task synthesis and training"))
+    train_steps: int = field(default=120, metadata=knob("stage-1 base-model steps on the cluster shards", min=0))
+    stage2_steps: int = field(default=60, metadata=knob("stage-2 base-model steps on the task shards", min=1))
+    sr_steps: int = field(default=30, metadata=knob("super-resolution model steps (0 = skip)", min=0))
+    control_side: int = field(default=64, metadata=knob(
+        "control-map size: the demo cascade's largest model (tiny SR, 64 px)", min=8))
+    max_side: int = field(default=128, metadata=knob("longer side of images stored in task shards", min=8))
+    task_samples: int | None = field(default=None, metadata=knob(
+        "task samples in total (none: one per captioned mined pair)", min=1))
+    faces_dir: str | None = field(default=None, metadata=knob(
+        "faces grouped by person (e.g. ../shared/data/celeba_faces)"))
+    runner: str = field(default="fnapi", metadata=knob(
+        "Beam runner: fnapi, direct-mp (multi-processing) or portable"))
+    tasks: tuple[str, ...] | None = field(default=None, metadata=knob(
+        "comma-separated task names to synthesise (none: the mixture's)"))
+    style_dir: str | None = field(default=None, metadata=knob(
+        "style images (none: art-domain pairs kept by mining)"))
+    stop_after: str | None = field(default=None, metadata=knob(
+        "stop after this stage", choices=("corpus", "read", "mine", "cluster", "tasks", "train", "report")))
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One demo run: its config and run folder (``core.contracts.RunLayout``)."""
+
+    cfg: DemoConfig
+    out: Path
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(str(self.out))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of the demo: its name, the module it needs, and how it runs on a :class:`DemoRun`."""
+
+    name: str
+    module: str
+    run: Callable[[DemoRun], dict[str, Any]]
 
 
 def _available(module: str) -> bool:
@@ -36,61 +98,90 @@ def _available(module: str) -> bool:
         raise
 
 
-def _stages(args: argparse.Namespace, out: Path) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
-    """(name, module, thunk) for every stage, in pipeline order."""
-    corpus, records, mined = out / "corpus", out / "records", out / "mined"
-    clusters, tasks, train = out / "clusters", out / "tasks", out / "train"
-    beam = {"runner": args.runner}
+def corpus_step(r: DemoRun) -> dict[str, Any]:
+    """The generated corpus, or (``input``) the given real tables combined into one pairs table."""
+    corpus = r.out / "corpus"
+    if r.cfg.input:
+        return combine_tables(r.cfg.input, corpus / "pairs.csv")
+    from mining.demo_corpus import generate
 
-    def corpus_stage():
-        from mining.demo_corpus import generate
-
-        return generate(str(corpus), n=args.n, seed=args.seed)
-
-    def read_stage():
-        from mining.readers import write_records
-
-        return write_records(str(corpus / "pairs.csv"), str(records))
-
-    def mine_stage():
-        from pipelines.mine import run
-
-        return run(str(records), str(mined), **beam)
-
-    def cluster_stage():
-        from pipelines.build_clusters import run
-
-        return run(str(records), str(clusters), mined=str(mined), **beam)
-
-    def task_stage():
-        from pipelines.build_tasks import run
-
-        style_dir = args.style_dir or _demo_styles(mined, out / "styles")
-        chosen = args.tasks.split(",") if args.tasks else None
-        return run(str(out), str(tasks), seed=args.seed, style_dir=style_dir, tasks=chosen,
-                   faces_dir=args.faces_dir, control_side=args.control_side, max_side=args.max_side,
-                   max_samples=args.task_samples, **beam)
-
-    def train_stage():
-        return train_stages(clusters / "shards", tasks / "shards", train, args)
-
-    def report_stage():
-        from pipelines.report import build_report
-
-        return build_report(str(out), str(out / "report"))
-
-    return [
-        ("corpus", "mining.demo_corpus", corpus_stage),
-        ("read", "mining.readers", read_stage),
-        ("mine", "pipelines.mine", mine_stage),
-        ("cluster", "pipelines.build_clusters", cluster_stage),
-        ("tasks", "pipelines.build_tasks", task_stage),
-        ("train", "train", train_stage),
-        ("report", "pipelines.report", report_stage),
-    ]
+    return generate(str(corpus), n=r.cfg.n, seed=r.cfg.seed)
 
 
-def train_stages(cluster_shards: Path, task_shards: Path, train: Path, args: argparse.Namespace) -> dict[str, Any]:
+def combine_tables(tables: tuple[str, ...], out: Path) -> dict[str, Any]:
+    """``path,caption`` rows from each table (its ``file``/``path`` column resolved against the
+    table's folder), in the given order: one input for the reader, any number of real sets."""
+    from core import storage
+
+    rows = []
+    for t in tables:
+        base = Path(t).resolve().parent
+        with open(t, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                rel = row.get("file") or row.get("path")
+                if rel:
+                    rows.append({"path": str(base / rel), "caption": row.get("caption", "")})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["path", "caption"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    storage.atomic_write_bytes(str(out), buf.getvalue().encode())
+    return {"stage": "corpus", "read": len(rows), "kept": len(rows), "rejected": {},
+            "outputs": {"pairs": str(out)}, "inputs": list(tables)}
+
+
+def read_step(r: DemoRun) -> dict[str, Any]:
+    from mining.readers import write_records
+
+    return write_records(str(r.out / "corpus" / "pairs.csv"), r.layout.records)
+
+
+def mine_step(r: DemoRun) -> dict[str, Any]:
+    from pipelines.mine import run
+
+    return run(r.layout.records, r.layout.mined, runner=r.cfg.runner)
+
+
+def cluster_step(r: DemoRun) -> dict[str, Any]:
+    from pipelines.build_clusters import run
+
+    return run(r.layout.records, r.layout.clusters, mined=r.layout.mined, runner=r.cfg.runner)
+
+
+def tasks_step(r: DemoRun) -> dict[str, Any]:
+    from pipelines.build_tasks import run
+
+    c = r.cfg
+    style_dir = c.style_dir or _demo_styles(Path(r.layout.mined), r.out / "styles")
+    return run(str(r.out), r.layout.tasks, seed=c.seed, style_dir=style_dir, tasks=list(c.tasks) if c.tasks else None,
+               faces_dir=c.faces_dir, control_side=c.control_side, max_side=c.max_side,
+               max_samples=c.task_samples, runner=c.runner)
+
+
+def train_step(r: DemoRun) -> dict[str, Any]:
+    return train_stages(Path(RunLayout.shards(r.layout.clusters)), Path(RunLayout.shards(r.layout.tasks)),
+                        Path(r.layout.train), r.cfg)
+
+
+def report_step(r: DemoRun) -> dict[str, Any]:
+    from pipelines.report import build_report
+
+    return build_report(str(r.out), r.layout.report)
+
+
+# The demo is this list: each stage in pipeline order, run on the same run folder.
+STEPS: tuple[Step, ...] = (
+    Step("corpus", "mining.demo_corpus", corpus_step),
+    Step("read", "mining.readers", read_step),
+    Step("mine", "pipelines.mine", mine_step),
+    Step("cluster", "pipelines.build_clusters", cluster_step),
+    Step("tasks", "pipelines.build_tasks", tasks_step),
+    Step("train", "train", train_step),
+    Step("report", "pipelines.report", report_step),
+)
+
+
+def train_stages(cluster_shards: Path, task_shards: Path, train: Path, args: DemoConfig) -> dict[str, Any]:
     """Stage 1 on cluster shards, stage 2 on task shards from stage 1's weights, then the SR model.
 
     A missing shard folder skips its stage with the reason (stage 2 then starts from scratch).
@@ -175,41 +266,33 @@ def print_summary(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output", default="out/demo", help="folder for every stage's outputs")
-    p.add_argument("--n", type=int, default=1000, help="image-text pairs in the generated corpus")
-    p.add_argument("--seed", type=int, default=0, help="seed for the corpus, task synthesis and training")
-    p.add_argument("--train-steps", type=int, default=120, help="stage-1 base-model steps on the cluster shards")
-    p.add_argument("--stage2-steps", type=int, default=60, help="stage-2 base-model steps on the task shards")
-    p.add_argument("--sr-steps", type=int, default=30, help="super-resolution model steps (0 = skip)")
-    p.add_argument("--control-side", type=int, default=64,
-                   help="control-map size: the demo cascade's largest model (tiny SR, 64 px)")
-    p.add_argument("--max-side", type=int, default=128, help="longer side of images stored in task shards")
-    p.add_argument("--task-samples", type=int, default=None,
-                   help="task samples in total (default: one per captioned mined pair)")
-    p.add_argument("--faces-dir", default=None, help="faces grouped by person (e.g. ../shared/data/celeba_faces)")
-    p.add_argument("--runner", default="fnapi", help="Beam runner: fnapi, direct-mp (multi-processing) or portable")
-    p.add_argument("--tasks", default=None, help="comma-separated task names to synthesise (default: the mixture's)")
-    p.add_argument("--style-dir", default=None, help="style images (default: art-domain pairs kept by mining)")
-    p.add_argument("--stop-after", default=None, help="stop after this stage (corpus, read, mine, cluster, tasks, train)")
-    args = p.parse_args(argv)
-
-    out = Path(args.output)
+    p = cfgsys.parser_for("python -m pipelines.demo", __doc__)
+    p.add_argument("--output", default="out/demo", help="folder for every stage's outputs (default: out/demo)")
+    cfgsys.add_flags(p, DemoConfig, "demo options")
+    cfgsys.add_config_args(p)
+    try:
+        a, cfg, _ = cfgsys.parse(p, DemoConfig, argv)
+    except cfgsys.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     from core import storage
 
     try:
         with storage.OutputLock(str(out)):  # one demo per folder; cleans temp files of killed runs
-            return _run_stages(args, out)
+            return _run_stages(DemoRun(cfg, out))
     except storage.OutputLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _run_stages(args: argparse.Namespace, out: Path) -> int:
+def _run_stages(r: DemoRun) -> int:
+    out = r.out
     results: list[dict[str, Any]] = []
     failed = False
-    for name, module, thunk in _stages(args, out):
+    for step in STEPS:
+        name, module = step.name, step.module
         if failed:
             results.append({"stage": name, "status": "skipped", "why": "an earlier stage failed"})
             continue
@@ -219,7 +302,7 @@ def _run_stages(args: argparse.Namespace, out: Path) -> int:
         print(f"\n>>> stage {name}", flush=True)
         t0 = time.perf_counter()
         try:
-            summary = thunk()
+            summary = step.run(r)
             results.append({"stage": name, "status": "ok", "summary": summary, "seconds": time.perf_counter() - t0})
         except Exception as exc:  # noqa: BLE001 - reported in the summary, demo exits non-zero
             import traceback
@@ -229,7 +312,7 @@ def _run_stages(args: argparse.Namespace, out: Path) -> int:
             failed = True
         # Written after every stage, so the report stage already sees the stages before it.
         (out / "demo_summary.json").write_text(json.dumps(results, indent=2, default=str))
-        if args.stop_after == name:
+        if r.cfg.stop_after == name:
             break
     (out / "demo_summary.json").write_text(json.dumps(results, indent=2, default=str))
     print_summary(results)
