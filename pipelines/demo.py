@@ -23,8 +23,8 @@ are shrunk to 128 px (``--max-side``).
 from __future__ import annotations
 
 import csv
-import io
 import importlib
+import io
 import json
 import sys
 import time
