@@ -188,7 +188,7 @@ def test_patch_std_pooling_sees_spatial_heterogeneity():
 def test_group_weighted_ridge_ranks_held_out_rows():
     """The v3 head fit: signed power + per-group column scale + relative penalty, chosen on val, then the
     one-penalty refit; a wide noisy group does not drown a narrow informative one."""
-    from mining.quality.train import fit_head, ridge_predict
+    from mining.quality.ridge import fit_head, ridge_predict
 
     rng = np.random.default_rng(0)
     n = 200

@@ -283,7 +283,7 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
 
     from core.storage import atomic_write_bytes
     from mining.quality.biq import load_biq
-    from mining.quality.train import fit_head
+    from mining.quality.ridge import fit_head
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
