@@ -82,9 +82,6 @@ def _lora_wrapper():
             y = torch.einsum("rc,nchw->nrhw", self.a, x)
             return self.conv(x) + self.scale * torch.einsum("or,nrhw->nohw", self.b, y)
 
-        def merged_weight(self):
-            return self.conv.weight + self.scale * (self.b @ self.a)[:, :, None, None]
-
     return LoRAConv
 
 
