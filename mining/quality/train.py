@@ -45,10 +45,10 @@ TUNED_WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))  # share of the fine-t
 
 
 def load_image(path: str):
-    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of :mod:`mining.quality.degrade`."""
+    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of :mod:`mining.quality.degradations`."""
     from PIL import Image
 
-    from mining.quality.degrade import DEGRADATIONS
+    from mining.quality.degradations import DEGRADATIONS
 
     path, _, deg = path.partition("#")
     im = Image.open(path).convert("RGB")
@@ -164,7 +164,7 @@ def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5,
 def degradation_parts(coco: str, subset: str, cache: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """(hand parts, deep features, degradation names) for every COCO image of ``subset`` and its degraded
     copies: arrays of shape (n_images, 1 + n_degradations, ...); column 0 is the original."""
-    from mining.quality.degrade import DEGRADATIONS
+    from mining.quality.degradations import DEGRADATIONS
 
     files = sorted(Path(coco).glob(f"{subset}/*.jpg"))
     kinds = [""] + list(DEGRADATIONS)
