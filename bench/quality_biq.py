@@ -21,8 +21,9 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> int:
     from mining.quality.biq import DEFAULT_CACHE
+    from mining.quality.ridge import fit_head
     from mining.quality.scorer import LearnedHead
-    from mining.quality.train import evaluate, fit_head, prepare, srcc_plcc, tuned_predictions
+    from mining.quality.train import evaluate, prepare, srcc_plcc, tuned_predictions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--biq", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "biq2021"),

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from mining.quality.degrade import DEGRADATIONS
+    from mining.quality.degradations import DEGRADATIONS
     from mining.quality.scorer import QualityScorer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -51,7 +51,7 @@ def thumb_array(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(THUMB, THUMB, 3).astype(np.float32)
 
 
-def _standardise(v: np.ndarray) -> np.ndarray:
+def _standardize(v: np.ndarray) -> np.ndarray:
     """(..., h, w, 3) -> (..., h*w*3): per-channel zero mean, unit variance, then unit L2 norm."""
     v = v - v.mean(axis=(-3, -2), keepdims=True)
     v = v / (v.std(axis=(-3, -2), keepdims=True) + 2.0)  # +2: flat channels stay near zero, not noise
@@ -64,7 +64,7 @@ def layout_vector(data: bytes) -> np.ndarray:
     t = thumb_array(data)
     f = THUMB // LAYOUT
     small = t.reshape(LAYOUT, f, LAYOUT, f, 3).mean(axis=(1, 3))
-    return _standardise(small).astype(np.float32)
+    return _standardize(small).astype(np.float32)
 
 
 def layout_pair(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ def _best_crop(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int
     rows = (my @ src.reshape(THUMB, THUMB * 3)).reshape(ny * out, THUMB, 3)
     rows = rows.transpose(0, 2, 1).reshape(ny * out * 3, THUMB)  # (Y*k*c, u)
     views = (rows @ mx.T).reshape(ny, out, 3, nx, out).transpose(0, 3, 1, 4, 2)  # (Y, X, k, l, c)
-    corr = _standardise(views) @ target  # (Y, X)
+    corr = _standardize(views) @ target  # (Y, X)
     yi, xi = np.unravel_index(int(np.argmax(corr)), corr.shape)
     return float(corr[yi, xi]), ys[yi], xs[xi]
 
@@ -122,8 +122,8 @@ def _directed(src: np.ndarray, dst: np.ndarray) -> tuple[float, tuple, tuple]:
     """Best correlation of the whole ``dst`` with a crop of ``src`` and that crop's (y, x) spans:
     coarse grid at ``COARSE_SIDE`` pixels, then two finer grids at ``CMP`` pixels around the best box."""
     coarse = _spans(COARSE)
-    _, by, bx = _best_crop(src, _standardise(_resample(dst, COARSE_SIDE)), coarse, coarse, COARSE_SIDE)
-    target = _standardise(_resample(dst))
+    _, by, bx = _best_crop(src, _standardize(_resample(dst, COARSE_SIDE)), coarse, coarse, COARSE_SIDE)
+    target = _standardize(_resample(dst))
     best = (-1.0, by, bx)
     for step in (FINE, FINE / 3):
         score, by, bx = _best_crop(src, target, _spans(step, by), _spans(step, bx), CMP)
@@ -177,9 +177,9 @@ def aligned_match(a: bytes, b: bytes, early: float | None = None) -> CopyMatch:
     then crops of either image are searched against the whole other one. ``early``: stop as soon as
     a score reaches it. Colour change and residual are measured at the best alignment found."""
     ta, tb = thumb_array(a), thumb_array(b)
-    va = _standardise(_resample(ta))
+    va = _standardize(_resample(ta))
     tm = np.ascontiguousarray(tb[:, ::-1])
-    plain, mirrored = float(va @ _standardise(_resample(tb))), float(va @ _standardise(_resample(tm)))
+    plain, mirrored = float(va @ _standardize(_resample(tb))), float(va @ _standardize(_resample(tm)))
     orients = [tm, tb] if mirrored > plain else [tb, tm]
     if abs(plain - mirrored) >= ORIENT_MARGIN:
         orients = orients[:1]

@@ -22,6 +22,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from core.vectors import l2_normalize
+
 
 class Embedder(Protocol):
     name: str
@@ -32,11 +34,6 @@ class Embedder(Protocol):
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class OfflineEmbedder:
@@ -71,12 +68,12 @@ class OfflineEmbedder:
         if not len(images):
             return np.zeros((0, self.dim), np.float32)
         if self._pool is not None:
-            return l2_normalise(self._pool.embed(list(images), self.batch_size))
+            return l2_normalize(self._pool.embed(list(images), self.batch_size))
         if self._img is None:
             from core.features import ImageFeatures
 
             self._img = ImageFeatures(batch_size=self.batch_size)
-        return l2_normalise(self._img.embed(list(images)))
+        return l2_normalize(self._img.embed(list(images)))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._txt is None:
@@ -85,7 +82,7 @@ class OfflineEmbedder:
             self._txt = TextFeatures()
         if not len(texts):
             return np.zeros((0, self.text_dim), np.float32)
-        return l2_normalise(self._txt.embed([t or "" for t in texts]))
+        return l2_normalize(self._txt.embed([t or "" for t in texts]))
 
 
 def make_embedder(spec: str = "offline", device: str | None = None, batch_size: int = 32) -> Embedder:

@@ -21,7 +21,7 @@ from clustering.phash import dhash, phash_pair, to_signed
 from core import storage
 from core.contracts import reject
 
-STAGE = "clustering"
+STAGE = "cluster"  # as the stage summary of pipelines.build_clusters
 META_SCHEMA = pa.schema([
     ("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("sha256", pa.string()),
     ("domain", pa.string()), ("quality", pa.float32()), ("caption_hash", pa.string()),

@@ -6,7 +6,6 @@ Everything here is a pure function on numpy arrays so Beam steps stay thin wrapp
 from __future__ import annotations
 
 import hashlib
-import math
 
 import faiss
 import numpy as np
@@ -99,17 +98,3 @@ def assign(x: np.ndarray, centroids: np.ndarray, use_bf16: bool | None = None, m
     finally:
         torch.set_num_threads(before)
     return labels.numpy()
-
-
-def group_count_estimate(n: int, k: int) -> float:
-    return n / max(k, 1)
-
-
-def expected_flops(n: int, k: int, d: int, sample: int, niter: int) -> dict[str, float]:
-    """Matrix-multiply FLOPs of training, assignment and per-group all-pairs kNN (balanced groups)."""
-    g = math.ceil(n / max(k, 1))
-    return {
-        "train": 2.0 * sample * k * d * niter,
-        "assign": 2.0 * n * k * d,
-        "knn": 2.0 * n * g * d,
-    }

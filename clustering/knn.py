@@ -44,15 +44,6 @@ def cpu_bf16_available() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def bf16_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b.T computed in bf16 (float32 result)."""
-    import torch
-
-    ta = torch.from_numpy(np.ascontiguousarray(a)).to(torch.bfloat16)
-    tb = torch.from_numpy(np.ascontiguousarray(b)).to(torch.bfloat16)
-    return (ta @ tb.T).float().numpy()
-
-
 def knn(x: np.ndarray, k: int, method: str = "auto", ivf_threshold: int = 100_000, nprobe: int = 32,
         extra: int = 4, block: int = 2048, rescore_above: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of each row: (sims (n,k) float32, idx (n,k) int64), best first.
@@ -243,19 +234,12 @@ def _best_sub_centroids(xt, ms: list[int], delta: float, seed: int, niter: int, 
     return _lloyd(best_xs, best, niter - min(probe, niter))
 
 
-def sub_centroids(x, m: int, seed: int = 0, niter: int = 6, per_centroid: int = 64):
-    """Small spherical k-means on a sample of ``per_centroid * m`` rows, farthest-first seeding
-    (torch float32 rows in, unit centroids (m, d) out); deterministic for a seed. Random or
-    k-means++ seeding often puts two centroids in one topic and one between two topics, which
-    inflates the spill; farthest-first spreads them (outliers only cost speed, never correctness).
-    """
-    return next(_sub_kmeans(x, [m], seed, niter, per_centroid))[0]
-
-
 def _sub_kmeans(x, ms: list[int], seed: int, niter: int, per_centroid: int):
     """(centroids, sample, bf16 sample scores) for each m in ``ms``: one sample and one farthest-first
     order (sized for the largest m; smaller m use its prefix); scores in bf16 (only the caller's
-    final membership scores must be exact)."""
+    final membership scores must be exact). Farthest-first, not random or k-means++ seeding: those
+    often put two centroids in one topic and one between two topics, which inflates the spill;
+    farthest-first spreads them (outliers only cost speed, never correctness)."""
     import torch
 
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from clustering.embedders import l2_normalise
+from core.vectors import l2_normalize
 
 
 def register_model_config(name: str, cfg: dict) -> None:
@@ -68,7 +68,7 @@ class OpenClipEmbedder:
                 batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images[s : s + self.batch_size]])
                 feats = self.model.encode_image(batch.to(self.device, self._dtype()))
                 out.append(feats.float().cpu().numpy())
-        return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -78,4 +78,4 @@ class OpenClipEmbedder:
             for s in range(0, len(texts), self.batch_size):
                 tokens = self.tokenizer([t or "" for t in texts[s : s + self.batch_size]]).to(self.device)
                 out.append(self.model.encode_text(tokens).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.text_dim), np.float32)
+        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.text_dim), np.float32)

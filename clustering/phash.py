@@ -49,12 +49,8 @@ def dhash(image: Image.Image) -> int:
 
 
 def to_signed(h: int) -> int:
-    """uint64 hash as int64 (Parquet/Arrow friendly); ``to_unsigned`` inverts it."""
+    """uint64 hash as int64 (Parquet/Arrow friendly; ``h % 2**64`` inverts it)."""
     return h - (1 << 64) if h >= (1 << 63) else h
-
-
-def to_unsigned(h: int) -> int:
-    return h + (1 << 64) if h < 0 else h
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:

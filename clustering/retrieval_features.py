@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from core.vectors import l2_normalize
+
 
 def trunk_maps(model, images: Sequence[Image.Image], size: int, crop: bool = False) -> dict[str, torch.Tensor]:
     """Feature maps of the last block (320 ch) and of the head (1280 ch) for a batch."""
@@ -112,4 +114,4 @@ class RetrievalPooling:
         x = np.concatenate(out).astype(np.float32)
         if self.proj is not None:
             x = (x - self.mean) @ self.proj
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return l2_normalize(x)

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from core.contracts import reject
 from core.safe_files import DEFAULT_MAX_IMAGE_BYTES, read_file_bytes
 
-STAGE = "mining"
+STAGE = "mine"  # the `stage` of decode reject rows: the mining stage, named as `pipelines.mine` and its summary
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ kept for the dataset card.
 For an input of n captioned pairs, c 5-pair clusters, s style images and no depth weights (the
 default offline run), n samples are written: the image tasks (t2i, control mask/edge/sketch, styled,
 style transfer) each have n candidates, subject has 5c, so each gets ``n * r_t / R`` with R the sum
-of the buildable ratios, and subject gets ``min(5c, n * 0.30 / R)``; see ``expected_counts``.
+of the buildable ratios, and subject gets ``min(5c, n * 0.30 / R)``; see ``allocate``.
 """
 
 from __future__ import annotations
@@ -95,11 +95,6 @@ def exhausted_tasks(counts: dict[str, int], available: dict[str, int], ratios: d
     return sorted(t for t, n in counts.items() if ratios.get(t, 0) > 0 and n and n >= available.get(t, 0))
 
 
-def expected_counts(n_pairs: int, ratios: dict[str, float], available: dict[str, int]) -> dict[str, int]:
-    """Samples per task that an input of ``n_pairs`` captioned pairs gives by default (N = n_pairs)."""
-    return allocate(ratios, available, n_pairs)
-
-
 def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed: int,
                  max_samples: int | None = None, skip_reasons: dict[str, str] | None = None,
                  default_total: int | None = None) -> MixturePlan:
@@ -131,8 +126,3 @@ def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed:
     return MixturePlan(targets=ratios, effective=effective, available=available, counts=counts,
                        skipped=skipped, exhausted=exhausted_tasks(counts, available, ratios),
                        total=int(total if total is not None else sum(available.values())), jobs=chosen)
-
-
-def reached(written: dict[str, int]) -> dict[str, float]:
-    total = sum(written.values())
-    return {t: (n / total if total else 0.0) for t, n in written.items()}

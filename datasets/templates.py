@@ -7,7 +7,7 @@ is one more template (``expand``). A slot may be ``"@name"``, a shared list of
 ``datasets/templates/_slots.yaml``. A file with ``same_as: other`` uses ``other``'s templates.
 The paper had 100 rephrasings per dataset; ``check`` requires >= 100 distinct templates, each
 referring to every context marker exactly once and to no other marker, using only declared
-``{fields}``, and no two templates equal after ``normalise`` (case, spacing, punctuation).
+``{fields}``, and no two templates equal after ``normalize`` (case, spacing, punctuation).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def load(task: str) -> TaskTemplates:
     )
 
 
-def normalise(text: str) -> str:
+def normalize(text: str) -> str:
     """Lower case, markers and fields kept, other punctuation dropped, spaces collapsed (duplicate check)."""
     import re
 
@@ -104,7 +104,7 @@ def check(tpl: TaskTemplates, min_templates: int = MIN_TEMPLATES) -> list[str]:
         problems.append(f"{tpl.task}: context markers {got}, expected {expected}")
     seen: dict[str, str] = {}
     for text in tpl.instructions:
-        key = normalise(text)
+        key = normalize(text)
         if key in seen:
             problems.append(f"{tpl.task}: {text!r} duplicates {seen[key]!r} after normalising")
         seen.setdefault(key, text)
@@ -143,7 +143,7 @@ def check_all() -> dict[str, list[str]]:
 
 def counts() -> dict[str, int]:
     """Distinct (normalised) instruction templates per task, for the dataset card."""
-    return {t: len({normalise(x) for x in load(t).instructions}) for t in available_tasks()}
+    return {t: len({normalize(x) for x in load(t).instructions}) for t in available_tasks()}
 
 
 def pick(seed: int, *parts: str, n: int) -> int:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.contracts import reject
+from core.decode import STAGE  # "mine": filter and decode rejects carry one stage name
 from mining.config import MiningConfig
-
-STAGE = "mining"
 
 
 def filter_reason(row: dict[str, Any], cfg: MiningConfig) -> tuple[str | None, str]:

@@ -1,7 +1,7 @@
 # Control maps (datasets/control): HED edges, sketch, saliency masks, depth loader.
-.PHONY: control-test control-ods control-ods-full control-demo
+.PHONY: test-control control-ods control-ods-full control-demo
 
-control-test: setup ## control-map tests (HED port, sketch, masks, depth, CLI)
+test-control: setup ## control-map tests (HED port, sketch, masks, depth, CLI)
 	$(PYTHON) -m pytest -q tests/test_control_hed.py tests/test_control_edges.py tests/test_control_masks.py tests/test_control_depth.py tests/test_control_cli.py
 
 control-ods: setup ## quick HED ODS/OIS/AP (20 BSDS500 val images, gt=hybrid; cached predictions in $(OUT)/control)

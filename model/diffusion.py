@@ -45,10 +45,6 @@ class Diffusion:
             return (x_t - s * out) / a
         return a * x_t - s * out  # v
 
-    def eps_from_x0(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a, s = self.schedule.coefs(t, x_t.ndim)
-        return (x_t - a * x0) / s
-
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         if self.prediction != "x0" or self.weighting == "const":
             return torch.ones_like(t, dtype=torch.float32)

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from model.attention import CrossAttention, SelfAttention
 from model.blocks import Downsample, ResBlock, TextConditioner, Upsample, norm, timestep_embedding
@@ -223,7 +222,3 @@ class BaseUNet(UNet):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def resize_like(x: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

@@ -2,7 +2,7 @@
 
 Spark comes from pyspark's own distribution (``pyspark/bin/spark-class``); Beam's Spark 3 job
 server jar comes from Maven Central, in the Beam Java version that matches the installed
-apache-beam. ``make spark-test`` (mk/runners.mk) fetches the jar, starts the cluster, runs
+apache-beam. ``make test-spark`` (mk/runners.mk) fetches the jar, starts the cluster, runs
 ``tests/test_spark_runner.py`` on it and stops it; each step has a time bound and says why it
 skips (no Java, no Maven, jar not served, no pyspark).
 

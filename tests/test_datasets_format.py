@@ -37,7 +37,7 @@ def test_every_dataset_has_100_valid_distinct_templates():
     for task, n in T.counts().items():
         assert n >= 100, task
         tpl = T.load(task)
-        assert len({T.normalise(x) for x in tpl.instructions}) == len(tpl.instructions)
+        assert len({T.normalize(x) for x in tpl.instructions}) == len(tpl.instructions)
         for text in tpl.instructions:  # every marker exactly once, no stray braces
             assert all(text.count(c["marker"]) == 1 for c in tpl.context), text
             assert "{{" not in text and "  " not in text

@@ -69,7 +69,7 @@ def test_atomic_write_leaves_no_partial_file_and_ignores_debris(tmp_path):
 
 
 def test_reject_row_matches_schema():
-    row = schema.reject({"key": "k", "url": "u"}, "mining", "undecodable", "x" * 2000)
+    row = schema.reject({"key": "k", "url": "u"}, "mine", "undecodable", "x" * 2000)
     table = schema.to_table([row], schema.REJECT_SCHEMA)
     assert table.num_rows == 1 and len(row["detail"]) == 500
 

@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.vectors import l2_normalize
 from mining.itm.align import Aligner
-from mining.itm.model import DEFAULT_WEIGHTS, Projection, normalise, recall_at
+from mining.itm.model import DEFAULT_WEIGHTS, Projection, recall_at
 from mining.itm.train import FitConfig, fit, random_recall, retrieval
 
 
 def _toy(n=48, seed=0):
     """Images whose features are a fixed random linear function of their caption vectors, plus noise."""
     rng = np.random.default_rng(seed)
-    topic = normalise(rng.normal(size=(n, 16)))
-    txt = normalise(topic[:, None, :] + 0.3 * rng.normal(size=(n, 5, 16)))
-    img = normalise(topic @ rng.normal(size=(16, 40)) + 0.3 * rng.normal(size=(n, 40)))
+    topic = l2_normalize(rng.normal(size=(n, 16)))
+    txt = l2_normalize(topic[:, None, :] + 0.3 * rng.normal(size=(n, 5, 16)))
+    img = l2_normalize(topic @ rng.normal(size=(16, 40)) + 0.3 * rng.normal(size=(n, 40)))
     return img.astype(np.float32), txt.astype(np.float32)
 
 
@@ -59,7 +60,7 @@ def test_weights_round_trip_without_pickle(tmp_path):
     q = Projection.load(tmp_path / "w.npz")
     with np.load(tmp_path / "w.npz", allow_pickle=False) as z:
         assert z["image_w"].dtype == np.float16 and z["text_a"].dtype == np.float16
-    x = normalise(rng.normal(size=(3, 40)))
+    x = l2_normalize(rng.normal(size=(3, 40)))
     assert np.allclose(p.image(x), q.image(x), atol=2e-2) and q.meta == {"command": "x"}
     assert np.allclose(np.linalg.norm(q.text(rng.normal(size=(2, 16))), axis=1), 1, atol=1e-5)
 
@@ -83,13 +84,13 @@ class FakeSpace:
             for w, ax in self.AXES.items():
                 if w in t:
                     out[i, ax] += 1
-        return normalise(out)
+        return l2_normalize(out)
 
     def embed_images(self, images):
-        return normalise(np.array([im[1] if isinstance(im, tuple) else [0.3, 0.3, 0.3] for im in images], np.float32))
+        return l2_normalize(np.array([im[1] if isinstance(im, tuple) else [0.3, 0.3, 0.3] for im in images], np.float32))
 
     def embed_image_features(self, feats):
-        return normalise(feats)
+        return l2_normalize(feats)
 
 
 def test_space_domain_classifier_matches_images_and_captions_to_prompts(monkeypatch):
@@ -139,10 +140,10 @@ def _png(color) -> bytes:
 
 class PixelSpace(FakeSpace):
     def embed_images(self, images):
-        return normalise(np.array([np.asarray(im, np.float32).mean((0, 1)) + 1 for im in images]))
+        return l2_normalize(np.array([np.asarray(im, np.float32).mean((0, 1)) + 1 for im in images]))
 
     def embed_texts(self, texts):
-        return normalise(np.array([[1.0, 0.1, 0.1] if "red" in t else [0.1, 0.1, 1.0] for t in texts], np.float32))
+        return l2_normalize(np.array([[1.0, 0.1, 0.1] if "red" in t else [0.1, 0.1, 1.0] for t in texts], np.float32))
 
 
 class TintStyle:

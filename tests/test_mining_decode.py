@@ -102,7 +102,7 @@ def test_generated_bad_cases_are_rejects_with_reason(name):
     rec = _rec(name, make(), caption=extra.get("caption", "a photo"), **kw)
     out = decode_record(rec)
     assert isinstance(out, dict), f"{name} was kept"
-    assert out["reason"] == reason and out["key"] == name and out["stage"] == "mining"
+    assert out["reason"] == reason and out["key"] == name and out["stage"] == "mine"
 
 
 def test_bomb_refused_before_decoding_with_configurable_limit():

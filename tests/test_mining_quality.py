@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mining.quality import degrade
+from mining.quality import degradations
 from mining.quality.scorer import DEFAULT_WEIGHTS, get_scorer
 from mining.quality.technical import technical
 from tests.conftest import shared_subset
@@ -25,8 +25,8 @@ def coco_images():
 def test_technical_measures_respond_to_their_degradation(coco_images):
     im = coco_images[0]
     _, base = technical(np.asarray(im))
-    pairs = {"sharpness": degrade.blur, "noise": degrade.noise, "blockiness": degrade.jpeg,
-             "resolution": degrade.downscale, "exposure": degrade.overexpose}
+    pairs = {"sharpness": degradations.blur, "noise": degradations.noise, "blockiness": degradations.jpeg,
+             "resolution": degradations.downscale, "exposure": degradations.overexpose}
     for measure, fn in pairs.items():
         _, m = technical(np.asarray(fn(im)))
         assert m[measure] < base[measure], (measure, m[measure], base[measure])
@@ -40,7 +40,7 @@ def test_brisque_prefers_clean_over_noisy(coco_images):
     b = Brisque()
     rgb = np.asarray(coco_images[0])
     assert brisque_features(rgb).shape == (36,)
-    assert b.raw(np.asarray(degrade.noise(coco_images[0]))) > b.raw(rgb)
+    assert b.raw(np.asarray(degradations.noise(coco_images[0]))) > b.raw(rgb)
 
 
 def test_committed_head_is_small_and_documented():
@@ -56,10 +56,10 @@ def test_committed_head_is_small_and_documented():
 def test_every_degradation_lowers_the_combined_score(coco_images):
     scorer = get_scorer(None, True)
     for im in coco_images:
-        variants = [im] + [fn(im) for fn in degrade.DEGRADATIONS.values()]
+        variants = [im] + [fn(im) for fn in degradations.DEGRADATIONS.values()]
         s = scorer.score(variants)
         assert all(0 <= r["quality"] <= 1 for r in s)
-        for name, r in zip(degrade.DEGRADATIONS, s[1:]):
+        for name, r in zip(degradations.DEGRADATIONS, s[1:]):
             assert r["quality"] < s[0]["quality"], (name, r, s[0])
 
 
@@ -188,7 +188,7 @@ def test_patch_std_pooling_sees_spatial_heterogeneity():
 def test_group_weighted_ridge_ranks_held_out_rows():
     """The v3 head fit: signed power + per-group column scale + relative penalty, chosen on val, then the
     one-penalty refit; a wide noisy group does not drown a narrow informative one."""
-    from mining.quality.train import fit_head, ridge_predict
+    from mining.quality.ridge import fit_head, ridge_predict
 
     rng = np.random.default_rng(0)
     n = 200

@@ -15,7 +15,7 @@ import pytest
 
 from core import storage
 from core.contracts import RECORD_SCHEMA, url_key
-from mining.readers import ReadStats, detect_kind, input_units, read_any, read_unit, write_records
+from mining.readers import ReadStats, detect_kind, read_any, write_records
 from mining.readers.__main__ import main as cli_main
 from tests.conftest import shared_subset
 
@@ -194,25 +194,6 @@ def test_img2dataset_shard_reader_and_truncated_tar(tmp_path):
     assert len(recs) == 3
     assert [r["read_error"] for r in recs][1:] == ["download_failed: HTTP Error 403: Forbidden", None]
     assert recs[0]["read_error"] == "missing_in_shard" and stats.counts["missing_in_shard"] == 1
-
-
-def test_beam_fan_out_over_units_matches_read_any(tmp_path):
-    import apache_beam as beam
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-    from apache_beam.testing.util import assert_that, equal_to
-
-    jpg, png = _jpeg_and_png()
-    root = tmp_path / "imgs"
-    root.mkdir()
-    for i in range(4):
-        (root / f"{i}.jpg").write_bytes(jpg if i % 2 else png)
-    expected = [(r["key"], r["sha256"]) for r in read_any(str(root))]
-    units = input_units(str(root))
-    assert len(units) == 4 and {k for k, _ in units} == {"folder_image"}
-    with beam.Pipeline(runner=FnApiRunner()) as p:
-        got = (p | beam.Create(units) | beam.FlatMap(lambda u: read_unit(*u))
-               | beam.Map(lambda r: (r["key"], r["sha256"])))
-        assert_that(got, equal_to(expected))
 
 
 def test_cli_writes_shards_and_prints_summary(tmp_path, capsys):

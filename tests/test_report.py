@@ -50,7 +50,7 @@ def _fake_run(run):
     np.save(run / "clusters" / "embeddings" / "img_emb" / "img_emb_0.npy", emb)
     storage.write_parquet([{"key": r["key"], "domain": r["domain"]} for r in kept],
                           str(run / "clusters" / "embeddings" / "metadata" / "metadata_0.parquet"))
-    storage.write_parquet([schema.reject(recs[-1], "mining", "truncated_image", "image file is truncated")],
+    storage.write_parquet([schema.reject(recs[-1], "mine", "truncated_image", "image file is truncated")],
                           str(run / "mined" / "rejects" / "rejects-00000.parquet"), schema.REJECT_SCHEMA)
     (run / "mined" / "summary.json").write_text(json.dumps(
         {"stage": "mine", "read": 7, "kept": 6, "rejected": {"truncated_image": 1}, "accounted": True,

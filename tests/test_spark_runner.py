@@ -3,7 +3,7 @@
 cluster), with outputs byte-identical to FnApiRunner and counts that add up.
 
 Skips with the reason when Java, pyspark or Beam's Spark 3 job-server jar (Maven Central, the Beam
-Java version of the apache-beam pin) is missing; ``make spark-test`` fetches and installs them.
+Java version of the apache-beam pin) is missing; ``make test-spark`` fetches and installs them.
 """
 
 from __future__ import annotations

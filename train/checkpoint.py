@@ -11,7 +11,6 @@ non-zero). ``latest.json`` names the newest complete checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import random
 import struct
 
@@ -202,7 +201,3 @@ def _to(obj, device):
     if isinstance(obj, list | tuple):
         return type(obj)(_to(v, device) for v in obj)
     return obj
-
-
-def is_finite_number(x) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)

@@ -18,8 +18,11 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from core import storage
+from model.build import build_diffusion, build_unet
 from model.samplers import guided_output, sample
 from model.sr_unet import SRUNet
+from model.text_encoder import TextEncoder, build_text_encoder
+from train import checkpoint as ckpt
 
 SAMPLE_DEFAULTS = {"steps": 50, "sampler": "ddim", "eta": 0.0, "text_scale": 3.0, "ctx_scale": 2.0,
                    "threshold": 0.995, "sr_aug": 0.1}
@@ -87,9 +90,25 @@ def save_grid(images: torch.Tensor, path: str, nrow: int = 4) -> str:
     return storage.atomic_write_bytes(path, buf.getvalue())
 
 
+def load_for_sampling(path: str, ema: bool = True, text_encoder: TextEncoder | None = None):
+    """(model, diffusion, text encoder, config) from a checkpoint file or checkpoints folder."""
+    state = ckpt.load(ckpt.resolve(path))
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise ckpt.CheckpointError(f"{path}: checkpoint has no model config")
+    enc = text_encoder or build_text_encoder(cfg.get("text_encoder", {}))
+    stage = cfg.get("stage", "base")
+    lowres = int(cfg.get("sr", {}).get("lowres_size", 64))
+    model = build_unet(cfg["model"], stage, text_dim=state["text_dim"], lowres_size=lowres)
+    try:
+        model.load_state_dict(state["ema" if ema else "model"])
+    except (RuntimeError, KeyError) as e:
+        raise ckpt.CheckpointError(f"{path}: weights do not fit the stored config ({str(e).splitlines()[0][:200]})") from e
+    return model.eval(), build_diffusion(cfg.get("diffusion", {})), enc, cfg
+
+
 def main(argv=None) -> int:
     from train.data import load_image
-    from train.trainer import load_for_sampling
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="checkpoint file, or a run's checkpoints/ folder (latest)")
@@ -108,11 +127,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     a = ap.parse_args(argv)
-    from train.checkpoint import CheckpointError
-
     try:
         model, diffusion, enc, cfg = load_for_sampling(a.checkpoint, ema=not a.no_ema)
-    except CheckpointError as e:
+    except ckpt.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tt, tm = enc.encode(a.prompt)

@@ -344,20 +344,3 @@ class Trainer:
         self.logger.close()
         if self._own_pg:
             dist.destroy_process_group()
-
-
-def load_for_sampling(path: str, ema: bool = True, text_encoder: TextEncoder | None = None):
-    """(model, diffusion, text encoder, config) from a checkpoint file or checkpoints folder."""
-    state = ckpt.load(ckpt.resolve(path))
-    cfg = state.get("config")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise ckpt.CheckpointError(f"{path}: checkpoint has no model config")
-    enc = text_encoder or build_text_encoder(cfg.get("text_encoder", {}))
-    stage = cfg.get("stage", "base")
-    lowres = int(cfg.get("sr", {}).get("lowres_size", 64))
-    model = build_unet(cfg["model"], stage, text_dim=state["text_dim"], lowres_size=lowres)
-    try:
-        model.load_state_dict(state["ema" if ema else "model"])
-    except (RuntimeError, KeyError) as e:
-        raise ckpt.CheckpointError(f"{path}: weights do not fit the stored config ({str(e).splitlines()[0][:200]})") from e
-    return model.eval(), build_diffusion(cfg.get("diffusion", {})), enc, cfg

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from core import storage
 from core.contracts import OccurrenceKeys
-from mining.demo_corpus import degrade as dg
+from mining.demo_corpus import planted_copies as dg
 from mining.demo_corpus.captions import caption_for, recaption
 from mining.demo_corpus.draw import DOMAINS, make_subject, render_sprite, rng_for
 from mining.demo_corpus.views import render_view

@@ -4,9 +4,9 @@ into one space where a cosine says how well a caption matches an image (CLIP's j
 Weights (``mining/weights/itm_projection.npz``, float16, no pickle; trained by
 ``python -m mining.itm.train``):
 
-* ``image_w`` (1280, 384), ``image_b`` (384,): the image projection, ``normalise(x W + b)``;
+* ``image_w`` (1280, 384), ``image_b`` (384,): the image projection, ``l2_normalize(x W + b)``;
 * ``text_a`` (384, 384) or absent: the text side is MiniLM's own space plus a learned residual,
-  ``normalise(t + t A)``; with ``text_a`` absent it is MiniLM's space unchanged (then unseen
+  ``l2_normalize(t + t A)``; with ``text_a`` absent it is MiniLM's space unchanged (then unseen
   words, such as domain prompts, keep MiniLM's meaning);
 * ``logit_scale``: the learned inverse temperature (softmax over cosines).
 
@@ -23,12 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.vectors import l2_normalize
+
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "itm_projection.npz"
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class Projection:
@@ -63,12 +60,12 @@ class Projection:
 
     def image(self, feats: np.ndarray) -> np.ndarray:
         """EfficientNet-Lite0 pooled (L2-normalised) vectors (N, 1280) -> shared space (N, 384)."""
-        return normalise(normalise(feats) @ self.image_w + self.image_b)
+        return l2_normalize(l2_normalize(feats) @ self.image_w + self.image_b)
 
     def text(self, feats: np.ndarray) -> np.ndarray:
         """MiniLM sentence vectors (N, 384) -> shared space (N, 384)."""
-        t = normalise(feats)
-        return normalise(t if self.text_a is None else t + t @ self.text_a)
+        t = l2_normalize(feats)
+        return l2_normalize(t if self.text_a is None else t + t @ self.text_a)
 
 
 class ItmSpace:
@@ -129,11 +126,11 @@ class ClipSpace:
         torch = self.torch
         with torch.inference_mode():
             x = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
-            return normalise(self.model.encode_image(x).float().numpy())
+            return l2_normalize(self.model.encode_image(x).float().numpy())
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         with self.torch.inference_mode():
-            return normalise(self.model.encode_text(self.tokenizer([t or "" for t in texts])).float().numpy())
+            return l2_normalize(self.model.encode_text(self.tokenizer([t or "" for t in texts])).float().numpy())
 
 
 def make_space(spec: str | None = None):

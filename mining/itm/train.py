@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.vectors import l2_normalize
 from mining.itm.data import DEFAULT_CACHE, DEFAULT_DATA, features, load_pairs
-from mining.itm.model import DEFAULT_WEIGHTS, Projection, normalise, recall_at
+from mining.itm.model import DEFAULT_WEIGHTS, Projection, recall_at
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ EVAL_EVERY = 10
 
 def ridge_init(img: np.ndarray, txt: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """W, b minimising ||X W + b - mean caption||^2 + lam ||W||^2 (the no-training baseline)."""
-    y = normalise(txt.mean(1))
+    y = l2_normalize(txt.mean(1))
     xm, ym = img.mean(0), y.mean(0)
     xc = img - xm
     w = np.linalg.solve(xc.T @ xc + lam * np.eye(img.shape[1]), xc.T @ (y - ym))
@@ -85,8 +86,8 @@ def fit(img: np.ndarray, txt: np.ndarray, cfg: FitConfig, val: tuple[np.ndarray,
     params = [w, b, t_scale] + ([a] if cfg.text_residual else [])
     opt = torch.optim.AdamW([{"params": [w] + ([a] if cfg.text_residual else []), "weight_decay": cfg.weight_decay},
                              {"params": [b, t_scale], "weight_decay": 0.0}], lr=cfg.lr)
-    x = torch.from_numpy(normalise(img))
-    t_all = torch.from_numpy(normalise(txt))
+    x = torch.from_numpy(l2_normalize(img))
+    t_all = torch.from_numpy(l2_normalize(txt))
     n, c = txt.shape[:2]
     labels = torch.arange(n)
 

@@ -82,9 +82,6 @@ def _lora_wrapper():
             y = torch.einsum("rc,nchw->nrhw", self.a, x)
             return self.conv(x) + self.scale * torch.einsum("or,nrhw->nohw", self.b, y)
 
-        def merged_weight(self):
-            return self.conv.weight + self.scale * (self.b @ self.a)[:, :, None, None]
-
     return LoRAConv
 
 
@@ -283,7 +280,7 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
 
     from core.storage import atomic_write_bytes
     from mining.quality.biq import load_biq
-    from mining.quality.train import fit_head
+    from mining.quality.ridge import fit_head
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mining.quality import technical as tech
+from mining.quality.ridge import signed_power
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "quality_head.npz"
 # resolution is left out of the blend: it is the multiplicative gate below
@@ -47,13 +48,6 @@ def final_quality(blend: np.ndarray, technical: np.ndarray, resolution: np.ndarr
         m = np.asarray((measures or {})[k], dtype=np.float64)
         q = q * np.clip(np.where(np.isnan(m), 1.0, m) / floor, 0.0, 1.0) ** gate_gamma
     return q * np.asarray(resolution, dtype=np.float64) ** RESOLUTION_GAMMA
-
-
-def signed_power(x: np.ndarray, p: float) -> np.ndarray:
-    """``sign(x) * |x| ** p`` (p = 1: unchanged): damps the heavy tails of pooled activations before
-    the ridge head, so a few extreme images do not dominate its fit."""
-    x = np.asarray(x, dtype=np.float64)
-    return x if p == 1 else np.sign(x) * np.abs(x) ** p
 
 
 def blend_matrix(parts: dict[str, np.ndarray], fill: float = 0.5) -> np.ndarray:

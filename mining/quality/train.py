@@ -23,11 +23,11 @@ from scipy import stats
 from mining.quality import technical as tech
 from mining.quality.biq import DEFAULT_CACHE, cached_matrix, deep_features, hash_key, load_biq
 from mining.quality.finetune import DEFAULT_DELTA
-from mining.quality.scorer import BLEND_INPUTS, DEFAULT_WEIGHTS, blend_matrix, final_quality, signed_power
+from mining.quality.ridge import fit_head, ridge_predict
+from mining.quality.scorer import BLEND_INPUTS, DEFAULT_WEIGHTS, blend_matrix, final_quality
 
 PART_COLUMNS = ("brisque", "technical") + tuple(f"m_{n}" for n in tech.NAMES)
 PARTS_VERSION = "parts-brisque-technical-v1"
-ALPHAS = (100.0, 300.0, 1000.0, 2000.0, 3000.0, 5000.0, 10000.0, 30000.0)
 # v3 head: ridge penalties relative to the mean squared norm of a (scaled) training row, chosen by val SRCC
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 POWER = 1.0  # signed power applied to the pooled features before standardising (1 = none)
@@ -45,10 +45,10 @@ TUNED_WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))  # share of the fine-t
 
 
 def load_image(path: str):
-    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of :mod:`mining.quality.degrade`."""
+    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of :mod:`mining.quality.degradations`."""
     from PIL import Image
 
-    from mining.quality.degrade import DEGRADATIONS
+    from mining.quality.degradations import DEGRADATIONS
 
     path, _, deg = path.partition("#")
     im = Image.open(path).convert("RGB")
@@ -124,50 +124,6 @@ def column_scale() -> np.ndarray:
     return (1.0 / np.sqrt(counts[inv])).astype(np.float64)
 
 
-def ridge_predict(head: dict, feats: np.ndarray) -> np.ndarray:
-    """The head's (unclipped) ridge output: standardise the signed-power features, dot ``w``."""
-    return ((signed_power(feats, float(head.get("power", 1.0))) - head["mu"]) / head["sd"]) @ head["w"] + head["b"]
-
-
-def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-             alphas: tuple[float, ...] = ALPHAS, scale: np.ndarray | None = None, power: float = 1.0,
-             relative: bool = False) -> dict[str, np.ndarray]:
-    """Ridge on standardised features (``signed_power(x, power)``, each column then times ``scale``); the
-    penalty is the one with the best SRCC on (x_val, y_val) (every alpha from one eigendecomposition of
-    the Gram matrix), or leave-one-out CV on train when no val set is given. ``relative``: ``alphas``
-    are multiples of the mean squared norm of a standardised training row. With one alpha and no val
-    set the fit uses that alpha (the refit on train + val)."""
-    x = signed_power(x, power)
-    x_val = None if x_val is None else signed_power(x_val, power)
-    mu = x.mean(0)
-    sd = (x.std(0) + 1e-6) / (1.0 if scale is None else scale)
-    z = (x - mu) / sd
-    if relative:
-        alphas = tuple(float(a * (z * z).sum(1).mean()) for a in alphas)
-    if x_val is None and len(alphas) == 1:
-        x_val, y_val = x[:1], y[:1]  # one alpha: nothing to choose
-    if x_val is None:
-        from sklearn.linear_model import RidgeCV
-
-        model = RidgeCV(alphas=alphas).fit(z, y)
-        w, b, alpha = model.coef_, model.intercept_, model.alpha_
-    else:
-        ym = y.mean()
-        s, u = np.linalg.eigh(z @ z.T)  # dual form: fast when features outnumber images
-        uty = u.T @ (y - ym)
-        zv = (x_val - mu) / sd
-        best = None
-        for a in alphas:
-            wa = z.T @ (u @ (uty / (np.maximum(s, 0) + a)))
-            r = stats.spearmanr(zv @ wa, y_val).statistic
-            if best is None or r > best[0]:
-                best = (r, a, wa)
-        _, alpha, w = best
-        b = ym
-    return {"mu": mu.astype(np.float32), "sd": sd.astype(np.float32), "w": np.asarray(w, np.float32),
-            "b": np.float32(b), "alpha": np.float32(alpha), "power": np.float32(power)}
-
-
 def fit_blend(parts: dict[str, np.ndarray], y: np.ndarray) -> tuple[np.ndarray, float]:
     from sklearn.linear_model import LinearRegression
 
@@ -208,7 +164,7 @@ def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5,
 def degradation_parts(coco: str, subset: str, cache: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """(hand parts, deep features, degradation names) for every COCO image of ``subset`` and its degraded
     copies: arrays of shape (n_images, 1 + n_degradations, ...); column 0 is the original."""
-    from mining.quality.degrade import DEGRADATIONS
+    from mining.quality.degradations import DEGRADATIONS
 
     files = sorted(Path(coco).glob(f"{subset}/*.jpg"))
     kinds = [""] + list(DEGRADATIONS)

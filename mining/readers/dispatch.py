@@ -1,4 +1,4 @@
-"""Input kind detection, ``read_any`` and the per-unit functions a Beam pipeline fans out over.
+"""Input kind detection and ``read_any``, which streams records from any supported input.
 
 Kinds: ``img2dataset`` (a folder of ``NNNNN.tar``/``NNNNN.parquet`` shards), ``img2dataset_shard``
 (one of those files), ``folder`` (any other folder: images + .txt sidecars), ``table``
@@ -15,7 +15,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from mining.readers import folder as folder_reader
-from mining.readers import img2dataset_output, table, urls
+from mining.readers import img2dataset_output, table, table_rows, urls
 from mining.readers.common import (
     TABLE_EXTENSIONS,
     URL_LIST_EXTENSIONS,
@@ -43,7 +43,7 @@ def detect_kind(input: str) -> str:
         return "img2dataset_shard"
     if ext == ".parquet":
         try:
-            columns = set(table.table_columns(path))
+            columns = set(table_rows.table_columns(path))
         except Exception as exc:  # noqa: BLE001 - a corrupt footer, a non-Parquet file
             raise InputError(f"input {input} is not a readable Parquet file ({type(exc).__name__}: {exc})"[:300]) from None
         if {"key", "status", "error_message"} <= columns:
@@ -78,31 +78,6 @@ def read_any(input: str, work_dir: str | None = None, stats: ReadStats | None = 
         yield from urls.read_url_list(input, work_dir=work_dir, stats=stats, limit=limit, **_download_opts(opts))
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
-
-
-def input_units(input: str) -> list[tuple[str, Any]]:
-    """Independent read units for a Beam fan-out: ``[(kind, unit), ...]`` for :func:`read_unit`.
-
-    An img2dataset folder gives one unit per shard, an image folder one per image, a table or
-    URL list one unit (img2dataset parallelises the download itself).
-    """
-    kind = detect_kind(input)
-    path = absolute(input).rstrip("/")
-    if kind == "img2dataset":
-        return [("img2dataset_shard", FileSystems.join(path, f"{s}.parquet"))
-                for s in img2dataset_output.list_shards(path)]
-    if kind == "folder":
-        return [("folder_image", (img, side, path)) for img, side in folder_reader.list_folder(path)]
-    return [(kind, path)]
-
-
-def read_unit(kind: str, unit: Any, **opts: Any) -> Iterator[dict[str, Any]]:
-    """Records of one unit from :func:`input_units` (picklable, stateless: usable in a DoFn)."""
-    if kind == "folder_image":
-        image, sidecar, root = unit
-        yield folder_reader.read_image_file(image, sidecar, root=root, **_file_opts(opts))
-    else:
-        yield from read_any(unit, kind=kind, **opts)
 
 
 def _download_opts(opts: dict[str, Any]) -> dict[str, Any]:

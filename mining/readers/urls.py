@@ -41,6 +41,7 @@ from mining.readers.common import (
     lower_ext,
     open_input,
 )
+from mining.readers.table_rows import iter_table_rows, pick_caption
 
 URL_TABLE_SCHEMA = pa.schema([
     pa.field("input_row", pa.int64()),
@@ -78,8 +79,6 @@ def read_url_list(path: str, work_dir: str | None = None, stats: ReadStats | Non
     if lower_ext(path) in (".txt", ".txt.gz"):
         rows: Iterable[dict[str, Any]] = iter_url_lines(path)
     else:
-        from mining.readers.table import iter_table_rows
-
         rows = iter_table_rows(path)
     if limit is not None:
         rows = (r for n, r in enumerate(rows) if n < limit)
@@ -119,8 +118,6 @@ def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: st
                     caption_col: str | None = None, url_col: str = "url", shard_samples: int = 10000,
                     allow_private: bool | list[str] = False) -> int:
     """Write the normalised input atomically; a changed input (or shard size) clears stale output."""
-    from mining.readers.table import pick_caption
-
     makedirs(FileSystems.split(table_path)[0])
     tmp = f"{table_path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
     keys, n, batch = OccurrenceKeys(), 0, []
