@@ -70,7 +70,10 @@ def compare_parquet(a: bytes, b: bytes) -> tuple[str, str]:
         return "differ", f"columns {ta.schema.names} vs {tb.schema.names}"
     if ta.to_pylist() == tb.to_pylist():
         return "same content", f"{ta.num_rows} rows equal (file metadata differs)"
-    return "differ", f"rows differ ({ta.num_rows} vs {tb.num_rows})"
+    if ta.num_rows != tb.num_rows:
+        return "differ", f"{ta.num_rows} vs {tb.num_rows} rows"
+    cols = [c for c in ta.schema.names if ta.column(c).to_pylist() != tb.column(c).to_pylist()]
+    return "differ", f"columns differ: {cols}"
 
 
 def compare_json(a: bytes, b: bytes) -> tuple[str, str]:

@@ -99,18 +99,26 @@ class ReadRecords(beam.DoFn):
                 yield (path, -2), (j, "reject", rej)
 
 
-def chunk_to_batch(item):
-    """((file, chunk), [(row index, kind, row)]) -> (file, [records in file order]) for the stage;
-    markers and whole-file rejects bypass it (tagged ``passthrough``)."""
+def _in_order(item):
     (path, _), values = item
-    records = []
-    for _, kind, rec in sorted(values, key=lambda v: v[0]):
-        if kind == "record":
-            records.append(rec)
-        else:
-            yield beam.pvalue.TaggedOutput("passthrough", (path, (kind, rec)))
+    return path, [(kind, rec) for _, kind, rec in sorted(values, key=lambda v: v[0])]
+
+
+def chunk_records(item):
+    """((file, chunk), [(row index, kind, row)]) -> (file, [records in file order]): one model batch."""
+    path, values = _in_order(item)
+    records = [rec for kind, rec in values if kind == "record"]
     if records:
         yield path, records
+
+
+def chunk_passthrough(item):
+    """The chunk's markers and whole-file rejects, which bypass the stage. (Two consumers of one
+    PCollection rather than tagged outputs: some runners, e.g. DaskRunner, mishandle those.)"""
+    path, values = _in_order(item)
+    for kind, rec in values:
+        if kind != "record":
+            yield path, (kind, rec)
 
 
 class WriteShard(beam.DoFn):
@@ -222,11 +230,11 @@ def run(input: str, output: str, runner: str = "fnapi", workers: int = 2,
         | "Files" >> beam.Create(files)
         | "Read" >> beam.ParDo(ReadRecords(output, cfg.batch_size, cfg.to_json()))
         | "Chunks" >> beam.GroupByKey()
-        | "Batch" >> beam.FlatMap(chunk_to_batch).with_outputs("passthrough", main="records")
     )
-    mined = chunks.records | "Mine" >> beam.ParDo(StageDoFn(MineStage, cfg.to_json()))
+    mined = chunks | "Batch" >> beam.FlatMap(chunk_records) | "Mine" >> beam.ParDo(StageDoFn(MineStage, cfg.to_json()))
+    passthrough = chunks | "Passthrough" >> beam.FlatMap(chunk_passthrough)
     _ = (
-        (mined, chunks.passthrough)
+        (mined, passthrough)
         | "Merge" >> beam.Flatten()
         | "ByFile" >> beam.GroupByKey()
         | "Write" >> beam.ParDo(WriteShard(output))
