@@ -20,6 +20,7 @@ class MiningConfig:
     max_caption_chars: int = DecodeLimits.max_caption_chars
     truncate_long_captions: bool = DecodeLimits.truncate_long_captions
     reject_non_utf8_captions: bool = DecodeLimits.reject_non_utf8_captions
+    work_side: int = DecodeLimits.work_side  # larger images are decoded shrunk to this short side; 0: full size
     # filtering
     min_quality: float = 0.35  # combined quality below this -> low_quality
     domains: tuple[str, ...] = DEFAULT_DOMAINS  # the label set of the classifier
