@@ -30,6 +30,8 @@ class MiningConfig:
         "cut long captions at a word boundary instead of rejecting them", flag="--truncate-long-captions"))
     reject_non_utf8_captions: bool = field(default=D.reject_non_utf8_captions, metadata=knob(
         "reject captions whose bytes were not UTF-8 (off: keep them with U+FFFD, only counted)"))
+    work_side: int = field(default=D.work_side, metadata=knob(
+        "images with a larger short side are decoded shrunk to it (width/height stay true); 0: full size", min=0))
     # filtering
     min_quality: float = field(default=0.35, metadata=knob("combined quality below this -> low_quality"))
     domains: tuple[str, ...] = field(default=DEFAULT_DOMAINS, metadata=knob("comma-separated domain labels"))

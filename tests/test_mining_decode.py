@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.contracts import make_record
 from core.decode import Decoded, decode_record, truncate_caption
@@ -134,3 +134,57 @@ def test_image_zoo_all_accounted_zero_crashes():
     assert reasons == Counter({"undecodable": 1})  # only the corrupt JPEG
     by_name = {p.name: decode_record(_rec(str(p), p.read_bytes())) for p in files}
     assert isinstance(by_name["ukbench09380.svg"], Decoded)  # JPEG bytes behind an .svg name
+
+
+def _big_jpeg(w: int, h: int, orientation: int | None = None) -> bytes:
+    """A ``w`` x ``h`` JPEG with real structure (smooth gradients plus texture), optionally EXIF-rotated."""
+    yy, xx = np.mgrid[0 : h // 4, 0 : w // 4].astype(np.float32)  # drawn at 1/4 scale, then upscaled (fast)
+    a = np.stack([xx / (w // 4) * 255, yy / (h // 4) * 255, 128 + 60 * np.sin(xx / 6.0) * np.cos(yy / 4.0)], -1)
+    im = Image.fromarray(a.clip(0, 255).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BILINEAR)
+    kw = {}
+    if orientation:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kw["exif"] = exif
+    return _enc(im, "JPEG", quality=90, **kw)
+
+
+def test_big_photo_decoded_shrunk_with_true_size_kept():
+    out = decode_record(_rec("big", _big_jpeg(6000, 4000)))
+    assert isinstance(out, Decoded)
+    assert (out.width, out.height) == (6000, 4000)
+    assert (out.record["width"], out.record["height"]) == (6000, 4000)
+    assert out.image.mode == "RGB" and out.image.size == (1536, 1024)  # short side = work_side, aspect kept
+    # the same decode at full size (work_side=0) is the old behaviour; its downscale matches the working image
+    full = decode_record(_rec("big", _big_jpeg(6000, 4000)), MiningConfig(work_side=0))
+    assert full.image.size == (6000, 4000) and (full.width, full.height) == (6000, 4000)
+    ref = np.asarray(full.image.resize(out.image.size, Image.Resampling.BOX), dtype=np.float32)
+    assert np.abs(np.asarray(out.image, dtype=np.float32) - ref).mean() < 2.0
+
+
+def test_big_photo_true_size_drives_orientation_and_checks():
+    rot = decode_record(_rec("rot", _big_jpeg(3000, 2000, orientation=6)))
+    assert (rot.width, rot.height) == (2000, 3000) and rot.image.size == (1024, 1536)
+    # min_side / max_aspect use the true size, not the working one
+    assert isinstance(decode_record(_rec("m", _big_jpeg(3000, 2400)), MiningConfig(min_side=2000)), Decoded)
+    assert decode_record(_rec("m", _big_jpeg(3000, 1900)), MiningConfig(min_side=2000))["reason"] == "too_small"
+    assert decode_record(_rec("w", _big_jpeg(8400, 2000)))["reason"] == "extreme_aspect"  # 4.2 > 4
+    png = decode_record(_rec("p", _enc(_photo(2600, 2100), "PNG")))  # no DCT scaling: full decode, then resize
+    assert (png.width, png.height) == (2600, 2100) and png.image.size == (1268, 1024)
+
+
+@pytest.mark.parametrize("size", [(600, 450), (1024, 1365), (1024, 1024)])
+def test_web_size_images_decode_to_exactly_the_old_pixels(size):
+    data = _big_jpeg(*size)
+    old = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    for cfg in (None, MiningConfig(), MiningConfig(work_side=0)):
+        out = decode_record(_rec("w", data), cfg)
+        assert (out.width, out.height) == size and np.array_equal(np.asarray(out.image), old)
+
+
+def test_coco_photos_decode_unchanged():
+    coco = shared_subset("coco_mini")
+    for f in sorted((coco / "val2017").glob("*.jpg"))[:5]:
+        old = np.asarray(ImageOps.exif_transpose(Image.open(f)).convert("RGB"))
+        out = decode_record(_rec(f.name, f.read_bytes()))
+        assert out.image.size == (out.width, out.height) and np.array_equal(np.asarray(out.image), old)

@@ -91,3 +91,17 @@ def test_direct_runner_multiprocessing(records_dir, tmp_path):
     _check(s, out)
     kept = storage.read_parquet(str(out / "kept"))
     assert set(kept.column("domain").to_pylist()) <= {"animals", "people"}
+
+
+def test_big_photo_mined_with_its_true_size(tmp_path):
+    """A 6000 x 4000 JPEG is decoded at its 1536 x 1024 working size, but its row keeps the true size."""
+    yy, xx = np.mgrid[0:1000, 0:1500].astype(np.float32)
+    a = np.stack([xx / 6, yy / 4, 128 + 60 * np.sin(xx / 6) * np.cos(yy / 4)], -1).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).resize((6000, 4000), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
+    rec = make_record(key="big", url="x", caption="a big photo", image=buf.getvalue(), source="test")
+    storage.write_parquet([rec], str(tmp_path / "records" / "records-00000.parquet"), RECORD_SCHEMA)
+    s = mine.run(str(tmp_path / "records"), str(tmp_path / "mined"), min_quality=0.0, use_brisque=False)
+    assert s["kept"] == 1 and s["config"]["work_side"] == 1024
+    row = storage.read_parquet(str(tmp_path / "mined" / "kept")).to_pylist()[0]
+    assert (row["width"], row["height"]) == (6000, 4000) and 0.0 <= row["quality"] <= 1.0
