@@ -132,7 +132,7 @@ def s3_chain(s3_env, tmp_path_factory):
     run = f"s3://{BUCKET}/run"
     _cli("mining.readers", "--input", f"s3://{BUCKET}/corpus/pairs.csv", "--output", f"{run}/records", env=s3_env)
     _cli("pipelines.mine", "--input", f"{run}/records", "--output", f"{run}/mined", "--no-brisque", env=s3_env)
-    _cli("pipelines.build_clusters", "--input", f"{run}/mined", "--mined", f"{run}/mined",
+    _cli("pipelines.build_clusters", "--mined", f"{run}/mined",
          "--output", f"{run}/clusters", env=s3_env)
     _cli("pipelines.build_tasks", "--input", run, "--output", f"{run}/tasks", "--tasks", "t2i,subject",
          env=s3_env)
