@@ -20,7 +20,6 @@ from clustering.copy_features import CopyMatch, aligned_match, layout_pair
 from clustering.phash import flip_hamming
 from core.config import knob
 
-
 # Thresholds used when no calibration applies (chosen for the ImageNet-pooled offline features).
 HISTORICAL = {"cos_threshold": 0.97, "cos_alone": 0.985, "copy_min_cos": 0.5, "phash_min_cos": 0.45}
 

@@ -95,8 +95,8 @@ def test_prefixes_count_as_folders(s3_env):
 
 def test_stage_listings_find_their_inputs(s3_env):
     """The listing helpers of clustering (``--mined``) and tasks look into ``kept/``, not the run root."""
+    from clustering.steps import kept_files
     from datasets.build import kept_path, parquet_files
-    from pipelines.build_clusters import kept_files
 
     c = boto3.client("s3")
     for key in ("lst/run/mined/kept/k.parquet", "lst/run/mined/rejects/k.parquet", "lst/run/clusters/clusters.parquet"):
