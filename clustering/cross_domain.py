@@ -35,8 +35,8 @@ PREFIX = "cross_domain_"
 class CrossDomainConfig:
     """The global near-duplicate pass (flags ``--cross-domain-*``)."""
 
-    enabled: bool = field(default=True, metadata=knob("skip the global near-duplicate pass across domains",
-                                                      flag="--no-cross-domain"))
+    enabled: bool = field(default=True, metadata=knob(
+        "the global near-duplicate pass across domains (--no-cross-domain: skip it)", flag="--no-cross-domain"))
     neighbours: int | None = field(default=None, metadata=knob(
         "candidates per record over all domains (embedding kNN; plus layout kNN; none: --neighbours)", min=1))
     group: int = field(default=20_000, metadata=knob(
