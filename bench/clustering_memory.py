@@ -26,7 +26,7 @@ def photos(args) -> dict:
     stages = {
         "read": [py, "-m", "mining.readers", "--input", args.csv, "--output", f"{w}/records"],
         "mine": [py, "-m", "pipelines.mine", "--input", f"{w}/records", "--output", f"{w}/mined"],
-        "cluster": [py, "-m", "pipelines.build_clusters", "--input", "-", "--mined", f"{w}/mined",
+        "cluster": [py, "-m", "pipelines.build_clusters", "--mined", f"{w}/mined",
                     "--output", f"{w}/clusters"],
     }
     out = {}

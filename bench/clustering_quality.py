@@ -147,11 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
     points = load_points(cdir)
     embedded = {p["key"] for p in points}
     pipeline = score(clusters, dups, truth, embedded)
-    base_cfg = ClusterConfig(dedup=replace(DedupConfig(), use_copy=False), max_distance_ratio=0.0)
+    base_cfg = ClusterConfig(dedup=replace(DedupConfig(), use_copy=False), max_distance_ratio=0.0, reciprocal=0)
     off = recluster(points, base_cfg, cross_domain=False)
-    on = recluster(points, ClusterConfig(max_distance_ratio=0.0))
+    on = recluster(points, ClusterConfig(max_distance_ratio=0.0, reciprocal=0))
     res_off, res_on = score(off[0], off[1], truth, embedded), score(on[0], on[1], truth, embedded)
-    full = recluster(points, ClusterConfig())
+    full = recluster(points, ClusterConfig(reciprocal=0))
     res_full = score(full[0], full[1], truth, embedded)
     print(f"\n{args.dataset}: n={n} seed={args.seed}; records read {summary['read']}, clustered {len(points)}, "
           f"mining: {mining}; pipeline {pipe_s:.1f}s; accounted={summary['accounted']}; "

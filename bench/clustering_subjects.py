@@ -146,7 +146,7 @@ def configs():
     from clustering.calibration import resolve
     from clustering.dedup import DedupConfig
 
-    hist = ClusterConfig()
+    hist = ClusterConfig(reciprocal=0)
     cal = resolve("auto", "offline")
     dd = replace(DedupConfig(), **cal.dedup_overrides()) if cal else DedupConfig()
     after = ClusterConfig(dedup=dd, member_floor=cal.member_floor if cal else -1.0,

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--threshold", type=float, default=DedupConfig().cos_threshold)
+    ap.add_argument("--threshold", type=float, default=DedupConfig().resolved().cos_threshold)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--phash-max", type=int, default=10_000, help="largest n for the PHash search (quadratic: 10k took minutes)")
     a = ap.parse_args(argv)

@@ -71,80 +71,12 @@ def _cluster_defaults() -> dict[str, Any]:
 
 
 def cluster_direct(mined: str, output: str) -> dict[str, Any]:
-    """``pipelines.build_clusters`` without Beam, with its defaults: embed, exact dedup, per-domain
-    k-means, kNN + dedup + 5-pair clusters per group, Parquet outputs, cluster shards, summary."""
-    import numpy as np
+    """``pipelines.build_clusters`` without Beam, with its defaults: ``clustering.local.cluster_local``
+    runs the same clustering functions as the Beam graph (embed, exact dedup, cross-domain pass,
+    k-means, kNN + dedup + 5-pair clusters, Parquet outputs, cluster shards, summary)."""
+    from clustering.local import cluster_local
 
-    from clustering import embeddings_io, shards
-    from clustering.build import cluster_group
-    from clustering.dedup import exact_duplicates
-    from clustering.embedders import make_embedder
-    from clustering.kmeans import assign, hash01
-    from pipelines import build_clusters as bc
-    from pipelines import cluster_transforms as ct
-
-    t0 = time.perf_counter()
-    o = _cluster_defaults()
-    cfg, _ = bc.make_config(**{k: o[k] for k in bc.CONFIG_ARGS})
-    storage.makedirs(output)
-    files = bc.kept_files(mined)
-    embedder = make_embedder(o["embedder"], batch_size=min(o["batch_size"], 64))
-    points = []
-    for i, path in enumerate(files):
-        metas, img, txt, rejects = embeddings_io.embed_rows(list(storage.iter_rows(path)), embedder, o["batch_size"])
-        embeddings_io.write_shard(output, i, metas, img, txt, rejects)
-        points += [embeddings_io.to_point(m) for m in metas]
-    dups: list[dict] = []
-    for field in o["exact_fields"]:
-        groups: dict[str, list] = defaultdict(list)
-        for p in points:
-            groups[p[field] if p.get(field) is not None else "\x00" + p["key"]].append(p)
-        points = []
-        for g in groups.values():
-            kept, d = exact_duplicates(g, field)
-            points += kept
-            dups += d
-    by_dom: dict[str, list] = defaultdict(list)
-    for p in points:  # the pipeline's grouping: one k-means over all domains unless group_by="domain"
-        by_dom[p["domain"] if o["group_by"] == "domain" else ct.ALL_DOMAINS].append(p)
-    plans = {d: ct.centroid_plan(len(ps), o["target_group"], o["centroids"]) for d, ps in by_dom.items()}
-    clusters, stats = [], []
-    for dom, ps in by_dom.items():
-        sample = [p for p in ps if ct.in_sample((dom, p), plans, o["seed"])]
-        cents = ct.train_domain((dom, sample), plans, o["seed"], o["niter"])[1] if sample else None
-        if cents is None or len(cents) == 1:
-            labels = np.zeros(len(ps), dtype=np.int64)
-        else:
-            labels = assign(np.stack([p["embedding"] for p in ps]), cents)
-        groups = defaultdict(list)
-        for p, lab in zip(ps, labels):
-            groups[int(lab)].append(p)
-        for g in groups.values():
-            c, d, s = cluster_group(g, None if dom == ct.ALL_DOMAINS else dom, cfg)
-            clusters += c
-            dups += d
-            stats.append(s)
-    ct.write_rows(clusters, storage.join(output, "clusters.parquet"), bc.CLUSTER_SCHEMA, "cluster_id")
-    ct.write_rows(dups, storage.join(output, "duplicates.parquet"), bc.DUP_SCHEMA, "key")
-    storage.atomic_write_bytes(storage.join(output, "group_stats.json"),
-                               json.dumps(ct.sum_dicts(stats), sort_keys=True).encode())
-    images: dict[str, tuple[bytes, str]] = {}
-    for path in files:
-        for k, v in ct.read_images(path):
-            images.setdefault(k, v)
-    n_shards = max(1, math.ceil(len(clusters) / o["per_shard"]))
-    by_shard: dict[int, list] = defaultdict(list)
-    for c in clusters:
-        if all(k in images for k in c["keys"]):
-            sample = shards.sample_files(c, [images[k][0] for k in c["keys"]], [images[k][1] for k in c["keys"]])
-            by_shard[int(hash01(c["cluster_id"]) * n_shards)].append((c["cluster_id"], sample))
-    for i, ss in by_shard.items():
-        shards.write_shard(output, i, ss)
-    summary = bc.summarise(output, files, {})
-    summary["seconds"] = round(time.perf_counter() - t0, 3)
-    storage.atomic_write_bytes(storage.join(output, "summary.json"),
-                               json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
-    return summary
+    return cluster_local(mined, output)
 
 
 # ---------------------------------------------------------------------------------------- tasks

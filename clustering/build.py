@@ -10,33 +10,61 @@ pair may therefore appear in several clusters (as a seed once, as a member of ot
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from clustering.copy_features import layout_neighbours
 from clustering.dedup import CopyScores, DedupConfig, neighbour_duplicates, pair_is_duplicate, rank_key
 from clustering.knn import knn
+from core.config import knob, section
 
 REASONS = {1: "cosine", 2: "phash", 3: "caption", 4: "copy"}
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    neighbours: int = 10  # nearest neighbours searched per seed (the paper's 10)
-    size: int = 5  # pairs per cluster; smaller clusters are discarded
-    min_similarity: float = 0.0  # neighbours below this cosine to the seed are not members
-    max_distance_ratio: float = 2.0  # weakest member's (1 - cos) over the closest member's; above: discarded (0: off)
-    member_floor: float = -1.0  # calibrated cosine a member must reach (``Calibration.member_floor``; -1: off)
-    unrelated_median: float = 0.0  # calibrated median cosine of unrelated pairs (the coherence scale's 0)
-    reciprocal: int = 0  # window of the mutual-neighbour test: a member's this many nearest kept neighbours (0: off)
-    shared: float = 0.75  # ... must hold the seed and at least this share of the members taken so far
-    mutual_members: int = 3  # how many non-seed members must pass the mutual test (the rest: floor only)
-    strict_coherence: float = 1.5  # ``coherent`` flag: weakest member at least this on the calibrated scale
-    seeds: str = "all"  # all | cover
-    knn_method: str = "auto"  # auto | flat | ivf | bf16
-    ivf_threshold: int = 100_000
-    dedup: DedupConfig = field(default_factory=DedupConfig)
+    """kNN, 5-pair clusters and their coherence rule inside one k-means group. ``member_floor`` and
+    ``unrelated_median`` left at ``None`` come from the embedder's calibration (:meth:`resolved`)."""
+
+    neighbours: int = field(default=10, metadata=knob("nearest neighbours searched per seed (the paper's 10)",
+                                                      min=1))
+    size: int = field(default=5, metadata=knob("pairs per cluster; smaller ones are discarded",
+                                               flag="--cluster-size", min=1))
+    min_similarity: float = field(default=0.0, metadata=knob("minimum cosine of a member to its seed"))
+    max_distance_ratio: float = field(default=2.0, metadata=knob(
+        "discard a cluster whose weakest member is more than this many times farther (1 - cosine) from the seed "
+        "than its closest member (scale-free; 0: off)", min=0))
+    member_floor: float | None = field(default=None, metadata=knob(
+        "calibrated cosine a member must reach (none: the calibration's, else -1 = off)", hidden=True))
+    unrelated_median: float | None = field(default=None, metadata=knob(
+        "median cosine of unrelated pairs, the coherence scale's 0 (none: the calibration's, else 0)", hidden=True))
+    reciprocal: int = field(default=5, metadata=knob(
+        "a member must have the seed among its this many nearest kept neighbours (0: off)", min=0))
+    shared: float = field(default=0.75, metadata=knob(
+        "... and at least this share of the members taken so far", hidden=True))
+    mutual_members: int = field(default=3, metadata=knob(
+        "how many non-seed members must pass the mutual test (the rest: floor only)", hidden=True))
+    strict_coherence: float = field(default=1.5, metadata=knob(
+        "'coherent' flag (subject tasks): weakest member's cosine at least this on the calibrated scale "
+        "(0 = median unrelated pair, 1 = floor)"))
+    seeds: str = field(default="all", metadata=knob(
+        "every deduplicated pair seeds a cluster, or only pairs not yet in a kept cluster", choices=("all", "cover")))
+    knn_method: str = field(default="auto", metadata=knob("kNN method inside a group", flag="--knn",
+                                                          choices=("auto", "flat", "ivf", "bf16")))
+    ivf_threshold: int = field(default=100_000, metadata=knob("group size from which kNN uses IVF", hidden=True))
+    dedup: DedupConfig = section(DedupConfig, "near-duplicate rules")
+
+    def resolved(self, cal=None) -> ClusterConfig:
+        """Every calibrated value a number: from ``cal`` (a ``Calibration``) where left ``None``,
+        else the historical ones (floor off, median 0, ``dedup.HISTORICAL``)."""
+        floor = self.member_floor if self.member_floor is not None else (cal.member_floor if cal else -1.0)
+        median = self.unrelated_median if self.unrelated_median is not None else (
+            cal.unrelated_median if cal else 0.0)
+        dedup = self.dedup.resolved(cal.dedup_overrides() if cal else None)
+        if (floor, median, dedup) == (self.member_floor, self.unrelated_median, self.dedup):
+            return self
+        return replace(self, member_floor=floor, unrelated_median=median, dedup=dedup)
 
 
 def cluster_id(domain: str, seed_key: str) -> str:
@@ -83,6 +111,7 @@ def merge_candidates(x: np.ndarray, sims: np.ndarray, idx: np.ndarray, extra: np
 
 def cluster_group(points: list[dict], domain: str, cfg: ClusterConfig) -> tuple[list[dict], list[dict], dict]:
     """Clusters and duplicate rows of one group; ``points`` carry key, url, embedding, quality, phash."""
+    cfg = cfg.resolved()
     pts, x, ph, phf, caps = stack_points(points)
     n = len(pts)
     stats = {"points": n, "duplicates": 0, "clusters_kept": 0, "clusters_too_small": 0, "clusters_weak": 0,

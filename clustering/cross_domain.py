@@ -19,12 +19,13 @@ when both land in one list: approximate for k > 1, like any IVF search, and near
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from clustering.dedup import CopyScores, DedupConfig, neighbour_duplicates, rank_key
 from clustering.knn import knn
+from core.config import knob
 
 REASONS = {1: "cosine", 2: "phash", 3: "caption", 4: "copy"}
 PREFIX = "cross_domain_"
@@ -32,10 +33,16 @@ PREFIX = "cross_domain_"
 
 @dataclass(frozen=True)
 class CrossDomainConfig:
-    enabled: bool = True
-    neighbours: int = 10  # candidates per record over all domains (embedding kNN; plus layout kNN)
-    group: int = 20_000  # records per global list (k = round(n / group))
-    spill: float = 0.05  # a record is also a guest of its second list when within this score of its best
+    """The global near-duplicate pass (flags ``--cross-domain-*``)."""
+
+    enabled: bool = field(default=True, metadata=knob(
+        "the global near-duplicate pass across domains (--no-cross-domain: skip it)", flag="--no-cross-domain"))
+    neighbours: int | None = field(default=None, metadata=knob(
+        "candidates per record over all domains (embedding kNN; plus layout kNN; none: --neighbours)", min=1))
+    group: int = field(default=20_000, metadata=knob(
+        "records per global list of the cross-domain pass (one exact list below 1.5x this)", min=1))
+    spill: float = field(default=0.05, metadata=knob(
+        "a record also joins its second global list when that centroid scores within this of its best"))
 
 
 def list_assignments(scores: np.ndarray, spill: float) -> list[list[tuple[int, bool]]]:
@@ -64,6 +71,7 @@ def cross_domain_duplicates(points: list[dict], home: list[bool], dedup: DedupCo
     from clustering.build import merge_candidates, stack_points
     from clustering.copy_features import layout_neighbours
 
+    dedup = dedup.resolved()
     order = sorted(range(len(points)), key=lambda i: rank_key(points[i]))
     pts, x, ph, phf, caps = stack_points([points[i] for i in order])
     is_home = np.array([home[i] for i in order], dtype=bool)

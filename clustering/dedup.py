@@ -12,31 +12,64 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from clustering.copy_features import CopyMatch, aligned_match, layout_pair
 from clustering.phash import flip_hamming
+from core.config import knob
+
+# Thresholds used when no calibration applies (chosen for the ImageNet-pooled offline features).
+HISTORICAL = {"cos_threshold": 0.97, "cos_alone": 0.985, "copy_min_cos": 0.5, "phash_min_cos": 0.45}
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    cos_threshold: float = 0.97  # cosine at or above which two images are near-duplicates ...
-    cos_min_copy: float = 0.9  # ... when (with thumbnails) the aligned copy score also reaches this (<= -1: off) ...
-    cos_alone: float = 0.985  # ... or the cosine reaches this (no corroboration needed)
-    phash_threshold: int = 4  # flip-aware pHash Hamming distance at or below which ...
-    phash_min_cos: float = 0.45  # ... a pair is a duplicate when cosine also reaches this
-    phash_min_copy: float = 0.9  # ... and (with thumbnails) the copy score reaches this, residual within bounds (<= -1: off)
-    use_phash: bool = True
-    caption_min_cos: float = 1.01  # (off by default: >1) same normalised caption + at least this cosine = duplicate
-    use_copy: bool = True
-    copy_threshold: float = 0.985  # aligned-thumbnail correlation at or above which ...
-    copy_min_cos: float = 0.5  # ... a pair is a duplicate when cosine also reaches this
-    copy_max_colour_change: float = 0.2  # ... and the aligned colour change (log contrast-ratio spread) is at most this
-    copy_max_residual: float = 5.0  # ... and the aligned per-channel affine residual (grey levels) is at most this
-    copy_gate: float = 0.5  # unaligned 8x8 layout correlation below which a pair is not verified (cheap pre-filter)
-    layout_neighbours: int = 10  # extra candidates per record from kNN on unaligned layout vectors (0: off)
+    """Near-duplicate rules. The four cosines left at ``None`` come from the embedder's calibration
+    (``clustering/calibration.py``), else :data:`HISTORICAL`: :meth:`resolved` fills them."""
+
+    cos_threshold: float | None = field(default=None, metadata=knob(
+        "cosine at/above which images are near-duplicates (none: calibration, else 0.97) ..."))
+    cos_min_copy: float = field(default=0.9, metadata=knob(
+        "... when their aligned-thumbnail copy score also reaches this (another view of one subject can be "
+        "that close; <= -1: off, plain SemDeDup) ..."))
+    cos_alone: float | None = field(default=None, metadata=knob(
+        "... or their cosine reaches this (no thumbnail corroboration needed; none: calibration, else 0.985)"))
+    phash_threshold: int = field(default=4, metadata=knob("flip-aware pHash distance at/below which ..."))
+    phash_min_cos: float | None = field(default=None, metadata=knob(
+        "... pairs with at least this cosine are duplicates (none: calibration, else 0.45)"))
+    phash_min_copy: float = field(default=0.9, metadata=knob(
+        "... and whose aligned-thumbnail copy score reaches this (corroboration; <= -1: off)"))
+    use_phash: bool = field(default=True, metadata=knob("use the pHash rule"))
+    caption_min_cos: float = field(default=1.01, metadata=knob(
+        "pairs with the same normalised caption and at least this cosine are duplicates (>1: off)"))
+    use_copy: bool = field(default=True, metadata=knob(
+        "use aligned-thumbnail copy verification (also off when --copy-threshold > 1)"))
+    copy_threshold: float = field(default=0.985, metadata=knob(
+        "aligned-thumbnail correlation (crop/flip/colour robust) at/above which ... (>1: off)"))
+    copy_min_cos: float | None = field(default=None, metadata=knob(
+        "... pairs with at least this cosine are duplicates (none: calibration, else 0.5)"))
+    copy_max_colour_change: float = field(default=0.2, metadata=knob(
+        "... and whose colour channels' contrast ratios, at that alignment, spread by at most this log ratio "
+        "(0.2: about +-10%% gain per channel; recoloured renders are not copies)"))
+    copy_max_residual: float = field(default=5.0, metadata=knob(
+        "... and whose mean absolute difference after a per-channel gain/offset map, at that alignment, is at "
+        "most this many grey levels (of 255, on 16x16 views)"))
+    copy_gate: float = field(default=0.5, metadata=knob(
+        "unaligned layout correlation below which a pair is not verified (pre-filter)"))
+    layout_neighbours: int = field(default=10, metadata=knob(
+        "extra dedup candidates per record from kNN on layout vectors (0: off)", min=0))
+
+    def resolved(self, calibrated: dict[str, float] | None = None) -> DedupConfig:
+        """Every threshold a number: ``None`` ones from ``calibrated`` (a calibration's
+        ``dedup_overrides()``), else :data:`HISTORICAL`; copy verification off above 1."""
+        base = calibrated or HISTORICAL
+        fill = {k: base[k] for k in HISTORICAL if getattr(self, k) is None}
+        use_copy = self.use_copy and self.copy_threshold <= 1.0
+        if not fill and use_copy == self.use_copy:
+            return self
+        return replace(self, use_copy=use_copy, **fill)
 
 
 class CopyScores:
@@ -127,6 +160,7 @@ def neighbour_duplicates(ranks: np.ndarray, sims: np.ndarray, idx: np.ndarray, c
     Returns (dup_of (n,) int64, -1 when kept; reason (n,) 0 kept / 1 cosine / 2 phash / 3 caption
     / 4 copy; root (n,) index of the kept record each duplicate resolves to).
     """
+    cfg = cfg.resolved()
     n = len(ranks)
     valid = idx >= 0
     safe = np.where(valid, idx, 0)

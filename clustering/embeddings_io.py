@@ -62,55 +62,63 @@ def shrink(im):
     return im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BOX, reducing_gap=3.0)
 
 
-def _batches(rows, n: int):
-    batch = []
-    for r in rows:
-        batch.append(r)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def embed_batch(rows, embedder) -> tuple[list[dict], list[dict]]:
+    """Decode, hash and embed one batch of mined rows: (metadata rows with ``embedding`` and
+    ``text_embedding`` as float vectors, reject rows). One model call per batch of decoded images."""
+    from core.decode import decode_record
+
+    images, batch, rejects = [], [], []
+    for row in rows:
+        try:
+            dec = decode_record(row)
+        except Exception as exc:  # noqa: BLE001 - one bad record never takes others down
+            rejects.append(reject(row, STAGE, "decode_error", repr(exc)))
+            continue
+        if isinstance(dec, dict):
+            rejects.append(dict(dec, stage=STAGE))
+            continue
+        images.append(shrink(dec.image))
+        del dec
+        batch.append({k: row.get(k) for k in ("key", "url", "caption", "sha256", "domain", "quality")})
+    if not batch:
+        return [], rejects
+    img = embedder.embed_images(images)
+    txt = embedder.embed_texts([r.get("caption") or "" for r in batch])
+    metas = []
+    for row, im, emb, temb in zip(batch, images, img, txt):
+        ph, phf = phash_pair(im)
+        q = row.get("quality")
+        metas.append({
+            "key": row["key"], "url": row.get("url"), "caption": row.get("caption"),
+            "sha256": row.get("sha256"), "domain": row.get("domain") or "all",
+            "quality": float(q) if q is not None else None, "caption_hash": caption_hash(row.get("caption")),
+            "phash": to_signed(ph), "phash_flip": to_signed(phf), "dhash": to_signed(dhash(im)), "thumb": thumbnail(im),
+            "embedding": emb, "text_embedding": temb,
+        })
+    return metas, rejects
+
+
+def shard_arrays(kept: list[dict], dim: int) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
+    """Embedded rows -> (metadata rows as written, image matrix, text matrix or None when empty)."""
+    img = np.stack([r["embedding"] for r in kept]) if kept else np.zeros((0, dim), np.float32)
+    txt = np.stack([r["text_embedding"] for r in kept]) if kept else None
+    metas = [{**{k: v for k, v in r.items() if k != "text_embedding"}, "embedding": r["embedding"].tolist()}
+             for r in kept]
+    return metas, img.astype(np.float32), txt
 
 
 def embed_rows(rows, embedder, batch_size: int = 64) -> tuple[list[dict], np.ndarray, np.ndarray | None, list[dict]]:
     """Decode, hash and embed mined rows (any iterable, consumed batch by batch, so only one batch of
     encoded bytes is held): (metadata rows, image vectors, text vectors, reject rows)."""
-    from core.decode import decode_record
+    from core.stage import batches
 
-    metas, img_vecs, txt_vecs, rejects = [], [], [], []
-    for chunk in _batches(rows, batch_size):
-        images, batch = [], []
-        for row in chunk:
-            try:
-                dec = decode_record(row)
-            except Exception as exc:  # noqa: BLE001 - one bad record never takes others down
-                rejects.append(reject(row, STAGE, "decode_error", repr(exc)))
-                continue
-            if isinstance(dec, dict):
-                rejects.append(dict(dec, stage=STAGE))
-                continue
-            images.append(shrink(dec.image))
-            del dec
-            batch.append({k: row.get(k) for k in ("key", "url", "caption", "sha256", "domain", "quality")})
-        if not batch:
-            continue
-        img_vecs.append(embedder.embed_images(images))
-        txt_vecs.append(embedder.embed_texts([r.get("caption") or "" for r in batch]))
-        for row, im, emb in zip(batch, images, img_vecs[-1]):
-            ph, phf = phash_pair(im)
-            q = row.get("quality")
-            metas.append({
-                "key": row["key"], "url": row.get("url"), "caption": row.get("caption"),
-                "sha256": row.get("sha256"), "domain": row.get("domain") or "all",
-                "quality": float(q) if q is not None else None, "caption_hash": caption_hash(row.get("caption")),
-                "phash": to_signed(ph), "phash_flip": to_signed(phf), "dhash": to_signed(dhash(im)), "thumb": thumbnail(im),
-                "embedding": emb.tolist(),
-            })
-    dim = getattr(embedder, "dim", 0)
-    img = np.concatenate(img_vecs) if img_vecs else np.zeros((0, dim), np.float32)
-    txt = np.concatenate(txt_vecs) if txt_vecs else None
-    return metas, img.astype(np.float32), txt, rejects
+    kept, rejects = [], []
+    for chunk in batches(rows, batch_size):
+        k, r = embed_batch(chunk, embedder)
+        kept += k
+        rejects += r
+    metas, img, txt = shard_arrays(kept, getattr(embedder, "dim", 0))
+    return metas, img, txt, rejects
 
 
 def write_shard(out: str, i: int, metas: list[dict], img: np.ndarray, txt: np.ndarray | None,

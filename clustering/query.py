@@ -48,7 +48,8 @@ def load_embeddings(folder: str) -> tuple[np.ndarray, list[dict], str | None]:
     spec = None
     summary = storage.join(root, "summary.json")
     if storage.exists(summary):
-        spec = (json.loads(storage.read_bytes(summary)).get("config") or {}).get("embedder")
+        cfg = json.loads(storage.read_bytes(summary)).get("config") or {}
+        spec = (cfg.get("embedding") or {}).get("embedder") or cfg.get("embedder")  # older summaries: flat
     return np.concatenate(vecs), rows, spec
 
 

@@ -172,6 +172,7 @@ def _section_coherence(run: str) -> str:
     weakest = [min(c["similarities"][1:]) for c in clusters if len(c.get("similarities") or []) > 1]
     summ = _cluster_summary(path)
     cfg = summ.get("config") or {}
+    cfg = cfg.get("cluster") or cfg  # ClusteringConfig's section (older summaries: flat)
     parts = [
         '<div class="panel"><h3>similarity to the seed, every non-seed member</h3>'
         + svg_histogram(members, 0.0, 1.0, marks={"mean": float(np.mean(members))} if members else None) + "</div>",

@@ -37,7 +37,7 @@ def _purity(clusters, pts):
 def test_mutual_neighbour_rule_discards_fillers_of_small_subjects():
     sizes = [6, 5, 4, 6, 4, 5, 5, 6]
     pts = _subjects(sizes)
-    plain, _, st_plain = cluster_group([dict(p) for p in pts], "all", ClusterConfig(dedup=NO_COPY, max_distance_ratio=0))
+    plain, _, st_plain = cluster_group([dict(p) for p in pts], "all", ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=0))
     ruled, _, st = cluster_group([dict(p) for p in pts], "all",
                                  ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=5, mutual_members=4))
     assert _purity(plain, pts) < 0.97  # 4-photo subjects get a filler from another subject

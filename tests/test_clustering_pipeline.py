@@ -79,3 +79,16 @@ def test_build_clusters_on_mined_folder(tmp_path):
     before = (out / "clusters.parquet").read_bytes()
     s2 = run("", str(out), mined=str(mined), per_shard=8, calibration="none")  # rerun: embedding shards skipped, same output
     assert s2["clusters_kept"] == s["clusters_kept"] and (out / "clusters.parquet").read_bytes() == before
+    # the Beam-free path calls the same functions: the same bytes
+    from clustering.local import cluster_local
+    from pipelines.build_clusters import make_config
+
+    local = tmp_path / "local"
+    s3 = cluster_local(str(mined), str(local), make_config(per_shard=8, calibration="none"))
+    assert s3["config"] == s["config"] and s3["clusters_kept"] == s["clusters_kept"]
+    names = ["clusters.parquet", "duplicates.parquet", "group_stats.json",
+             *(str(p.relative_to(out)) for p in sorted((out / "shards").glob("*.tar"))),
+             *(str(p.relative_to(out)) for p in sorted((out / "embeddings").rglob("*_*.*")))]
+    assert len(names) > 8
+    for name in names:
+        assert (local / name).read_bytes() == (out / name).read_bytes(), name

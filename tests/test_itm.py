@@ -183,7 +183,7 @@ def _embeddings(root, spec="offline"):
         storage.atomic_write_bytes(str(root / "embeddings" / "img_emb" / f"img_emb_{i}.npy"), npy_bytes(v))
         storage.write_parquet([{"key": f"k{i}{j}", "caption": f"c{i}{j}", "url": f"u{i}{j}"} for j in range(2)],
                               str(root / "embeddings" / "metadata" / f"metadata_{i}.parquet"))
-    (root / "summary.json").write_text(json.dumps({"config": {"embedder": spec}}))
+    (root / "summary.json").write_text(json.dumps({"config": {"embedding": {"embedder": spec}}}))
 
 
 def test_text_query_over_clustering_embeddings(tmp_path):

@@ -95,8 +95,8 @@ def test_prefixes_count_as_folders(s3_env):
 
 def test_stage_listings_find_their_inputs(s3_env):
     """The listing helpers of clustering (``--mined``) and tasks look into ``kept/``, not the run root."""
+    from clustering.steps import kept_files
     from datasets.build import kept_path, parquet_files
-    from pipelines.build_clusters import kept_files
 
     c = boto3.client("s3")
     for key in ("lst/run/mined/kept/k.parquet", "lst/run/mined/rejects/k.parquet", "lst/run/clusters/clusters.parquet"):
@@ -132,7 +132,7 @@ def s3_chain(s3_env, tmp_path_factory):
     run = f"s3://{BUCKET}/run"
     _cli("mining.readers", "--input", f"s3://{BUCKET}/corpus/pairs.csv", "--output", f"{run}/records", env=s3_env)
     _cli("pipelines.mine", "--input", f"{run}/records", "--output", f"{run}/mined", "--no-brisque", env=s3_env)
-    _cli("pipelines.build_clusters", "--input", f"{run}/mined", "--mined", f"{run}/mined",
+    _cli("pipelines.build_clusters", "--mined", f"{run}/mined",
          "--output", f"{run}/clusters", env=s3_env)
     _cli("pipelines.build_tasks", "--input", run, "--output", f"{run}/tasks", "--tasks", "t2i,subject",
          env=s3_env)

@@ -47,7 +47,7 @@ def _cli(module: str, *args: str, timeout: int = 1200) -> None:
 def _chain(records: Path, out: Path, runner: str, extra: list[str]) -> None:
     _cli("pipelines.mine", "--input", str(records), "--output", str(out / "mined"), "--no-brisque",
          "--runner", runner, *extra)
-    _cli("pipelines.build_clusters", "--input", str(out / "mined"), "--mined", str(out / "mined"),
+    _cli("pipelines.build_clusters", "--mined", str(out / "mined"),
          "--output", str(out / "clusters"), "--runner", runner, *extra)
     _cli("pipelines.build_tasks", "--input", str(out), "--output", str(out / "tasks"), "--tasks", "t2i,subject",
          "--runner", runner, *extra)
