@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -63,13 +62,6 @@ def mine_direct(records: str, output: str) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------- cluster
-def _cluster_defaults() -> dict[str, Any]:
-    from pipelines import build_clusters as bc
-
-    return {k: p.default for k, p in inspect.signature(bc.run).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
 def cluster_direct(mined: str, output: str) -> dict[str, Any]:
     """``pipelines.build_clusters`` without Beam, with its defaults: ``clustering.local.cluster_local``
     runs the same clustering functions as the Beam graph (embed, exact dedup, cross-domain pass,

@@ -201,7 +201,7 @@ def remove_stale_cluster_shards(output: str, per_shard: int) -> list[str]:
 
 
 # -- summary ------------------------------------------------------------------------------------
-def summarise(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
+def summarize(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
     """Stage summary from what is on disk: read = embedded + decode rejects + duplicates (all accounted)."""
     import pyarrow.parquet as pq
 
@@ -244,7 +244,7 @@ def finish_summary(output: str, files: list[str], upstream: dict, cfg, cal, seco
     from clustering.config import calibration_note
     from core.config import to_dict
 
-    summary = summarise(output, files, upstream)
+    summary = summarize(output, files, upstream)
     summary["calibration"] = calibration_note(cfg, cal)
     summary["config"] = to_dict(cfg)
     summary["seconds"] = round(seconds, 3)
