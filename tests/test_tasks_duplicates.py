@@ -24,7 +24,7 @@ def _png(i: int) -> bytes:
 def _inputs(root, with_dups=True):
     rows = [{"key": f"k{i:02d}", "url": f"/x/{i}.png", "caption": f"photo number {i}", "image": _png(i),
              "quality": 0.8, "domain": "products"} for i in range(10)]
-    storage.write_parquet(rows, str(root / "kept" / "part-00000.parquet"))
+    storage.write_parquet(rows, str(root / "mined" / "kept" / "part-00000.parquet"))
     if with_dups:
         storage.write_parquet(
             [{"key": k, "duplicate_of": v, "reason": "cosine"} for k, v in DUPS.items()],
