@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from PIL import Image
 
 from core import storage
@@ -63,3 +64,19 @@ def test_build_tasks_run_counts_excluded_duplicates(tmp_path):
     s = run(str(root), str(tmp_path / "out"), tasks=["t2i"], tools=tools, shard_size=4)
     assert s["samples"]["t2i"] == 8 and s["inputs"]["duplicates_excluded"] == 2
     assert s["rejected"] == {"near_duplicate": 2} and s["read"] == s["kept"] + 2
+
+
+def test_inputs_come_from_the_run_layout_or_explicit_folders(tmp_path):
+    """No probing: a run folder gives RUN/mined and RUN/clusters; --mined/--clusters point elsewhere."""
+    from core.cli import InputError
+
+    run_dir = _inputs(tmp_path / "run")
+    where = build.TaskInputs.of(run=str(run_dir))
+    assert where.kept == f"{run_dir}/mined/kept" and where.duplicates_table and where.clusters_table is None
+    flat = tmp_path / "flat"  # the old INPUT/kept layout is not looked for
+    storage.write_parquet([{"key": "a", "caption": "x"}], str(flat / "kept" / "p.parquet"))
+    assert build.parquet_files(str(flat)) == []
+    explicit = build.TaskInputs.of(mined=str(flat), clusters=str(run_dir / "clusters"))
+    assert build.parquet_files(explicit) == [str(flat / "kept" / "p.parquet")]
+    with pytest.raises(InputError, match="no clusters.parquet"):
+        _ = explicit.clusters_table  # named explicitly: it must hold the table
