@@ -28,6 +28,7 @@ from core.safe_files import read_file_bytes
 from datasets import shards as shard_io
 from datasets.instruction import InvalidSample, Sample, decode_image, encode_image, validate
 from datasets.mixture import MixturePlan, load_config, plan_mixture
+from datasets.task_config import TOKEN_LIMIT
 from datasets.tasks import REGISTRY
 from datasets.tasks.base import Job, PlanInputs, TaskSkip, Tools
 from datasets.tasks.t2i import is_art
@@ -211,7 +212,7 @@ class TokenLimit:
     Lazy and picklable (the tokenizer loads on first use in each worker).
     """
 
-    DEFAULT = 77
+    DEFAULT = TOKEN_LIMIT
 
     def __init__(self, limit: int = DEFAULT, model_path: str | None = None):
         self.limit, self.model_path, self._tok = int(limit), model_path, None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from core import config as cfgsys
 from core.config import knob
 
-TOKEN_LIMIT = 77  # datasets.build.TokenLimit.DEFAULT: the text_encoder.max_len of every training config
+TOKEN_LIMIT = 77  # the text_encoder.max_len of every training config (datasets.build.TokenLimit.DEFAULT)
 CONTROL_SIDE = 256  # the largest model size of the default cascade (sr.yaml: 64 -> 256)
 
 

@@ -6,8 +6,8 @@
 ``RUN`` is a run folder (``core.contracts.RunLayout``): mined ``RUN/mined/kept/*.parquet`` and,
 optionally, ``RUN/clusters/clusters.parquet`` (+ ``duplicates.parquet``); ``--mined`` /
 ``--clusters`` point at other folders. Knobs: ``datasets/task_config.py`` (also ``--config FILE``,
-``--set tasks.seed=1``); the per-sample work is ``datasets.stage.TaskStage``. Planning (keys and text only) runs in the launcher and is
-deterministic for a seed; the Beam graph joins each planned job to its input images by key
+``--set tasks.seed=1``); the per-sample work is ``datasets.stage.TaskStage``. Planning (keys and
+text only) runs in the launcher and is deterministic for a seed; the Beam graph joins each planned job to its input images by key
 (CoGroupByKey), batches jobs (``--batch-size``) and synthesises samples (control maps, style
 transfer, crops) in a DoFn that loads its models once per worker and runs HED once per batch,
 groups them by shard and writes every shard atomically with its manifest and reject rows. Shards
@@ -35,7 +35,7 @@ from core.config import section
 from datasets import build
 from datasets.card import build_card, write_card
 from datasets.mixture import load_config
-from datasets.task_config import CONTROL_SIDE, TasksConfig
+from datasets.task_config import TasksConfig
 from datasets.tasks.base import Job, PlanInputs, Tools
 from pipelines.runners import RunnerConfig
 
@@ -176,9 +176,6 @@ def _route_images(element):
     data = next((d for d in grouped["img"] if d), None)
     for order in grouped["need"]:
         yield order, (key, data)
-
-
-DEFAULT_CONTROL_SIDE = CONTROL_SIDE  # the largest model size of the default cascade (sr.yaml: 64 -> 256)
 
 
 @dataclass(frozen=True)
@@ -332,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args, cmd, beam_args = cfgsys.parse(ap, TasksCommand, argv, beam=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     require(args.input is not None or args.mined is not None, "give --input RUN (a run folder) or --mined DIR")
-    for flag, path in (("input", args.input), ("mined", args.mined), ("clusters", args.clusters)):
+    for flag, path in (("input", args.input), ("--mined", args.mined), ("--clusters", args.clusters)):
         require(path is None or storage.exists(path), f"{flag} {path} does not exist")
     cfg: TasksConfig = cmd.tasks
     require(not cfg.style_dir or storage.exists(cfg.style_dir), f"--style-dir {cfg.style_dir} does not exist")
