@@ -1,14 +1,17 @@
-"""Cluster shards: WebDataset tars, one sample per 5-pair cluster (docs/FORMATS.md "Cluster shards")."""
+"""Cluster shards: WebDataset tars, one sample per 5-pair cluster (docs/FORMATS.md "Cluster shards").
+
+The sample format (``iidata.cluster/1``) and the tar writer are ``core.samples``'s; this module
+turns a cluster row and its images into that sample and names the shard files.
+"""
 
 from __future__ import annotations
 
 import io
-import json
-import tarfile
 from typing import Any
 
 from PIL import Image
 
+from core import samples as sample_format
 from core import storage
 
 
@@ -26,25 +29,16 @@ def as_jpeg(data: bytes) -> bytes:
 
 
 def sample_files(cluster: dict[str, Any], images: list[bytes], captions: list[str]) -> list[tuple[str, bytes]]:
-    """(member name, bytes) of one sample, without the ``__key__`` prefix."""
-    meta = {k: cluster[k] for k in ("cluster_id", "domain", "keys", "urls", "similarities")}
-    meta["captions"] = captions
-    files = [(f"{i}.jpg", as_jpeg(img)) for i, img in enumerate(images)]
-    files.append(("txt", (captions[0] if captions else "").encode("utf-8")))  # the seed's caption
-    files.append(("json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")))
-    return files
+    """(member name, bytes) of one sample, without the ``__key__`` prefix
+    (``core.samples.encode_cluster_sample``; images re-encoded as JPEG when they are not)."""
+    fields = sample_format.encode_cluster_sample("", cluster, [as_jpeg(img) for img in images], captions)
+    return [(k, v) for k, v in fields.items() if k != "__key__"]
 
 
 def tar_bytes(samples: list[tuple[str, list[tuple[str, bytes]]]]) -> bytes:
-    """A WebDataset tar from (key, files) samples, in the given order, with fixed metadata."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, files in samples:
-            for name, data in files:
-                info = tarfile.TarInfo(f"{key}.{name}")
-                info.size, info.mtime, info.mode = len(data), 0, 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    """A WebDataset tar from (key, files) samples, in the given order (``core.samples.tar_bytes``:
+    members of a sample sorted by name, fixed metadata)."""
+    return sample_format.tar_bytes({"__key__": key, **dict(files)} for key, files in samples)
 
 
 def shard_path(out: str, index: int, prefix: str = "clusters") -> str:
@@ -55,5 +49,6 @@ def write_shard(out: str, index: int, samples: list[tuple[str, list[tuple[str, b
     """Write shard ``index`` atomically (samples sorted by key), unless it already holds these bytes
     (a rerun after the clusters changed replaces it)."""
     path = shard_path(out, index)
-    storage.write_if_changed(path, tar_bytes(sorted(samples, key=lambda s: s[0])))
+    sample_format.write_shard(path, ({"__key__": key, **dict(files)} for key, files in sorted(samples, key=lambda s: s[0])),
+                              if_changed=True)
     return path

@@ -2,7 +2,8 @@
 write one shard (+ its manifest and reject rows), and account for every input record.
 
 ``pipelines/build_tasks.py`` composes these in Apache Beam; everything here is plain Python.
-Output layout (``OUTPUT``): ``shards/tasks-NNNNN.tar`` with ``manifests/tasks-NNNNN.json`` and
+Inputs (:class:`TaskInputs`): a run folder's ``mined/kept/*.parquet`` and ``clusters/`` (or explicit
+folders). Output layout (``OUTPUT``): ``shards/tasks-NNNNN.tar`` with ``manifests/tasks-NNNNN.json`` and
 ``rejects/tasks-NNNNN.parquet`` beside each, ``plan.json``, ``card.json``, ``card.md``,
 ``summary.json``. Face photos (``--faces-dir``) are side inputs like the style images.
 """
@@ -15,16 +16,19 @@ import json
 import logging
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from core import storage
-from core.contracts import REJECT_SCHEMA, reject, url_key
+from core.cli import InputError
+from core.contracts import REJECT_SCHEMA, RunLayout, reject, url_key
 from core.safe_files import read_file_bytes
 from datasets import shards as shard_io
 from datasets.instruction import InvalidSample, Sample, decode_image, encode_image, validate
 from datasets.mixture import MixturePlan, load_config, plan_mixture
+from datasets.task_config import TOKEN_LIMIT
 from datasets.tasks import REGISTRY
 from datasets.tasks.base import Job, PlanInputs, TaskSkip, Tools
 from datasets.tasks.t2i import is_art
@@ -36,38 +40,68 @@ LIGHT_COLUMNS = ["key", "url", "caption", "quality", "domain", "width", "height"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-def kept_path(input_dir: str) -> str:
-    """``INPUT/kept`` (or ``INPUT/mined/kept``, the demo layout) when it exists, else INPUT itself."""
-    for sub in (storage.join(input_dir, "kept"), storage.join(input_dir, "mined", "kept")):
-        if storage.exists(sub):
-            return sub
-    return input_dir
+@dataclass(frozen=True)
+class TaskInputs:
+    """Where the tasks stage reads (``core.contracts.RunLayout``; nothing is probed).
+
+    ``mined``: the mining stage's folder (``kept/*.parquet``). ``clusters``: the clustering stage's
+    folder (``clusters.parquet``, optional ``duplicates.parquet``), or None for none. A run folder
+    gives ``RUN/mined`` and ``RUN/clusters`` (:meth:`of`); the clusters table of a run is optional
+    (without it subject and retrieval are skipped, with the reason), one named explicitly must exist.
+    """
+
+    mined: str
+    clusters: str | None = None
+    clusters_given: bool = False
+
+    @classmethod
+    def of(cls, run: str | None = None, mined: str | None = None, clusters: str | None = None) -> TaskInputs:
+        """From a run folder and/or explicit ``mined`` / ``clusters`` folders (explicit ones win)."""
+        layout = RunLayout(run) if run else None
+        if mined is None and layout is None:
+            raise InputError("the tasks stage needs a run folder (--input RUN) or a mined folder (--mined DIR)")
+        return cls(mined=mined or layout.mined, clusters=clusters or (layout.clusters if layout else None),
+                   clusters_given=clusters is not None)
+
+    @property
+    def kept(self) -> str:
+        return RunLayout.kept(self.mined)
+
+    @property
+    def clusters_table(self) -> str | None:
+        """``CLUSTERS/clusters.parquet``; None when absent (an explicit --clusters must hold it)."""
+        if self.clusters is None:
+            return None
+        path = RunLayout.clusters_table(self.clusters)
+        if storage.exists(path):
+            return path
+        if self.clusters_given:
+            raise InputError(f"--clusters {self.clusters}: no clusters.parquet there")
+        return None
+
+    @property
+    def duplicates_table(self) -> str | None:
+        """Clustering's ``duplicates.parquet`` beside ``clusters.parquet``, or None."""
+        if self.clusters is None:
+            return None
+        path = RunLayout.duplicates_table(self.clusters)
+        return path if storage.exists(path) else None
 
 
-def clusters_path(input_dir: str) -> str | None:
-    """``INPUT/clusters.parquet`` (or ``INPUT/clusters/clusters.parquet``), or None."""
-    for p in (storage.join(input_dir, "clusters.parquet"), storage.join(input_dir, "clusters", "clusters.parquet")):
-        if storage.exists(p):
-            return p
-    return None
+def as_inputs(inputs: str | TaskInputs) -> TaskInputs:
+    """A :class:`TaskInputs`; a string is a run folder."""
+    return inputs if isinstance(inputs, TaskInputs) else TaskInputs.of(run=inputs)
 
 
-def duplicates_path(input_dir: str) -> str | None:
-    """Clustering's ``duplicates.parquet`` beside ``clusters.parquet`` (same two places), or None."""
-    for p in (storage.join(input_dir, "duplicates.parquet"), storage.join(input_dir, "clusters", "duplicates.parquet")):
-        if storage.exists(p):
-            return p
-    return None
-
-
-def exclude_duplicates(rows: dict[str, dict[str, Any]], input_dir: str) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def exclude_duplicates(rows: dict[str, dict[str, Any]], inputs: str | TaskInputs,
+                       ) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """(rows without clustering's flagged near-duplicates, the excluded keys).
 
     Every task draws from the returned rows, so a record that clustering flagged as a copy of
     another (``duplicates.parquet``: ``key`` -> ``duplicate_of``) never becomes a target or a
     context image; its original stays. Without a duplicates table nothing is excluded.
     """
-    path = duplicates_path(input_dir)
+    path = as_inputs(inputs).duplicates_table
     if path is None:
         return rows, set()
     flagged = {r["key"] for r in storage.read_parquet(path, columns=["key"]).to_pylist()}
@@ -75,8 +109,9 @@ def exclude_duplicates(rows: dict[str, dict[str, Any]], input_dir: str) -> tuple
     return {k: r for k, r in rows.items() if k not in excluded}, excluded
 
 
-def parquet_files(input_dir: str) -> list[str]:
-    return storage.list_files(kept_path(input_dir), "*.parquet")
+def parquet_files(inputs: str | TaskInputs) -> list[str]:
+    """The mined ``kept/*.parquet`` files (none: an empty list)."""
+    return storage.list_files(as_inputs(inputs).kept, "*.parquet")
 
 
 def load_light_rows(files: list[str]) -> dict[str, dict[str, Any]]:
@@ -105,8 +140,9 @@ def iter_image_rows(path: str):
             yield r["key"], data
 
 
-def load_clusters(input_dir: str) -> list[dict[str, Any]]:
-    path = clusters_path(input_dir)
+def load_clusters(inputs: str | TaskInputs) -> list[dict[str, Any]]:
+    """Rows of ``clusters.parquet`` (none without a clusters table)."""
+    path = as_inputs(inputs).clusters_table
     if path is None:
         return []
     return storage.read_parquet(path, columns=None).to_pylist()
@@ -176,7 +212,7 @@ class TokenLimit:
     Lazy and picklable (the tokenizer loads on first use in each worker).
     """
 
-    DEFAULT = 77
+    DEFAULT = TOKEN_LIMIT
 
     def __init__(self, limit: int = DEFAULT, model_path: str | None = None):
         self.limit, self.model_path, self._tok = int(limit), model_path, None

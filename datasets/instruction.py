@@ -10,30 +10,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-MARKER_RE = re.compile(r"\[ref#(\d+)\]")
+from core.samples import MARKER_RE, decode_instruction_sample, encode_instruction_sample, marker, markers_in
+
 TEXT_ENCODER = "all-MiniLM-L6-v2"
-
-
-def marker(k: int) -> str:
-    """The k-th reference marker (1-based): ``[ref#k]``."""
-    return f"[ref#{k}]"
-
-
-def markers_in(text: str) -> list[str]:
-    """Distinct markers mentioned in ``text``, in order of first appearance."""
-    seen: list[str] = []
-    for m in MARKER_RE.finditer(text):
-        tag = marker(int(m.group(1)))
-        if tag not in seen:
-            seen.append(tag)
-    return seen
+__all__ = ["MARKER_RE", "marker", "markers_in", "ContextItem", "Sample", "InvalidSample", "validate",
+           "sample_json", "to_wds", "from_wds", "encode_image", "decode_image"]
 
 
 @dataclass
@@ -131,44 +118,25 @@ def sample_json(sample: Sample, text_encoder: str | None = None) -> dict[str, An
     return doc
 
 
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
 def to_wds(sample: Sample) -> dict[str, bytes | str]:
-    """WebDataset fields (extension -> bytes) for ``sample``; validates first."""
+    """WebDataset members (extension -> bytes) of ``sample`` (``core.samples`` format
+    ``iidata.instruction/1``); validates first."""
     validate(sample)
-    fields: dict[str, bytes | str] = {"__key__": sample.sample_id, "target.jpg": sample.target}
-    for k, c in enumerate(sample.context, start=1):
-        fields[f"ctx{k}.{c.ext}"] = c.image
     encoder = TEXT_ENCODER if sample.embeddings else None
-    fields["json"] = json.dumps(sample_json(sample, encoder), sort_keys=True).encode("utf-8")
-    for name, arr in sorted(sample.embeddings.items()):
-        fields[f"{name}_emb.npy"] = _npy(arr.astype(np.float16))
-    return fields
+    return encode_instruction_sample(sample.sample_id, sample_json(sample, encoder), sample.target,
+                                     [(c.ext, c.image) for c in sample.context], sample.embeddings)
 
 
 def from_wds(fields: dict[str, Any]) -> Sample:
-    """A Sample back from raw (undecoded) WebDataset fields."""
-    doc = json.loads(fields["json"])
-    ctx = [
-        ContextItem(
-            marker=c["marker"], text=c["text"], kind=c["kind"], key=c["key"],
-            image=fields[f"ctx{k}.{c['ext']}"], ext=c["ext"],
-        )
-        for k, c in enumerate(doc["context"], start=1)
-    ]
-    embs = {
-        name[: -len("_emb.npy")]: np.load(io.BytesIO(v), allow_pickle=False)
-        for name, v in fields.items()
-        if name.endswith("_emb.npy")
-    }
+    """A Sample back from raw (undecoded) WebDataset members."""
+    got = decode_instruction_sample(fields)
+    doc = got.doc
+    ctx = [ContextItem(marker=c["marker"], text=c["text"], kind=c["kind"], key=c["key"], image=img, ext=c["ext"])
+           for c, img in zip(doc["context"], got.context)]
     return Sample(
-        task=doc["task"], instruction=doc["instruction"], target=fields["target.jpg"],
+        task=doc["task"], instruction=doc["instruction"], target=got.target,
         target_caption=doc["target_caption"], target_key=doc["target_key"], context=ctx,
-        lineage=doc["lineage"], meta=doc.get("meta", {}), embeddings=embs,
+        lineage=doc["lineage"], meta=doc.get("meta", {}), embeddings=got.embeddings,
     )
 
 

@@ -1,9 +1,10 @@
 """Small task-stage inputs from a real captioned image folder (``metadata.csv`` with ``file``,
 ``caption`` and optionally ``main_category``), for tests, pictures and the docs' mixture table.
 
-Writes ``OUT/kept/part-00000.parquet`` (record schema + ``quality``, ``domain``) and, when the
-folder has categories, ``OUT/clusters.parquet``: label-based 5-pair clusters (five images of one
-category), a stand-in for the clustering stage's output with the same columns.
+``OUT`` is a run folder (``core.contracts.RunLayout``), so ``pipelines.build_tasks --input OUT``
+reads it: ``OUT/mined/kept/part-00000.parquet`` (record schema + ``quality``, ``domain``) and, when
+the folder has categories, ``OUT/clusters/clusters.parquet``: label-based 5-pair clusters (five
+images of one category), a stand-in for the clustering stage's output with the same columns.
 
     python -m datasets.real_inputs --src ../shared/data/coco_mini --out out/coco_inputs [--n 0]
 """
@@ -18,7 +19,7 @@ import os
 from collections import defaultdict
 
 from core import storage
-from core.contracts import make_record, schema_for, url_key
+from core.contracts import RunLayout, make_record, schema_for, url_key
 
 CLUSTER_SIZE = 5
 
@@ -44,7 +45,7 @@ def write_inputs(src: str, out: str, n: int | None = None, quality: float = 0.8)
         if cat:
             by_cat[cat].append(rec)
     extra = schema_for(rows)
-    storage.write_parquet(rows, storage.join(out, "kept", "part-00000.parquet"), extra)
+    storage.write_parquet(rows, storage.join(RunLayout.kept(RunLayout(out).mined), "part-00000.parquet"), extra)
     clusters = []
     for cat in sorted(by_cat):
         recs = by_cat[cat]
@@ -64,13 +65,13 @@ def _write_clusters(clusters: list[dict], out: str) -> None:
     table = pa.Table.from_pylist(clusters, schema=pa.schema([
         ("cluster_id", pa.string()), ("domain", pa.string()), ("keys", pa.list_(pa.string())),
         ("urls", pa.list_(pa.string())), ("similarities", pa.list_(pa.float32()))]))
-    storage.write_parquet(table, storage.join(out, "clusters.parquet"))
+    storage.write_parquet(table, RunLayout.clusters_table(RunLayout(out).clusters))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--src", required=True, help="image folder with metadata.csv")
-    ap.add_argument("--out", required=True, help="output folder (kept/, clusters.parquet)")
+    ap.add_argument("--out", required=True, help="run folder to write (mined/kept/, clusters/clusters.parquet)")
     ap.add_argument("--n", type=int, default=0, help="first N images by file name (0 = all)")
     args = ap.parse_args(argv)
     print(json.dumps(write_inputs(args.src, args.out, args.n or None)))

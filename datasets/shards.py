@@ -1,4 +1,5 @@
-"""Task shards: byte-reproducible WebDataset tars written atomically, and readers.
+"""Task shards: byte-reproducible WebDataset tars written atomically (``core.samples``'s one shard
+writer, format ``iidata.instruction/1``), and readers.
 
 Shards are ``{prefix}-{NNNNN}.tar`` in one folder. A shard file that already exists is
 finished (it was renamed into place only when complete) and is skipped on rerun.
@@ -6,12 +7,12 @@ finished (it was renamed into place only when complete) and is skipped on rerun.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import webdataset as wds
 
+from core import samples as sample_format
 from core import storage
 from datasets.instruction import Sample, from_wds, to_wds
 
@@ -27,20 +28,14 @@ def shard_path(folder: str, index: int, prefix: str = PREFIX) -> str:
 
 
 def tar_bytes(samples: Iterable[Sample]) -> bytes:
-    """One tar holding ``samples`` in the given order; fixed mtime, so same input = same bytes."""
-    buf = io.BytesIO()
-    writer = wds.TarWriter(buf, mtime=0.0)
-    for s in samples:
-        writer.write({**to_wds(s), "txt": s.instruction.encode("utf-8")})  # what jpg+txt readers take
-    writer.close()  # closes the tarfile, not the BytesIO
-    return buf.getvalue()
+    """One tar holding ``samples`` in the given order; same samples = same bytes."""
+    return sample_format.tar_bytes(to_wds(s) for s in samples)
 
 
 def write_shard(path: str, samples: Iterable[Sample], overwrite: bool = False) -> str | None:
     """Write one shard atomically; returns the path, or None when it already existed (skipped)."""
-    if not overwrite and storage.exists(path):
-        return None
-    return storage.atomic_write_bytes(path, tar_bytes(samples))
+    written = sample_format.write_shard(path, (to_wds(s) for s in samples), skip_existing=not overwrite)
+    return path if written else None
 
 
 def list_shards(folder: str, prefix: str = PREFIX) -> list[str]:

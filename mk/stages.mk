@@ -41,7 +41,7 @@ clusters: setup ## embed, k-means, kNN, dedup, 5-pair clusters: INPUT=mined OUTP
 
 tasks: INPUT ?= $(RUN)
 tasks: OUTPUT ?= $(RUN)/tasks
-tasks: setup ## task shards + dataset card: INPUT= (kept/ + clusters.parquet, or mined/ + clusters/) OUTPUT=
+tasks: setup ## task shards + dataset card: INPUT= (a run folder: mined/kept/ + clusters/) OUTPUT=
 	$(PYTHON) -m pipelines.build_tasks --input "$(INPUT)" --output "$(OUTPUT)" --seed $(SEED) --runner $(RUNNER) \
 		--shard-size $(SHARD_SIZE) $(if $(STYLE_DIR),--style-dir "$(STYLE_DIR)") \
 		$(if $(FACES_DIR),--faces-dir "$(FACES_DIR)") $(TASKS_ARGS) $(BEAM_ARGS)

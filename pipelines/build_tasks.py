@@ -1,10 +1,13 @@
 """Beam pipeline: mined pairs + 5-pair clusters + style images -> mixed task shards + dataset card.
 
-    python -m pipelines.build_tasks --input IN --output OUT [--style-dir DIR] [--faces-dir DIR] [--seed 0] ...
+    python -m pipelines.build_tasks --input RUN --output OUT [--style-dir DIR] [--faces-dir DIR] [--seed 0] ...
+    python -m pipelines.build_tasks --mined DIR [--clusters DIR] --output OUT ...
 
-``IN`` holds mined ``kept/*.parquet`` (or ``mined/kept``) and optionally ``clusters.parquet``
-(or ``clusters/clusters.parquet``). Planning (keys and text only) runs in the launcher and is
-deterministic for a seed; the Beam graph joins each planned job to its input images by key
+``RUN`` is a run folder (``core.contracts.RunLayout``): mined ``RUN/mined/kept/*.parquet`` and,
+optionally, ``RUN/clusters/clusters.parquet`` (+ ``duplicates.parquet``); ``--mined`` /
+``--clusters`` point at other folders. Knobs: ``datasets/task_config.py`` (also ``--config FILE``,
+``--set tasks.seed=1``); the per-sample work is ``datasets.stage.TaskStage``. Planning (keys and
+text only) runs in the launcher and is deterministic for a seed; the Beam graph joins each planned job to its input images by key
 (CoGroupByKey), batches jobs (``--batch-size``) and synthesises samples (control maps, style
 transfer, crops) in a DoFn that loads its models once per worker and runs HED once per batch,
 groups them by shard and writes every shard atomically with its manifest and reject rows. Shards
@@ -14,23 +17,27 @@ every ``PROGRESS_EVERY_S`` seconds, whatever the logging configuration.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 
 from core import cli, storage
+from core import config as cfgsys
 from core.cli import require, stdout_to_stderr
+from core.config import section
 from datasets import build
 from datasets.card import build_card, write_card
 from datasets.mixture import load_config
+from datasets.task_config import TasksConfig
 from datasets.tasks.base import Job, PlanInputs, Tools
+from pipelines.runners import RunnerConfig
 
 log = logging.getLogger(__name__)
 NAMESPACE = "build_tasks"
@@ -75,61 +82,37 @@ class Progress:
 
 
 class SynthesizeFn(beam.DoFn):
-    """[(order, (job dicts, [(key, bytes)]))] batch -> (shard, ("ok", Sample) | ("rej", row)) per job."""
+    """[(order, (job dicts, [(key, bytes)]))] batch -> (shard, ("ok", Sample) | ("rej", row)) per job,
+    by :class:`datasets.stage.TaskStage` (models loaded once per worker in ``setup``)."""
 
-    def __init__(self, seed: int, shard_size: int, tool_args: dict[str, Any], embed_text: bool, tools=None,
-                 total: int = 0, max_tokens: int = build.TokenLimit.DEFAULT, task_names: tuple[str, ...] = ()):
-        self.seed, self.shard_size, self.tool_args, self.embed_text = seed, shard_size, tool_args, embed_text
+    def __init__(self, config_json: str, depth_weights: str | None = None, tools=None, total: int = 0,
+                 task_names: tuple[str, ...] = ()):
+        self.config_json, self.depth_weights = config_json, depth_weights
         self._injected = tools  # tests inject stand-in models (must be picklable)
-        self.total, self.max_tokens, self.task_names = total, max_tokens, tuple(task_names)
+        self.total, self.task_names = total, tuple(task_names)
         self.ok = beam.metrics.Metrics.counter(NAMESPACE, "samples_ok")
         self.rej = beam.metrics.Metrics.counter(NAMESPACE, "samples_rejected")
 
     def setup(self):
-        from datasets.tasks.quality import load_scorer
+        from datasets.stage import TaskStage
 
-        if self._injected is not None:
-            self.tools = self._injected
-        else:
-            args = dict(self.tool_args)
-            scorer, _ = load_scorer(args.pop("quality_scorer", None))
-            depth = None
-            if args.get("depth_weights"):
-                from datasets.control.depth import load_depth_model
-
-                depth = load_depth_model(args["depth_weights"])
-            self.tools = Tools(quality=scorer, depth=depth, max_side=args["max_side"],
-                               style_threshold=args["style_threshold"], control_side=args["control_side"],
-                               hed_backend=args["hed_backend"])
-            if args.get("align_space", "off") != "off":  # styled samples must match style image + caption
-                from mining.itm.align import Aligner
-                from mining.itm.model import make_space
-
-                self.tools.aligner = Aligner(make_space(args["align_space"]))
-        self.embedder = None
-        if self.embed_text:
-            from datasets.text_embed import TokenEmbedder
-
-            self.embedder = TokenEmbedder()
-        self.tokens = build.TokenLimit(self.max_tokens) if self.max_tokens else None
-        if self._injected is None:  # load the models the planned tasks need once, here, not in the first batch
-            build.warm_up(self.tools, self.task_names)
-        if self.tokens is not None:
-            self.tokens.count("warm up")  # loads the tokenizer
+        cfg = cfgsys.from_dict(TasksConfig, json.loads(self.config_json))
+        self.shard_size = cfg.shard_size
+        self.stage = TaskStage(cfg, self.depth_weights, self._injected, self.task_names)
+        self.stage.ensure_setup()
         self.progress = Progress(self.total, "tasks (worker)")
-        self._side, self._side_id = {}, None
+        self._side_id = None
 
     def process(self, batch, side_images):
         self.progress.start()
         if self._side_id != id(side_images):  # style + face images: one dict per worker, not per element
-            self._side, self._side_id = dict(side_images), id(side_images)
-        images = dict(self._side)
-        jobs = []
+            self.stage.side_images, self._side_id = dict(side_images), id(side_images)
+        jobs, images = [], {}
         for _, (job_dicts, image_pairs) in batch:
             if job_dicts:
                 jobs.append(Job.from_dict(job_dicts[0]))
                 images.update({k: v for k, v in image_pairs if v})
-        results = build.synthesize_batch(jobs, images, self.tools, self.seed, self.embedder, self.tokens)
+        results = self.stage.synthesize(jobs, images)
         n_ok = sum(1 for kind, _ in results if kind == "ok")
         self.ok.inc(n_ok)
         self.rej.inc(len(results) - n_ok)
@@ -195,28 +178,39 @@ def _route_images(element):
         yield order, (key, data)
 
 
-DEFAULT_CONTROL_SIDE = 256  # the largest model size of the default cascade (sr.yaml: 64 -> 256)
+@dataclass(frozen=True)
+class TasksCommand:
+    """Everything ``python -m pipelines.build_tasks`` takes besides its folders (YAML / --set keys)."""
+
+    runner: RunnerConfig = section(RunnerConfig, "Beam runner")
+    tasks: TasksConfig = section(TasksConfig, "tasks")
 
 
 @storage.holds_output_lock
-def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, shard_size: int = 64,
-        max_samples: int | None = None, mixture: str | None = None, tasks: list[str] | None = None,
-        max_side: int = 384, embed_text: bool = False, depth_weights: str | None = None,
-        quality_scorer: str | None = None, style_threshold: float = 0.35, align_space: str = "itm",
-        runner: str = "fnapi", beam_args: list[str] | None = None, tools: Tools | None = None,
-        faces_dir: str | None = None, faces_hq_dir: str | None = None, control_side: int = DEFAULT_CONTROL_SIDE,
-        hed_backend: str = "auto", batch_size: int = 8, max_tokens: int = build.TokenLimit.DEFAULT,
-        **_: Any) -> dict[str, Any]:
-    """Build task shards; returns the stage summary (see module doc and docs/datasets.md)."""
+def run(input: str | None, output: str, runner: str = "fnapi", workers: int = 2,
+        beam_args: list[str] | None = None, config: TasksConfig | None = None, tools: Tools | None = None,
+        mined: str | None = None, clusters: str | None = None, **options: Any) -> dict[str, Any]:
+    """Build task shards; returns the stage summary (see module doc and docs/datasets.md).
+
+    ``input``: a run folder (``RUN/mined/kept``, ``RUN/clusters``); ``mined`` / ``clusters``: explicit
+    folders instead. ``options``: :class:`TasksConfig` fields to change (``seed=1, tasks=["t2i"]``).
+    """
     from datasets.faces import load_faces
     from datasets.tasks.quality import load_scorer
     from pipelines.runners import make_pipeline
 
-    config = load_config(mixture)
-    files = build.parquet_files(input)
-    require(bool(files), f"no mined records (kept/*.parquet) under {input}")
+    cfg = cfgsys.replace_leaves(config or TasksConfig(), **options)
+    seed, shard_size, max_samples, style_dir = cfg.seed, cfg.shard_size, cfg.max_samples, cfg.style_dir
+    faces_dir, faces_hq_dir, max_side, depth_weights = cfg.faces_dir, cfg.faces_hq_dir, cfg.max_side, cfg.depth_weights
+    tasks = list(cfg.tasks) if cfg.tasks else None
+    where = build.TaskInputs.of(run=input, mined=mined, clusters=clusters)
+    config = load_config(cfg.mixture)
+    files = build.parquet_files(where)
+    require(bool(files), f"no mined records (kept/*.parquet) under {where.mined}"
+            + (" (--input is a run folder, RUN/mined/kept; point --mined at another mined folder)" if mined is None
+               else ""))
     rows = build.load_light_rows(files)
-    clusters = build.load_clusters(input)
+    clusters_rows = build.load_clusters(where)
     style_rejects: list[dict[str, Any]] = []
     styles, style_bytes = build.load_styles(style_dir, rejects=style_rejects)
     faces, face_stats = {}, {}
@@ -234,8 +228,8 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
             depth_note = f"control_depth: depth model unavailable ({type(exc).__name__}: {exc})"
             log.warning(depth_note)
             depth_weights = None
-    task_rows, duplicates = build.exclude_duplicates(rows, input)
-    inputs = PlanInputs(rows=task_rows, clusters=clusters, styles=styles, depth_available=bool(depth_weights),
+    task_rows, duplicates = build.exclude_duplicates(rows, where)
+    inputs = PlanInputs(rows=task_rows, clusters=clusters_rows, styles=styles, depth_available=bool(depth_weights),
                         faces=faces)
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
     if tools is None and {j.task for j in plan.jobs} & {"control_edge", "control_sketch"}:
@@ -247,10 +241,11 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
 
     n_shards = -(-len(plan.jobs) // shard_size)
     remove_stale_shards(output, n_shards)
-    options = {"seed": seed, "shard_size": shard_size, "max_side": max_side, "embed_text": embed_text,
-               "depth_weights": depth_weights, "quality_scorer": quality_scorer, "style_threshold": style_threshold,
-               "mixture": config if isinstance(config, dict) else str(config), "align_space": align_space,
-               "control_side": control_side, "hed_backend": hed_backend, "max_tokens": max_tokens,
+    options = {"seed": seed, "shard_size": shard_size, "max_side": max_side, "embed_text": cfg.embed_text,
+               "depth_weights": depth_weights, "quality_scorer": cfg.quality_scorer,
+               "style_threshold": cfg.style_threshold,
+               "mixture": config if isinstance(config, dict) else str(config), "align_space": cfg.align_space,
+               "control_side": cfg.control_side, "hed_backend": cfg.hed_backend, "max_tokens": cfg.max_tokens,
                "faces": {"dirs": [faces_dir, faces_hq_dir], "stats": face_stats}}
     fps = shard_fingerprints(files, plan.jobs, shard_size, n_shards, options, style_bytes)
     done = {i for i in range(n_shards) if storage.unit_done(shard_unit(output, i), fps[i])}
@@ -258,12 +253,9 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
     print(f"tasks: {len(plan.jobs)} jobs in {n_shards} shards, {len(done)} shards already written, "
           f"{len(pending)} jobs to synthesise", file=sys.stderr, flush=True)
 
-    tool_args = {"max_side": max_side, "style_threshold": style_threshold, "quality_scorer": quality_scorer,
-                 "depth_weights": depth_weights, "align_space": align_space, "control_side": control_side,
-                 "hed_backend": hed_backend}
     if pending:
         needed = sorted({k for j in pending for k in j.record_keys} - set(style_bytes))
-        with make_pipeline(runner, beam_args or []) as p:
+        with make_pipeline(runner, beam_args or [], workers=workers) as p:
             jobs = p | "Jobs" >> beam.Create([(j.order, j.to_dict()) for j in pending])
             needs = jobs | "Needs" >> beam.FlatMap(
                 lambda oj: [(k, oj[0]) for k in Job.from_dict(oj[1]).record_keys])
@@ -276,9 +268,8 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
             styles_side = p | "Styles" >> beam.Create(sorted(style_bytes.items()))
             (({"job": jobs, "imgs": per_job} | "JoinJobs" >> beam.CoGroupByKey()
               | "AsPairs" >> beam.Map(lambda e: (e[0], (e[1]["job"], e[1]["imgs"]))))
-             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, batch_size))
-             | "Synthesize" >> beam.ParDo(SynthesizeFn(seed, shard_size, tool_args, embed_text, tools,
-                                                       total=len(pending), max_tokens=max_tokens,
+             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, cfg.batch_size))
+             | "Synthesize" >> beam.ParDo(SynthesizeFn(cfg.to_json(), depth_weights, tools, total=len(pending),
                                                        task_names=tuple(sorted({j.task for j in pending}))),
                                           beam.pvalue.AsList(styles_side))
              | "ByShard" >> beam.GroupByKey()
@@ -287,7 +278,7 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
     manifests = build.read_manifests(output)
     written, sample_rejects = build.totals(manifests)
     acc = build.account(rows, plan, manifests, duplicates)
-    _, scorer_name = load_scorer(quality_scorer)
+    _, scorer_name = load_scorer(cfg.quality_scorer)
     notes = [f"{t}: {r}" for t, r in sorted(plan.skipped.items())] + ([depth_note] if depth_note else [])
     from datasets import templates as T
 
@@ -297,18 +288,19 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
         "samples": written, "sample_rejects": sample_rejects,
         "outputs": {"shards": storage.join(output, "shards"), "plan": storage.join(output, "plan.json")},
         "shards": {"total": n_shards, "skipped_existing": len(done), "written_now": n_shards - len(done)},
-        "inputs": {"kept": build.kept_path(input), "records": len(rows), "clusters": len(clusters),
+        "inputs": {"kept": where.kept, "records": len(rows), "clusters": len(clusters_rows),
                    "duplicates_excluded": len(duplicates),
                    "style_dir": style_dir, "style_images": len(styles), "faces_dir": faces_dir,
                    "faces_hq_dir": faces_hq_dir, "faces": face_stats},
         "options": {"seed": seed, "shard_size": shard_size, "max_samples": max_samples,
-                    "total_samples_asked": plan.total, "max_side": max_side, "control_side": control_side,
-                    "hed_backend": hed_backend, "batch_size": batch_size,
-                    "embed_text": embed_text, "quality_scorer": scorer_name, "style_threshold": style_threshold,
-                    "align_space": align_space,
+                    "total_samples_asked": plan.total, "max_side": max_side, "control_side": cfg.control_side,
+                    "hed_backend": cfg.hed_backend, "batch_size": cfg.batch_size,
+                    "embed_text": cfg.embed_text, "quality_scorer": scorer_name,
+                    "style_threshold": cfg.style_threshold, "align_space": cfg.align_space,
                     "depth_weights": depth_weights or "none (control_depth skipped)", "tasks": tasks or "all"},
-        "tokens": {"limit": max_tokens, "longest_written": longest,
-                   "template_overhead": build.template_overheads(build.TokenLimit(max_tokens))},
+        "config": cfgsys.to_dict(cfg),
+        "tokens": {"limit": cfg.max_tokens, "longest_written": longest,
+                   "template_overhead": build.template_overheads(build.TokenLimit(cfg.max_tokens))},
         "templates": T.counts(),
         "notes": notes,
         "style_images": {"read": len(styles) + len(style_rejects), "kept": len(styles),
@@ -325,52 +317,28 @@ def run(input: str, output: str, style_dir: str | None = None, seed: int = 0, sh
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--input", required=True, help="folder with kept/*.parquet and optional clusters.parquet")
+    ap = cfgsys.parser_for("python -m pipelines.build_tasks", __doc__)
+    ap.add_argument("--input", default=None,
+                    help="run folder: mined records in RUN/mined/kept, clusters in RUN/clusters (optional)")
+    ap.add_argument("--mined", default=None, help="mined folder (kept/*.parquet) instead of RUN/mined")
+    ap.add_argument("--clusters", default=None,
+                    help="clustering folder (clusters.parquet, duplicates.parquet) instead of RUN/clusters")
     ap.add_argument("--output", required=True, help="output folder (shards/, card.md, ...)")
-    ap.add_argument("--style-dir", default=None, help="folder of style images (metadata.csv file,style optional)")
-    ap.add_argument("--seed", type=int, default=0, help="seed for selection, templates and order")
-    ap.add_argument("--shard-size", type=int, default=64, help="samples per shard")
-    ap.add_argument("--max-samples", type=int, default=None,
-                    help="total samples, shared by the mixture's weights (default: one per captioned input pair)")
-    ap.add_argument("--mixture", default=None, help="mixture YAML (default datasets/config/mixture.yaml)")
-    ap.add_argument("--tasks", default=None, help="comma-separated subset of tasks (default all)")
-    ap.add_argument("--max-side", type=int, default=384, help="longer side of stored images, pixels")
-    ap.add_argument("--embed-text", action="store_true", help="store MiniLM token embeddings (.npy)")
-    ap.add_argument("--depth-weights", default=None, help="MiDaS/DPT weights; without them depth is skipped")
-    ap.add_argument("--quality-scorer", default=None, help="module:function scoring stylised targets")
-    ap.add_argument("--style-threshold", type=float, default=0.35, help="minimum quality of stylised targets")
-    ap.add_argument("--align-space", default="itm",
-                    help="styled alignment filter space: itm (offline projection), itm:PATH, openclip:MODEL:PRETRAINED, off")
-    ap.add_argument("--faces-dir", default=None,
-                    help="faces grouped by person (CelebA-style metadata.csv file,identity,attributes or DIR/<person>/*)")
-    ap.add_argument("--faces-hq-dir", default=None, help="a second, high-resolution face folder (CelebA-HQ row)")
-    ap.add_argument("--control-side", type=int, default=DEFAULT_CONTROL_SIDE,
-                    help="longer side of control maps, pixels (match the largest model size of the cascade)")
-    ap.add_argument("--hed-backend", default="auto", choices=["auto", "onnx", "torch"],
-                    help="HED runtime (auto: onnxruntime when installed, faster on CPU)")
-    ap.add_argument("--batch-size", type=int, default=8, help="jobs per synthesis batch (HED runs once per batch)")
-    ap.add_argument("--max-tokens", type=int, default=build.TokenLimit.DEFAULT,
-                    help="text-encoder token limit (training text_encoder.max_len); longer texts are rejected")
-    ap.add_argument("--runner", default="fnapi", help="fnapi, direct-mp, portable, or a Beam runner name")
-    args, beam_args = ap.parse_known_args(argv)
+    cfgsys.add_flags(ap, TasksCommand, "options")
+    cfgsys.add_config_args(ap)
+    args, cmd, beam_args = cfgsys.parse(ap, TasksCommand, argv, beam=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    require(storage.exists(args.input), f"input {args.input} does not exist")
-    require(not args.style_dir or storage.exists(args.style_dir), f"--style-dir {args.style_dir} does not exist")
-    require(args.shard_size >= 1 and args.max_side >= 1, "--shard-size and --max-side must be >= 1")
+    require(args.input is not None or args.mined is not None, "give --input RUN (a run folder) or --mined DIR")
+    for flag, path in (("input", args.input), ("--mined", args.mined), ("--clusters", args.clusters)):
+        require(path is None or storage.exists(path), f"{flag} {path} does not exist")
+    cfg: TasksConfig = cmd.tasks
+    require(not cfg.style_dir or storage.exists(cfg.style_dir), f"--style-dir {cfg.style_dir} does not exist")
     from core.model_packages import MissingModelPackage
 
     try:
         with stdout_to_stderr():  # model loading chatter: stdout carries only the summary
-            summary = run(args.input, args.output, style_dir=args.style_dir, seed=args.seed,
-                          shard_size=args.shard_size, max_samples=args.max_samples, mixture=args.mixture,
-                          tasks=args.tasks.split(",") if args.tasks else None, max_side=args.max_side,
-                          embed_text=args.embed_text, depth_weights=args.depth_weights,
-                          quality_scorer=args.quality_scorer, style_threshold=args.style_threshold,
-                          align_space=args.align_space, runner=args.runner, beam_args=beam_args,
-                          faces_dir=args.faces_dir, faces_hq_dir=args.faces_hq_dir,
-                          control_side=args.control_side, hed_backend=args.hed_backend,
-                          batch_size=args.batch_size, max_tokens=args.max_tokens)
+            summary = run(args.input, args.output, runner=cmd.runner.runner, workers=cmd.runner.workers,
+                          beam_args=beam_args, config=cfg, mined=args.mined, clusters=args.clusters)
     except MissingModelPackage as exc:
         print(f"build_tasks: {exc}", file=sys.stderr)
         return 2

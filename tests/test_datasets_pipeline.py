@@ -66,10 +66,10 @@ def inputs(tmp_path_factory):
         img.thumbnail((200, 200))
         img.convert("RGB").save(styles / name)
     # one broken row: bytes that are no image must become a reject, not a crash
-    table = storage.read_parquet(str(root / "in" / "kept")).to_pylist()
+    table = storage.read_parquet(str(root / "in" / "mined" / "kept")).to_pylist()
     table[0]["image"] = b"not an image"
-    storage.write_parquet(table, str(root / "in" / "kept" / "part-00000.parquet"),
-                          storage.read_parquet(str(root / "in" / "kept")).schema)
+    storage.write_parquet(table, str(root / "in" / "mined" / "kept" / "part-00000.parquet"),
+                          storage.read_parquet(str(root / "in" / "mined" / "kept")).schema)
     return root
 
 
@@ -88,7 +88,7 @@ def test_build_reads_back_with_lineage_and_accounting(inputs, tmp_path):
     assert set(summary["samples"]) >= {"t2i", "control_edge", "control_sketch", "control_mask", "subject",
                                       "styled", "style_transfer"}
     assert "control_depth" not in summary["samples"]
-    rows = {r["key"] for r in storage.iter_rows(str(inputs / "in" / "kept"), columns=["key"])}
+    rows = {r["key"] for r in storage.iter_rows(str(inputs / "in" / "mined" / "kept"), columns=["key"])}
     style_keys = {url_key(str(inputs / "styles" / n)) for n in os.listdir(inputs / "styles")}
     n = 0
     for s in iter_tensors(list_shards(str(tmp_path / "a" / "shards"))):
@@ -136,8 +136,8 @@ def test_real_models_on_one_image(inputs):
     from datasets.tasks.base import Job
     from datasets.text_embed import TokenEmbedder
 
-    row = next(storage.iter_rows(str(inputs / "in" / "kept")))
-    row = next(r for r in storage.iter_rows(str(inputs / "in" / "kept")) if r["key"] != row["key"])
+    row = next(storage.iter_rows(str(inputs / "in" / "mined" / "kept")))
+    row = next(r for r in storage.iter_rows(str(inputs / "in" / "mined" / "kept")) if r["key"] != row["key"])
     style_path = sorted(os.listdir(inputs / "styles"))[0]
     images = {row["key"]: row["image"], "s": (inputs / "styles" / style_path).read_bytes()}
     tools = Tools(style=ArbitraryStyleTransfer(), quality=always_good, max_side=192)

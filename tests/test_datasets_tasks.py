@@ -81,11 +81,11 @@ def test_celeba_faces_become_subject_samples_of_one_person(coco_in, tmp_path):
 def test_art_domain_pairs_go_to_t2i_art(coco_in, tmp_path):
     from pipelines.build_tasks import run
 
-    rows = storage.read_parquet(str(coco_in / "kept")).to_pylist()
+    rows = storage.read_parquet(str(coco_in / "mined" / "kept")).to_pylist()
     for r in rows[:10]:
         r["domain"] = "art"
     src = tmp_path / "in"
-    storage.write_parquet(rows, str(src / "kept" / "part-00000.parquet"), storage.read_parquet(str(coco_in / "kept")).schema)
+    storage.write_parquet(rows, str(src / "mined" / "kept" / "part-00000.parquet"), storage.read_parquet(str(coco_in / "mined" / "kept")).schema)
     s = run(str(src), str(tmp_path / "out"), tasks=["t2i", "t2i_art"], seed=0, tools=stand_in_tools(), shard_size=16)
     # N = 40 pairs, weights 0.15 : 0.05 -> 30 : 10, and t2i_art has exactly 10 candidates
     assert s["samples"] == {"t2i": 30, "t2i_art": 10}

@@ -96,14 +96,15 @@ def test_prefixes_count_as_folders(s3_env):
 def test_stage_listings_find_their_inputs(s3_env):
     """The listing helpers of clustering (``--mined``) and tasks look into ``kept/``, not the run root."""
     from clustering.steps import kept_files
-    from datasets.build import kept_path, parquet_files
+    from datasets.build import TaskInputs, parquet_files
 
     c = boto3.client("s3")
     for key in ("lst/run/mined/kept/k.parquet", "lst/run/mined/rejects/k.parquet", "lst/run/clusters/clusters.parquet"):
         c.put_object(Bucket=BUCKET, Key=key, Body=b"x")
     run = f"s3://{BUCKET}/lst/run"
     assert kept_files(f"{run}/mined") == [f"{run}/mined/kept/k.parquet"]
-    assert kept_path(run) == f"{run}/mined/kept"
+    assert TaskInputs.of(run=run).kept == f"{run}/mined/kept"
+    assert TaskInputs.of(run=run).clusters_table == f"{run}/clusters/clusters.parquet"
     assert parquet_files(run) == [f"{run}/mined/kept/k.parquet"]
 
 

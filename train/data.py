@@ -8,8 +8,11 @@ Raw samples pass a seeded shuffle buffer; the n-th raw sample of a stream is the
 RNG seeded by (seed, stream, n), so a stream is a pure function of (shards, seed, position) and
 resuming means replaying undecoded raw samples up to the saved position.
 
-Bad samples (undecodable image, missing field, bad JSON) become counted rejects and are skipped;
-an unreadable shard counts one ``bad_shard`` reject.
+Samples are decoded by their ``format`` (``core.samples``: ``iidata.cluster/1`` for stage 1,
+``iidata.instruction/1`` for stage 2); shards written before that key existed are recognised by
+their member names (``core.samples.sample_format``), so they still train.
+Bad samples (undecodable image, missing field, bad JSON, unknown format) become counted rejects and
+are skipped; an unreadable shard counts one ``bad_shard`` reject.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
 
+from core import samples as sample_format
 from core import storage
+from core.samples import CLUSTER_FORMAT, INSTRUCTION_FORMAT, marker
 
 
 @dataclass
@@ -117,11 +122,7 @@ def _npy(raw: dict, name: str) -> np.ndarray | None:
     return arr
 
 
-def _image_field(raw: dict, stem: str) -> bytes | None:
-    for ext in ("jpg", "jpeg", "png", "webp"):
-        if f"{stem}.{ext}" in raw:
-            return raw[f"{stem}.{ext}"]
-    return None
+_image_field = sample_format.image_member
 
 
 class RejectSample(Exception):
@@ -148,18 +149,18 @@ def decode_sample(raw: dict, cfg: DataConfig, rng: random.Random) -> dict:
 
 def _decode(raw: dict, meta: dict, cfg: DataConfig, rng: random.Random) -> dict:
     K = cfg.max_context
-    if "0.jpg" in raw or "captions" in meta:  # stage 1 cluster shard
-        caps = meta.get("captions") or []
-        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-            raise RejectSample("malformed_sample")
-        idx = [i for i in range(5) if _image_field(raw, str(i)) is not None and i < len(caps)]
+    fmt = sample_format.sample_format(raw, meta)
+    if fmt == CLUSTER_FORMAT:  # stage 1 cluster shard
+        cluster = sample_format.decode_cluster_sample(raw)
+        caps = cluster.captions
+        idx = [i for i, img in enumerate(cluster.images) if img is not None]  # cluster size from the data
         if len(idx) < 2:
             raise RejectSample("cluster_too_small")
         rng.shuffle(idx)
         tgt, ctx = idx[0], idx[1 : 1 + K]
-        target_bytes, text, text_emb = _image_field(raw, str(tgt)), caps[tgt], None
-        ctx_items = [(_image_field(raw, str(i)), f"[ref#{j + 1}] {caps[i]}", None) for j, i in enumerate(ctx)]
-    elif _image_field(raw, "target") is not None:  # stage 2 task shard
+        target_bytes, text, text_emb = cluster.images[tgt], caps[tgt], None
+        ctx_items = [(cluster.images[i], f"{marker(j + 1)} {caps[i]}", None) for j, i in enumerate(ctx)]
+    elif fmt == INSTRUCTION_FORMAT and _image_field(raw, "target") is not None:  # stage 2 task shard
         target_bytes = _image_field(raw, "target")
         text = meta.get("instruction") or meta.get("target_caption") or ""
         if not isinstance(text, str):
@@ -170,7 +171,7 @@ def _decode(raw: dict, meta: dict, cfg: DataConfig, rng: random.Random) -> dict:
             b = _image_field(raw, f"ctx{k}")
             if b is None:
                 raise RejectSample("missing_context_image")
-            ctx_text = c.get("text", c.get("marker", f"[ref#{k}]"))
+            ctx_text = c.get("text", c.get("marker", marker(k)))
             if not isinstance(ctx_text, str):
                 raise RejectSample("malformed_sample")
             ctx_items.append((b, ctx_text, _npy(raw, f"ctx{k}_emb.npy")))
