@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -73,48 +72,12 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- tasks
 def tasks_direct(input: str, output: str, style_dir: str | None, seed: int = 0, tasks: list[str] | None = None,
-                 shard_size: int = 64, max_side: int = 384, style_threshold: float = 0.35) -> dict[str, Any]:
-    """``pipelines.build_tasks`` without Beam: plan, join images by key, synthesise, write shards, card."""
-    from datasets import build
-    from datasets.card import build_card, write_card
-    from datasets.mixture import load_config
-    from datasets.tasks.base import PlanInputs, Tools
-    from datasets.tasks.quality import load_scorer
+                 ) -> dict[str, Any]:
+    """``pipelines.build_tasks`` without Beam: ``datasets.local.build_tasks_local`` runs the same launcher
+    steps and ``TaskStage`` in this process (plan, join images by key, synthesise, shards, card)."""
+    from datasets.local import build_tasks_local
 
-    config = load_config(None)
-    files = build.parquet_files(input)
-    rows = build.load_light_rows(files)
-    clusters = build.load_clusters(input)
-    styles, style_bytes = build.load_styles(style_dir)
-    task_rows, duplicates = build.exclude_duplicates(rows, input)
-    plan = build.make_plan(PlanInputs(rows=task_rows, clusters=clusters, styles=styles), config, seed, None, tasks)
-    storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
-        {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
-    wanted = {k for j in plan.jobs for k in j.record_keys} - set(style_bytes)
-    images = dict(style_bytes)
-    for f in files:
-        for k, d in build.iter_image_rows(f):
-            if k in wanted and d and k not in images:
-                images[k] = d
-    scorer, scorer_name = load_scorer(None)
-    tools = Tools(quality=scorer, depth=None, max_side=max_side, style_threshold=style_threshold)
-    tokens = build.TokenLimit(build.TokenLimit.DEFAULT)  # the pipeline's default token limit
-    by_shard: dict[int, list] = defaultdict(list)
-    for job in plan.jobs:
-        by_shard[job.order // shard_size].append(build.synthesize(job, images, tools, seed, None, tokens))
-    for i, items in sorted(by_shard.items()):
-        build.write_shard_group(output, i, items)
-    manifests = build.read_manifests(output)
-    written, sample_rejects = build.totals(manifests)
-    summary = {"stage": "tasks", **build.account(rows, plan, manifests, duplicates), "samples": written,
-               "sample_rejects": sample_rejects, "outputs": {"shards": storage.join(output, "shards")},
-               "options": {"seed": seed, "shard_size": shard_size, "max_side": max_side,
-                           "quality_scorer": scorer_name}}
-    card = build_card(summary, plan.summary(), written, sample_rejects, config)
-    summary["outputs"].update(write_card(output, card))
-    storage.atomic_write_bytes(storage.join(output, "summary.json"),
-                               json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
-    return summary
+    return build_tasks_local(input, output, seed=seed, style_dir=style_dir, tasks=tasks)
 
 
 # ------------------------------------------------------------------------------- output checks

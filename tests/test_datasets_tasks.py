@@ -153,7 +153,7 @@ def test_control_maps_batched_once_per_image_at_control_side():
 
 
 def test_progress_line_on_the_given_stream():
-    from pipelines.build_tasks import Progress
+    from datasets.run import Progress
 
     buf = io.StringIO()
     p = Progress(10, "tasks", every_s=0.0, stream=buf)
