@@ -17,27 +17,19 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from tqdm.auto import tqdm
 
+from core import config as cfgsys
 from core import storage
 from model.build import build_diffusion, build_unet
 from model.text_encoder import TextEncoder, build_text_encoder, pad_tokens
 from train import checkpoint as ckpt
+from train.config import CONFIG_DIR, TRAIN_DEFAULTS, checked, config_path  # noqa: F401 (CONFIG_DIR: API)
 from train.data import DataConfig, expand_shards, make_loader
 from train.logging import RunLogger
 from train.sample import generate, save_grid, to_grid
 
 log = logging.getLogger("train")
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
-
-TRAIN_DEFAULTS = {
-    "steps": 1000, "lr": 1e-4, "weight_decay": 0.01, "betas": [0.9, 0.99], "warmup_steps": 100,
-    "grad_clip": 1.0, "grad_accum": 1, "ema_decay": 0.999, "precision": "auto", "drop_all_prob": 0.1,
-    "drop_context_prob": 0.1, "checkpoint_every": 500, "keep_checkpoints": 3, "log_every": 10,
-    "sample_every": 0, "num_samples": 4, "seed": 0, "tensorboard": True, "init_from": None,
-    "cpu_threads": 0, "max_skipped_steps": 10,
-}
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,14 +44,14 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load_config(path: str, overrides: dict | None = None) -> dict:
-    """A YAML config (a bare name is looked up in train/configs), deep-merged with ``overrides``."""
-    if not os.path.exists(path) and os.path.exists(os.path.join(CONFIG_DIR, path)):
-        path = os.path.join(CONFIG_DIR, path)
-    if not os.path.exists(path) and os.path.exists(os.path.join(CONFIG_DIR, f"{path}.yaml")):
-        path = os.path.join(CONFIG_DIR, f"{path}.yaml")
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh)
-    cfg = deep_merge(cfg, overrides or {})
+    """A YAML config (a bare name is looked up in train/configs), deep-merged with ``overrides``.
+
+    Both are checked against :class:`train.config.TrainRunConfig` (an unknown key or a bad value
+    is a ConfigError naming the closest key); the result is the plain nested dict the checkpoint
+    header records, with ``train`` filled from the schema's defaults."""
+    path = config_path(path)
+    cfg = checked(cfgsys.load_yaml(path), path)
+    cfg = deep_merge(cfg, checked(overrides, "overrides"))
     cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     return cfg
 
