@@ -19,7 +19,6 @@ from torch.nn import functional as F
 
 from core import config as cfgsys
 from core.config import knob
-
 from model.attention import CrossAttention, SelfAttention
 from model.blocks import Downsample, ResBlock, TextConditioner, Upsample, norm, timestep_embedding
 
