@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         a, cfg, _ = cfgsys.parse(p, ExportConfig, argv)
         summary = export(a.input, a.output, cfg)
     except (ExportError, cfgsys.ConfigError, FileNotFoundError) as exc:
-        print(f"export: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # one line, as core.cli prints for every stage CLI
         return 2
     print(json.dumps(summary, indent=2))
     return 0
