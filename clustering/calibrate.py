@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import cli
 from core import config as cfgsys
 from core.config import knob
 
@@ -58,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="calibration JSON to write")
     cfgsys.add_flags(ap, CalibrateOptions, "calibration options")
     cfgsys.add_config_args(ap)
-    try:
-        args, opts, _ = cfgsys.parse(ap, CalibrateOptions, argv)
-    except cfgsys.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args, opts, _ = cfgsys.parse(ap, CalibrateOptions, argv)  # flag mistakes: ConfigError, one line via cli.run
     try:
         images = decoded_images(args.input, opts.max_images)
         emb = make_embedder(opts.embedder)
@@ -80,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import cli, storage
 from core import config as cfgsys
-from core import storage
 from core.config import knob
 
 
@@ -87,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text", required=True, help="query text")
     cfgsys.add_flags(ap, QueryOptions, "query options")
     cfgsys.add_config_args(ap)
-    try:
-        a, opts, _ = cfgsys.parse(ap, QueryOptions, argv)
-    except cfgsys.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    a, opts, _ = cfgsys.parse(ap, QueryOptions, argv)  # flag mistakes: ConfigError, one line via cli.run
     try:
         vectors, rows, embedder = load_embeddings(a.embeddings)
         if embedder and embedder not in ("offline", "") and not embedder.startswith("openclip:") and not opts.space:
@@ -107,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))
