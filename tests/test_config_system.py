@@ -136,6 +136,7 @@ def _mains():
     from mining.readers import __main__ as readers
     from pipelines import export, report
     from train import __main__ as train_cli
+    from train import sample as train_sample
 
     return {
         "readers": (readers.main, ["--input", "x", "--output", "y", "--shard-sise", "3"], "--shard-size"),
@@ -148,11 +149,13 @@ def _mains():
         "calibrate": (calibrate.main, ["--input", "x", "--output", "y", "--max-imags", "3"], "--max-images"),
         "query": (query.main, ["--embeddings", "x", "--text", "t", "--spcae", "itm"], "--space"),
         "train": (train_cli.main, ["--config", "tiny", "--data-batch-sise", "4"], "--data-batch-size"),
+        "train_sample": (train_sample.main, ["--checkpoint", "c", "--prompt", "p", "--output", "g.png",
+                                             "--text-scal", "2"], "--text-scale"),
     }
 
 
 @pytest.mark.parametrize("name", ["readers", "quality", "control_edges", "control_sketch", "control_ods", "export",
-                                  "report", "calibrate", "query", "train"])
+                                  "report", "calibrate", "query", "train", "train_sample"])
 def test_cli_typo_is_one_error_line_naming_the_flag(name, capsys):
     main, argv, want = _mains()[name]
     rc = cli.run(main, argv)
