@@ -11,11 +11,25 @@ is measured and which thresholds are written. Prints the file's content.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from core import cli
+from core import config as cfgsys
+from core.config import knob
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """What ``python -m clustering.calibrate`` measures (flags, ``--config`` YAML, ``--set``)."""
+
+    embedder: str = field(default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT"))
+    max_images: int = field(default=400, metadata=knob("images embedded (the first decodable ones)", min=1))
+    copies_per_kind: int = field(default=40, metadata=knob("planted copies per variant kind", min=1))
+    seed: int = field(default=0, metadata=knob("seed of the image sample and the planted copies"))
 
 
 def decoded_images(input: str, max_images: int, max_side: int = 512) -> list:
@@ -40,23 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     from clustering.calibration import Calibration, measure, save
     from clustering.embedders import make_embedder
 
-    ap = argparse.ArgumentParser(prog="python -m clustering.calibrate", description=__doc__,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cfgsys.parser_for("python -m clustering.calibrate", __doc__)
     ap.add_argument("--input", required=True, help="your images (anything a reader accepts)")
     ap.add_argument("--output", required=True, help="calibration JSON to write")
-    ap.add_argument("--embedder", default="offline", help="offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT")
-    ap.add_argument("--max-images", type=int, default=400, help="images embedded (the first decodable ones)")
-    ap.add_argument("--copies-per-kind", type=int, default=40, help="planted copies per variant kind")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    cfgsys.add_flags(ap, CalibrateOptions, "calibration options")
+    cfgsys.add_config_args(ap)
+    args, opts, _ = cfgsys.parse(ap, CalibrateOptions, argv)  # flag mistakes: ConfigError, one line via cli.run
     try:
-        images = decoded_images(args.input, args.max_images)
-        emb = make_embedder(args.embedder)
-        m = measure(images, emb, seed=args.seed, copies_per_kind=args.copies_per_kind)
+        images = decoded_images(args.input, opts.max_images)
+        emb = make_embedder(opts.embedder)
+        m = measure(images, emb, seed=opts.seed, copies_per_kind=opts.copies_per_kind)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"calibrate: {exc}", file=sys.stderr)
         return 2
-    cal = Calibration(embedder=emb.name, source=f"{args.input} ({len(images)} images, seed {args.seed})",
+    cal = Calibration(embedder=emb.name, source=f"{args.input} ({len(images)} images, seed {opts.seed})",
                       stats=m["stats"], **m["thresholds"])
     save(cal, args.output)
     print(json.dumps({k: v for k, v in cal.__dict__.items() if k != "stats"} | {"copy": m["stats"]["copy"],
@@ -66,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

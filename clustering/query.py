@@ -11,15 +11,26 @@ per hit: rank, key, cosine, caption, url.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from core import storage
+from core import cli, storage
+from core import config as cfgsys
+from core.config import knob
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """``python -m clustering.query`` options besides the folder and the text."""
+
+    k: int = field(default=10, metadata=knob("hits to print", min=1))
+    space: str | None = field(default=None, metadata=knob(
+        "itm, itm:PATH or openclip:MODEL:PRETRAINED (default: from the embedder)"))
 
 
 def _index(name: str) -> int:
@@ -72,18 +83,18 @@ def search(vectors: np.ndarray, rows: list[dict], text: str, space, embedder: st
 def main(argv: list[str] | None = None) -> int:
     from mining.itm.model import make_space
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cfgsys.parser_for("python -m clustering.query", __doc__)
     ap.add_argument("--embeddings", required=True, help="build_clusters output folder (or its embeddings/)")
     ap.add_argument("--text", required=True, help="query text")
-    ap.add_argument("--k", type=int, default=10, help="hits to print")
-    ap.add_argument("--space", default=None, help="itm, itm:PATH or openclip:MODEL:PRETRAINED (default: from the embedder)")
-    a = ap.parse_args(argv)
+    cfgsys.add_flags(ap, QueryOptions, "query options")
+    cfgsys.add_config_args(ap)
+    a, opts, _ = cfgsys.parse(ap, QueryOptions, argv)  # flag mistakes: ConfigError, one line via cli.run
     try:
         vectors, rows, embedder = load_embeddings(a.embeddings)
-        if embedder and embedder not in ("offline", "") and not embedder.startswith("openclip:") and not a.space:
+        if embedder and embedder not in ("offline", "") and not embedder.startswith("openclip:") and not opts.space:
             raise ValueError(f"no image-text space for embedder {embedder!r}; pass --space")
-        space = make_space(a.space or (embedder if embedder and embedder.startswith("openclip:") else "itm"))
-        hits = search(vectors, rows, a.text, space, embedder, a.k)
+        space = make_space(opts.space or (embedder if embedder and embedder.startswith("openclip:") else "itm"))
+        hits = search(vectors, rows, a.text, space, embedder, opts.k)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -93,4 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

@@ -6,7 +6,8 @@ and tuple-of-str values) or nested dataclasses (sections). Each leaf carries its
 
 - CLI flags (:func:`add_flags`): ``--field-name`` per leaf, sections flattened (a section with
   ``prefix=True`` gives ``--section-field-name``); booleans take ``--x/--no-x`` unless the knob
-  names its own flag; help shows each default once;
+  names its own flag (a switch: its help shows no default); help shows each default once
+  (a help text that already says ``default: ...`` gets none appended);
 - YAML files (``--config FILE``) and ``--set a.b=v`` overrides, keyed by the dotted path;
 - keyword overrides in Python (:func:`replace_leaves`: ``run(..., min_quality=0.5)``);
 - the JSON written into every summary (:func:`to_dict`).
@@ -39,11 +40,12 @@ class ConfigError(InputError):
 
 def knob(help: str, *, flag: str | None = None, min: float | None = None, max: float | None = None,
          choices: Sequence[Any] | None = None, column: bool = False, hidden: bool = False,
-         prefix: bool = False) -> dict[str, Any]:
+         prefix: bool = False, repeat: bool = False) -> dict[str, Any]:
     """Metadata for ``dataclasses.field``: help text, an explicit flag, bounds, choices; ``column``
-    marks an option that names an input column (checked against the input's columns)."""
+    marks an option that names an input column (checked against the input's columns); ``repeat``
+    makes a tuple knob's flag repeatable (``--domain a --domain b`` adds up; commas still split)."""
     return {"help": help, "flag": flag, "min": min, "max": max, "choices": tuple(choices) if choices else None,
-            "column": column, "hidden": hidden, "prefix": prefix}
+            "column": column, "hidden": hidden, "prefix": prefix, "repeat": repeat}
 
 
 def section(cls: type, help: str = "", prefix: bool = False) -> Any:
@@ -148,17 +150,26 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = No
                 kw.update(action="store_const", const=not leaf.default)
             else:
                 kw.update(action=argparse.BooleanOptionalAction)
-            if help_text is not argparse.SUPPRESS:
+            if help_text is not argparse.SUPPRESS and not meta.get("flag") and "default:" not in help_text:
                 help_text = f"{help_text} (default: {'on' if leaf.default else 'off'})"
             group.add_argument(leaf.flag, help=help_text, **kw)
             continue
-        if help_text is not argparse.SUPPRESS:
+        if help_text is not argparse.SUPPRESS and "default:" not in help_text:  # help may say its default itself
             help_text = f"{help_text} (default: {_fmt_default(leaf)})"
         if meta.get("choices"):
             kw["choices"] = list(meta["choices"])
+        if meta.get("repeat") and leaf.kind is tuple:
+            kw["action"] = _Extend
         kw["type"] = functools.partial(_parse_value, leaf)
         kw["metavar"] = leaf.flag.lstrip("-").replace("-", "_").upper() if not meta.get("choices") else None
         group.add_argument(leaf.flag, help=help_text, **kw)
+
+
+class _Extend(argparse.Action):
+    """A repeatable tuple flag: each occurrence's items are appended to the earlier ones."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest, ()) or ()) + tuple(values or ()))
 
 
 def _parse_value(leaf: Leaf, text: Any) -> Any:
@@ -454,21 +465,22 @@ def resolve(cls: type, ns: argparse.Namespace, base: Any = None) -> Any:
     return build(cls, values)
 
 
-def column_knobs(cfg: Any) -> dict[str, str]:
-    """{flag: column name} for the options that name input columns (``knob(column=True)``)."""
+def column_knobs(cfg: Any, changed_only: bool = False) -> dict[str, str]:
+    """{flag: column name} for the options that name input columns (``knob(column=True)``);
+    ``changed_only``: only those set away from their default (a default like ``url`` may be absent)."""
     index = _leaf_index(type(cfg))
     out = {}
     for path, v in flat_values(cfg):
         leaf = index.get(path)
-        if leaf is not None and leaf.meta.get("column") and v:
+        if leaf is not None and leaf.meta.get("column") and v and not (changed_only and v == leaf.default):
             out[leaf.flag] = v
     return out
 
 
-def check_columns(cfg: Any, columns: Sequence[str], source: str) -> None:
+def check_columns(cfg: Any, columns: Sequence[str], source: str, changed_only: bool = False) -> None:
     """Every column-naming option must name a column of the input (ConfigError otherwise)."""
     have = list(columns)
-    for flag, col in column_knobs(cfg).items():
+    for flag, col in column_knobs(cfg, changed_only).items():
         if col not in have:
             raise ConfigError(f"{flag} {col}: {source} has no such column{closest(col, have)}"
                               f"; columns: {', '.join(have[:20])}")

@@ -11,43 +11,46 @@ values of one cross-attention layer placed on the target's bottleneck.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from core import config as cfgsys
+from core.config import knob
 from model.attention import CrossAttention, SelfAttention
 from model.blocks import Downsample, ResBlock, TextConditioner, Upsample, norm, timestep_embedding
 
 
 @dataclass
 class UNetConfig:
-    image_size: int = 64
-    in_channels: int = 3
-    out_channels: int = 3
-    base_channels: int = 64
-    channel_mults: tuple[int, ...] = (1, 2, 3, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16, 8)
-    heads: int = 4
-    text_dim: int = 384
-    cond_dim: int = 256
-    dropout: float = 0.0
-    use_context: bool = True
-    max_context: int = 3
+    """The UNet's shape (the ``model`` section of a training config; flags/YAML keys via core.config).
+
+    Not frozen: SRUNet switches ``use_context`` off on its own copy."""
+
+    image_size: int = field(default=64, metadata=knob("output resolution", min=8))
+    in_channels: int = field(default=3, metadata=knob("image channels", min=1))
+    out_channels: int = field(default=3, metadata=knob("network output channels", min=1))
+    base_channels: int = field(default=64, metadata=knob("width of the first level", min=1))
+    channel_mults: tuple[int, ...] = field(default=(1, 2, 3, 4), metadata=knob(
+        "width multiplier per level, comma-separated (one downsample between levels)"))
+    num_res_blocks: int = field(default=2, metadata=knob("residual blocks per level (decoder uses +1)", min=1))
+    attn_resolutions: tuple[int, ...] = field(default=(16, 8), metadata=knob(
+        "resolutions with self-attention and text cross-attention, comma-separated"))
+    heads: int = field(default=4, metadata=knob("attention heads", min=1))
+    text_dim: int = field(default=384, metadata=knob("text token width (set from the text encoder)", hidden=True))
+    cond_dim: int = field(default=256, metadata=knob(
+        "width text tokens are projected to (cross-attention keys/values)", min=1))
+    dropout: float = field(default=0.0, metadata=knob("dropout inside residual blocks", min=0, max=1))
+    use_context: bool = field(default=True, metadata=knob(
+        "bottleneck cross-attention over the context pairs (Instruct-Imagen)"))
+    max_context: int = field(default=3, metadata=knob("context slots per sample", min=0))
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown UNet options: {sorted(unknown)}")
-        d = dict(d)
-        for k in ("channel_mults", "attn_resolutions"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        """Strict: an unknown key is a ConfigError (a ValueError) naming the closest option."""
+        return cfgsys.from_dict(cls, d, "model")
 
     def to_dict(self) -> dict:
         return asdict(self)

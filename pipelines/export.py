@@ -17,7 +17,6 @@ Same input and options = same bytes; a shard whose tar exists is finished and is
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -32,7 +31,9 @@ import pyarrow as pa
 from PIL import Image, ImageOps
 
 from clustering.shards import as_jpeg, tar_bytes
+from core import config as cfgsys
 from core import storage
+from core.config import knob
 from core.contracts import load_image_bytes
 
 KINDS = ("mined", "clusters", "tasks")
@@ -54,20 +55,26 @@ EXTRA_COLUMNS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportConfig:
     """What to export and how. Filters select a subset; rows they drop are counted as ``filtered``."""
 
-    kind: str = "auto"
-    shard_size: int = 10_000  # img2dataset's number_sample_per_shard default
-    image_size: int | None = None
-    resize_mode: str = "no"
-    jpeg_quality: int = 95
-    domains: list[str] = field(default_factory=list)
-    tasks: list[str] = field(default_factory=list)
-    min_quality: float | None = None
-    limit: int | None = None
-    with_context: bool = False  # task exports: also ctxN.jpg|png members
+    kind: str = field(default="auto", metadata=knob("input kind (default: auto = detect it)",
+                                                    choices=("auto", *KINDS)))
+    shard_size: int = field(default=10_000, metadata=knob(  # img2dataset's number_sample_per_shard default
+        "samples per shard", min=1))
+    image_size: int | None = field(default=None, metadata=knob("target side in pixels (with --resize-mode)", min=1))
+    resize_mode: str = field(default="no", metadata=knob(
+        "img2dataset's: center_crop or border give fixed-size, batchable images", choices=RESIZE_MODES))
+    jpeg_quality: int = field(default=95, metadata=knob("JPEG quality of re-encoded images", min=1, max=100))
+    domains: tuple[str, ...] = field(default=(), metadata=knob(
+        "only these domains (repeatable or comma-separated; default: all)", flag="--domain", repeat=True))
+    tasks: tuple[str, ...] = field(default=(), metadata=knob(
+        "only these tasks (repeatable or comma-separated; default: all)", flag="--task", repeat=True))
+    min_quality: float | None = field(default=None, metadata=knob("mined rows: only quality >= this"))
+    limit: int | None = field(default=None, metadata=knob("at most this many rows (default: all)", min=0))
+    with_context: bool = field(default=False, metadata=knob(
+        "task exports: add ctxN.jpg|png members", flag="--with-context"))
 
 
 class ExportError(ValueError):
@@ -313,27 +320,16 @@ def export(input_path: str, output: str, cfg: ExportConfig | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cfgsys.parser_for("python -m pipelines.export", __doc__)
     p.add_argument("--input", required=True, help="run folder, mined/ clusters/ or tasks/ output, or their shards")
     p.add_argument("--output", required=True, help="export folder (NNNNN.tar/.parquet/_stats.json)")
-    p.add_argument("--kind", default="auto", choices=("auto", *KINDS))
-    p.add_argument("--shard-size", type=int, default=10_000, help="samples per shard")
-    p.add_argument("--image-size", type=int, default=None, help="target side in pixels (with --resize-mode)")
-    p.add_argument("--resize-mode", default="no", choices=RESIZE_MODES,
-                   help="img2dataset's: center_crop or border give fixed-size, batchable images")
-    p.add_argument("--domain", action="append", default=[], help="only these domains (repeatable)")
-    p.add_argument("--task", action="append", default=[], help="only these tasks (repeatable)")
-    p.add_argument("--min-quality", type=float, default=None, help="mined rows: only quality >= this")
-    p.add_argument("--limit", type=int, default=None, help="at most this many rows")
-    p.add_argument("--with-context", action="store_true", help="task exports: add ctxN.jpg|png members")
-    a = p.parse_args(argv)
-    cfg = ExportConfig(kind=a.kind, shard_size=a.shard_size, image_size=a.image_size, resize_mode=a.resize_mode,
-                       domains=a.domain, tasks=a.task, min_quality=a.min_quality, limit=a.limit,
-                       with_context=a.with_context)
+    cfgsys.add_flags(p, ExportConfig, "export options")
+    cfgsys.add_config_args(p)
     try:
+        a, cfg, _ = cfgsys.parse(p, ExportConfig, argv)
         summary = export(a.input, a.output, cfg)
-    except (ExportError, FileNotFoundError) as exc:
-        print(f"export: {exc}", file=sys.stderr)
+    except (ExportError, cfgsys.ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # one line, as core.cli prints for every stage CLI
         return 2
     print(json.dumps(summary, indent=2))
     return 0

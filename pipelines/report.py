@@ -13,7 +13,6 @@ output is absent.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import glob
@@ -22,13 +21,16 @@ import io
 import json
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from core import cli, storage
+from core import config as cfgsys
 from core.cli import require
+from core.config import knob
 from pipelines.report_views import colours, legend, pca2, scatter_png, svg_bars, svg_histogram, table
 
 THUMB = 112
@@ -422,15 +424,22 @@ def build_report(run: str, output: str, clusters: int = 12) -> dict[str, Any]:
     return {"stage": "report", "outputs": {"html": path}}
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """``python -m pipelines.report`` options besides the folders."""
+
+    clusters: int = field(default=12, metadata=knob("clusters to show", min=0))
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--run", default="out/demo", help="run folder (the demo's --output)")
+    p = cfgsys.parser_for("python -m pipelines.report", __doc__)
+    p.add_argument("--run", default="out/demo", help="run folder, the demo's --output (default: out/demo)")
     p.add_argument("--output", default=None, help="report folder (default: RUN/report)")
-    p.add_argument("--clusters", type=int, default=12, help="clusters to show")
-    args = p.parse_args(argv)
+    cfgsys.add_flags(p, ReportOptions, "report options")
+    cfgsys.add_config_args(p)
+    args, opts, _ = cfgsys.parse(p, ReportOptions, argv)
     require(os.path.isdir(args.run), f"run folder {args.run} does not exist")
-    require(args.clusters >= 0, f"--clusters must be >= 0, not {args.clusters}")
-    out = build_report(args.run, args.output or os.path.join(args.run, "report"), clusters=args.clusters)
+    out = build_report(args.run, args.output or os.path.join(args.run, "report"), clusters=opts.clusters)
     print(json.dumps(out, indent=2))  # stdout: the JSON summary only
     return 0
 

@@ -576,7 +576,7 @@ CLI_ERRORS = {  # name -> (main, argv builder, message substring)
     "readers_header_only": ("readers", lambda t: ["--input", str(t / "header.csv"), "--output", str(t / "o")],
                             "empty input"),
     "readers_bad_column": ("readers", lambda t: ["--input", str(t / "pairs.csv"), "--output", str(t / "o"),
-                                                 "--caption-col", "nope"], "no column 'nope'"),
+                                                 "--caption-col", "nope"], "--caption-col nope: "),
     "readers_bad_flag_value": ("readers", lambda t: ["--input", str(t / "pairs.csv"), "--output", str(t / "o"),
                                                      "--shard-size", "0"], "--shard-size must be >= 1"),
     "mine_missing_input": ("mine", lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
@@ -618,7 +618,7 @@ def test_cli_as_a_process_exit_status_and_stderr(small_table):
         f"error: {small_table / 'header.csv'}: empty input (no rows)"]
     flag = subprocess.run([PY, "-m", "mining.readers", "--input", "x", "--output", "y", "--threads", "many"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert flag.returncode == 2 and "invalid int value" in flag.stderr and "Traceback" not in flag.stderr
+    assert flag.returncode == 2 and "--threads: 'many' is not a valid int" in flag.stderr and "Traceback" not in flag.stderr
     good = subprocess.run([PY, "-m", "mining.readers", "--input", str(small_table / "pairs.csv"), "--output",
                            str(small_table / "ok")], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert good.returncode == 0 and json.loads(good.stdout)["kept"] == 2  # stdout is the JSON summary alone

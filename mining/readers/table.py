@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from core.config import closest
 from core.contracts import OccurrenceKeys, make_record
 from mining.readers.common import (
     DEFAULT_MAX_IMAGE_BYTES,
@@ -53,10 +54,14 @@ def read_table(path: str, work_dir: str | None = None, caption_col: str | None =
     columns = table_columns(path)
     if not columns or next(iter_table_rows(path), None) is None:
         raise InputError(f"{path}: empty input (no rows)")
+    if caption_col and caption_col not in columns:  # before the URL branch: a url-only table too
+        raise InputError(f"{path}: no column {caption_col!r}{closest(caption_col, columns)} "
+                         f"(columns: {', '.join(columns)[:200]})")
     pcol = pick_path_column(columns, path_col)
     if pcol is None:
         if path_col:
-            raise InputError(f"{path}: no column {path_col!r} (columns: {', '.join(columns)[:200]})")
+            raise InputError(f"{path}: no column {path_col!r}{closest(path_col, columns)} "
+                             f"(columns: {', '.join(columns)[:200]})")
         if url_col not in columns:
             raise InputError(f"{path}: needs a path column ({', '.join(PATH_COLUMNS)}) or a '{url_col}' column "
                              f"(columns: {', '.join(columns)[:200]})")
@@ -64,8 +69,6 @@ def read_table(path: str, work_dir: str | None = None, caption_col: str | None =
                                  caption_col=caption_col, url_col=url_col, stats=stats,
                                  max_image_bytes=max_image_bytes, **download_opts)
         return
-    if caption_col and caption_col not in columns:
-        raise InputError(f"{path}: no column {caption_col!r} (columns: {', '.join(columns)[:200]})")
     base = parent_dir(path)
     keys = OccurrenceKeys()
     read = {"max_bytes": max_image_bytes, "root": base, "follow_symlinks": follow_symlinks}
