@@ -58,7 +58,10 @@ def load_sets(whiten_n: int = 75, celeba_ids: int = 30) -> dict[str, list[dict]]
         meta = DATA / name / "metadata.csv"
         if meta.exists():
             rs = list(csv.DictReader(open(meta)))[: whiten_n]
-            wh += [{"path": str(meta.parent / r["file"]), "label": "", "cats": set(), "split": "whiten"} for r in rs]
+            wh += [
+                {"path": str(meta.parent / r["file"]), "label": "", "cats": set(), "split": "whiten"}
+                for r in rs
+            ]
     if wh:
         sets["whiten"] = wh
     return sets
@@ -93,7 +96,9 @@ def extract(rows: list[dict], batch: int = 16) -> dict[str, np.ndarray]:
                     ims.append(Image.new("RGB", (64, 64)))
             for size, crop in views:
                 for k, v in pooled(trunk_maps(model, ims, size, crop)).items():
-                    out.setdefault(f"{k}@{size}{'c' if crop else 's'}", []).append(v.numpy().astype(np.float32))
+                    out.setdefault(f"{k}@{size}{'c' if crop else 's'}", []).append(
+                        v.numpy().astype(np.float32)
+                    )
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -173,8 +178,14 @@ def main(argv=None):
     ap.add_argument("--cache", default="out/bench/embedding_dev")
     ap.add_argument("--split", default="dev", choices=["dev", "test"])
     ap.add_argument("--whiten-dims", default="0,64,128")
-    ap.add_argument("--whiten-n", type=int, default=75, help="Flickr8k + BIQ2021 photos each for the whitening (0: none)")
-    ap.add_argument("--fit-whitening", default=None, help="descriptor spec whose whitening is written to clustering/weights")
+    ap.add_argument(
+        "--whiten-n", type=int, default=75, help="Flickr8k + BIQ2021 photos each for the whitening (0: none)"
+    )
+    ap.add_argument(
+        "--fit-whitening",
+        default=None,
+        help="descriptor spec whose whitening is written to clustering/weights",
+    )
     ap.add_argument("--whiten-out-dim", type=int, default=256)
     args = ap.parse_args(argv)
     cache = Path(args.cache)
@@ -185,9 +196,17 @@ def main(argv=None):
         return
     feats = cached_features(sets, cache)
     evals = [n for n in ("celeba", "coco", "zoo") if n in sets]
-    print(f"split={args.split}  k=4  (celeba: same identity; coco: same main category / any shared category; zoo: same group)")
-    print(f"{'descriptor':55s} {'wdim':>5s} " + " ".join(f"{n + (':cat' if n == 'coco' else ''):>9s}" for n in
-                                                         evals + ["coco:cat"] if n != "coco:cat" or "coco" in sets))
+    print(
+        f"split={args.split}  k=4  (celeba: same identity; coco: same main category / any shared category; zoo: same group)"
+    )
+    print(
+        f"{'descriptor':55s} {'wdim':>5s} "
+        + " ".join(
+            f"{n + (':cat' if n == 'coco' else ''):>9s}"
+            for n in evals + ["coco:cat"]
+            if n != "coco:cat" or "coco" in sets
+        )
+    )
     for spec in CANDIDATES:
         for wd in [int(v) for v in args.whiten_dims.split(",")]:
             if wd and "whiten" not in sets:

@@ -57,14 +57,27 @@ def synthetic(args) -> dict:
     pts = []
     for i in range(n):
         v = centres[i // 5] + 0.6 * rng.standard_normal(d).astype(np.float32)
-        pts.append({"key": f"k{i:08d}", "url": f"u{i}", "domain": "all", "quality": None, "caption_hash": None,
-                    "phash": int(rng.integers(-2**62, 2**62)), "phash_flip": int(rng.integers(-2**62, 2**62)),
-                    "thumb": rng.integers(0, 255, 3072, dtype=np.uint8).tobytes(),
-                    "embedding": (v / np.linalg.norm(v)).astype(np.float32)})
+        pts.append(
+            {
+                "key": f"k{i:08d}",
+                "url": f"u{i}",
+                "domain": "all",
+                "quality": None,
+                "caption_hash": None,
+                "phash": int(rng.integers(-(2**62), 2**62)),
+                "phash_flip": int(rng.integers(-(2**62), 2**62)),
+                "thumb": rng.integers(0, 255, 3072, dtype=np.uint8).tobytes(),
+                "embedding": (v / np.linalg.norm(v)).astype(np.float32),
+            }
+        )
     held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     x = np.stack([p["embedding"] for p in pts])
     k = num_centroids(n, args.target_group)
-    labels = np.zeros(n, np.int64) if k == 1 else assign(x, train_centroids(x[rng.choice(n, min(n, 64 * k), replace=False)], k))
+    labels = (
+        np.zeros(n, np.int64)
+        if k == 1
+        else assign(x, train_centroids(x[rng.choice(n, min(n, 64 * k), replace=False)], k))
+    )
     del x
     t0 = time.perf_counter()
     kept = 0

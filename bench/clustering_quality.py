@@ -49,10 +49,15 @@ def load_points(cluster_dir: str) -> list[dict]:
     from clustering.embeddings_io import to_point
     from core import storage
 
-    return [to_point(m) for m in storage.read_parquet(storage.join(cluster_dir, "embeddings", "metadata")).to_pylist()]
+    return [
+        to_point(m)
+        for m in storage.read_parquet(storage.join(cluster_dir, "embeddings", "metadata")).to_pylist()
+    ]
 
 
-def recluster(points: list[dict], cfg: ClusterConfig, cross_domain: bool = True) -> tuple[list[dict], list[dict], float]:
+def recluster(
+    points: list[dict], cfg: ClusterConfig, cross_domain: bool = True
+) -> tuple[list[dict], list[dict], float]:
     """Exact dedup (sha256, url), the cross-domain pass, then one cluster_group per domain, in process."""
     from clustering.dedup import exact_duplicates
 
@@ -83,9 +88,11 @@ def row(name: str, res: dict, seconds: float) -> str:
         return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     kinds = " ".join(f"{k or 'exact'}:{v}" for k, v in res["recall_by_kind"].items())
-    return (f"| {name} | {f(res['recall'])} | {f(res['precision'])} | {res['removed']} | "
-            f"{res['clusters_with_planted_dups']} ({res['clusters_with_near_dup_pair']}) | {f(res['purity'])} | {res['clusters']} | {seconds:.1f} | "
-            f"{kinds} |")
+    return (
+        f"| {name} | {f(res['recall'])} | {f(res['precision'])} | {res['removed']} | "
+        f"{res['clusters_with_planted_dups']} ({res['clusters_with_near_dup_pair']}) | {f(res['purity'])} | {res['clusters']} | {seconds:.1f} | "
+        f"{kinds} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,12 +102,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=None, help="demo: corpus rows; coco/flickr: originals "
                     "(default 400 demo, 120 coco, 200 flickr)")
     ap.add_argument("--seed", type=int, default=0, help="corpus / variant seed")
-    ap.add_argument("--fraction", type=float, default=0.5, help="coco/flickr: share of originals given a variant")
+    ap.add_argument(
+        "--fraction", type=float, default=0.5, help="coco/flickr: share of originals given a variant"
+    )
     ap.add_argument("--work", default="out/bench/clustering_quality", help="work folder (reused on rerun)")
-    ap.add_argument("--mined", default=None, help="demo: already-mined folder of the same corpus (skips mining)")
+    ap.add_argument(
+        "--mined", default=None, help="demo: already-mined folder of the same corpus (skips mining)"
+    )
     ap.add_argument("--no-mining", action="store_true", help="demo: cluster the records without mining")
-    ap.add_argument("--rescore-only", action="store_true", help="run no pipeline: re-score the embedded points "
-                    "already in the work folder in process (e.g. an earlier mining version's output)")
+    ap.add_argument(
+        "--rescore-only",
+        action="store_true",
+        help="run no pipeline: re-score the embedded points "
+        "already in the work folder in process (e.g. an earlier mining version's output)",
+    )
     args = ap.parse_args(argv)
     from core import storage
     from pipelines.build_clusters import run
@@ -130,7 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
         if mined is not None and not args.no_mining:
             mining = f"reused {mined}"
         elif mined is None:
-            mining = str(summary.get("upstream", {}).get("mine", {}).get("stage", summary["upstream"].get("mine")))
+            mining = str(
+                summary.get("upstream", {}).get("mine", {}).get("stage", summary["upstream"].get("mine"))
+            )
     else:
         corpus = real_corpus(args.dataset, n, os.path.join(work, "corpus"), args.fraction, args.seed)
         from mining.readers import write_records
@@ -147,21 +164,33 @@ def main(argv: list[str] | None = None) -> dict:
     points = load_points(cdir)
     embedded = {p["key"] for p in points}
     pipeline = score(clusters, dups, truth, embedded)
-    base_cfg = ClusterConfig(dedup=replace(DedupConfig(), use_copy=False), max_distance_ratio=0.0, reciprocal=0)
+    base_cfg = ClusterConfig(
+        dedup=replace(DedupConfig(), use_copy=False), max_distance_ratio=0.0, reciprocal=0
+    )
     off = recluster(points, base_cfg, cross_domain=False)
     on = recluster(points, ClusterConfig(max_distance_ratio=0.0, reciprocal=0))
     res_off, res_on = score(off[0], off[1], truth, embedded), score(on[0], on[1], truth, embedded)
     full = recluster(points, ClusterConfig(reciprocal=0))
     res_full = score(full[0], full[1], truth, embedded)
-    print(f"\n{args.dataset}: n={n} seed={args.seed}; records read {summary['read']}, clustered {len(points)}, "
-          f"mining: {mining}; pipeline {pipe_s:.1f}s; accounted={summary['accounted']}; "
-          f"clusters_weak={summary.get('clusters_weak')} cross_domain_duplicates={summary.get('cross_domain_duplicates')}")
-    print("| run | recall | precision | flagged | clusters w/ 2 of a family (of a near-dup family) | purity | "
-          "clusters | seconds | "
-          "recall by degradation |")
+    print(
+        f"\n{args.dataset}: n={n} seed={args.seed}; records read {summary['read']}, clustered {len(points)}, "
+        f"mining: {mining}; pipeline {pipe_s:.1f}s; accounted={summary['accounted']}; "
+        f"clusters_weak={summary.get('clusters_weak')} cross_domain_duplicates={summary.get('cross_domain_duplicates')}"
+    )
+    print(
+        "| run | recall | precision | flagged | clusters w/ 2 of a family (of a near-dup family) | purity | "
+        "clusters | seconds | "
+        "recall by degradation |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("pipeline (Beam, default config)", pipeline, pipe_s))
-    print(row("in-process, copy verification OFF, no cross-domain pass, no ratio test (previous rule)", res_off, off[2]))
+    print(
+        row(
+            "in-process, copy verification OFF, no cross-domain pass, no ratio test (previous rule)",
+            res_off,
+            off[2],
+        )
+    )
     print(row("in-process, copy ON + cross-domain pass, no ratio test", res_on, on[2]))
     print(row("in-process, default (copy ON + cross-domain + ratio test 2.0)", res_full, full[2]))
     for t in (1.5, 2.5):
@@ -172,10 +201,16 @@ def main(argv: list[str] | None = None) -> dict:
     for t in (0.6, 0.7):
         sel = [c for c in on[0] if min(c["similarities"][1:], default=1.0) >= t]
         r = score(sel, on[1], truth, embedded)
-        print(f"copy ON, --min-similarity {t} (absolute floor): clusters {r['clusters']}, purity {r['purity']}, "
-              f"clusters w/ 2 of a family {r['clusters_with_planted_dups']}")
-    print("targets: recall >= 0.95 at precision >= 0.98, 0 clusters holding two of a family, purity >= 0.90 (demo)")
-    print("missed (pipeline):", pipeline["missed"], "\nfalse removals (pipeline):", pipeline["false_removals"])
+        print(
+            f"copy ON, --min-similarity {t} (absolute floor): clusters {r['clusters']}, purity {r['purity']}, "
+            f"clusters w/ 2 of a family {r['clusters_with_planted_dups']}"
+        )
+    print(
+        "targets: recall >= 0.95 at precision >= 0.98, 0 clusters holding two of a family, purity >= 0.90 (demo)"
+    )
+    print(
+        "missed (pipeline):", pipeline["missed"], "\nfalse removals (pipeline):", pipeline["false_removals"]
+    )
     print("removed by reason (pipeline):", json.dumps(summary.get("duplicates_removed")))
     return {"pipeline": pipeline, "copy_off": res_off, "copy_on": res_on, "default": res_full}
 

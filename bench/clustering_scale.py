@@ -108,7 +108,9 @@ def ours(x: np.ndarray, k: int, thr: float, seed: int, niter: int, workers: int 
     labels = assign(x, cent)
     t2 = time.perf_counter()
     kept = np.ones(len(x), dtype=bool)
-    groups = sorted((g for g in groups_of(labels) if len(g) >= 2), key=len, reverse=True)  # largest first: balance
+    groups = sorted(
+        (g for g in groups_of(labels) if len(g) >= 2), key=len, reverse=True
+    )  # largest first: balance
     jobs = [(g, thr, neighbours, seed) for g in groups]
     bar = dict(total=len(groups), desc="ours: groups", mininterval=5, disable=len(groups) < 20)
     if workers > 1 and len(groups) > 1:  # forked workers read x copy-on-write; one torch thread each
@@ -196,7 +198,9 @@ def knn_quality(x: np.ndarray, groups: list[np.ndarray], found: list[np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m bench.clustering_scale", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.clustering_scale", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=200_000, help="vectors (1000000 for the full run)")
     ap.add_argument("--d", type=int, default=512, help="dimension")
     ap.add_argument("--dup-frac", type=float, default=0.1, help="fraction of planted near-copies")
@@ -204,9 +208,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--target-group", type=int, default=4000, help="points per centroid")
     ap.add_argument("--niter", type=int, default=10, help="k-means iterations")
     ap.add_argument("--seed", type=int, default=0, help="data and k-means seed")
-    ap.add_argument("--workers", type=int, default=2, help="forked processes deduplicating groups in parallel (ours; 1 = in process)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="forked processes deduplicating groups in parallel (ours; 1 = in process)",
+    )
     ap.add_argument("--neighbours", type=int, default=10, help="neighbours per point returned by ours")
-    ap.add_argument("--recall-groups", type=int, default=3, help="groups whose neighbours are checked against exact search")
+    ap.add_argument(
+        "--recall-groups",
+        type=int,
+        default=3,
+        help="groups whose neighbours are checked against exact search",
+    )
     ap.add_argument("--skip-reference", action="store_true", help="time ours only")
     args = ap.parse_args(argv)
     import faiss
@@ -216,7 +230,10 @@ def main(argv: list[str] | None = None) -> dict:
     faiss.omp_set_num_threads(2)
     t = time.perf_counter()
     x = synth(args.n, args.d, args.dup_frac, args.seed)
-    print(f"data: n={args.n} d={args.d} generated in {time.perf_counter() - t:.1f}s, peak {peak_gib():.2f} GiB", flush=True)
+    print(
+        f"data: n={args.n} d={args.d} generated in {time.perf_counter() - t:.1f}s, peak {peak_gib():.2f} GiB",
+        flush=True,
+    )
     k = num_centroids(args.n, args.target_group)
     fp32, bf16 = gemm_speed("fp32"), (gemm_speed("bf16") if bf16_available() else None)
     ours(x[: min(len(x), 8000)], 2, args.threshold, args.seed, 2, args.workers, args.neighbours)  # warm-up
@@ -232,39 +249,64 @@ def main(argv: list[str] | None = None) -> dict:
     fast = bf16 or fp32
     bound = (flops["train"] / fp32 + (flops["assign"] + flops["pairwise"]) / fast) / 1e9
     bound32 = sum(flops.values()) / fp32 / 1e9
-    m_sub = [max(round(len(g) / 128), 1) for g in tm["groups"]]  # second-level k-means (upper estimate: largest m)
+    m_sub = [
+        max(round(len(g) / 128), 1) for g in tm["groups"]
+    ]  # second-level k-means (upper estimate: largest m)
     sub = sum(2.0 * args.d * m * (7 * min(len(g), 64 * m) + len(g)) for g, m in zip(tm["groups"], m_sub))
     own = (flops["train"] / fp32 + (flops["assign"] + sub + tm["pair_flops"]) / fast) / 1e9
-    res = {"n": args.n, "k": k, "gemm_fp32_gflops": round(fp32, 1), "gemm_bf16_gflops": round(bf16, 1) if bf16 else None,
-           "ours_s": {a: round(b, 2) for a, b in tm.items() if a in ("train", "assign", "knn_dedup", "total", "cpu")},
-           "flop_bound_s": round(bound, 2), "flop_bound_fp32_s": round(bound32, 2),
-           "ours_over_bound": round(tm["total"] / bound, 2), "ours_over_bound_fp32": round(tm["total"] / bound32, 2),
-           "pair_flops_fraction": round(tm["pair_flops"] / flops["pairwise"], 3),
-           "own_flop_bound_s": round(own, 2), "ours_over_own_bound": round(tm["total"] / own, 2),
-           "full_matrix_groups": tm["full_matrix_groups"],
-           "peak_gib_ours": round(peak_ours, 2), "peak_gib_data_gen": round(base, 2),
-           "peak_gib_worker_max": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
-           "input_gib": round(x.nbytes / 2**30, 2),
-           "kept": int(kept.sum()), "removed": int((~kept).sum())}
+    res = {
+        "n": args.n,
+        "k": k,
+        "gemm_fp32_gflops": round(fp32, 1),
+        "gemm_bf16_gflops": round(bf16, 1) if bf16 else None,
+        "ours_s": {
+            a: round(b, 2) for a, b in tm.items() if a in ("train", "assign", "knn_dedup", "total", "cpu")
+        },
+        "flop_bound_s": round(bound, 2),
+        "flop_bound_fp32_s": round(bound32, 2),
+        "ours_over_bound": round(tm["total"] / bound, 2),
+        "ours_over_bound_fp32": round(tm["total"] / bound32, 2),
+        "pair_flops_fraction": round(tm["pair_flops"] / flops["pairwise"], 3),
+        "own_flop_bound_s": round(own, 2),
+        "ours_over_own_bound": round(tm["total"] / own, 2),
+        "full_matrix_groups": tm["full_matrix_groups"],
+        "peak_gib_ours": round(peak_ours, 2),
+        "peak_gib_data_gen": round(base, 2),
+        "peak_gib_worker_max": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
+        "input_gib": round(x.nbytes / 2**30, 2),
+        "kept": int(kept.sum()),
+        "removed": int((~kept).sum()),
+    }
     res["knn"] = knn_quality(x, tm["groups"], tm["neighbours"], args.recall_groups)
     del tm["neighbours"]
     if args.neighbours:  # the same step without the top-k lists: the reference's output exactly
         reset_peak()
         kept0, t0 = ours(x, k, args.threshold, args.seed, args.niter, args.workers, 0)
-        res["ours_no_knn_s"] = {a: round(b, 2) for a, b in t0.items() if a in ("train", "assign", "knn_dedup", "total", "cpu")}
+        res["ours_no_knn_s"] = {
+            a: round(b, 2) for a, b in t0.items() if a in ("train", "assign", "knn_dedup", "total", "cpu")
+        }
         res["peak_gib_ours_no_knn"] = round(peak_gib(), 2)
         assert (kept0 == kept).all(), "kept set depends on the neighbour lists"
     print(res, flush=True)
     if not args.skip_reference:
         reset_peak()
         kept_ref, tr = reference(x, k, args.threshold, args.seed, args.niter)
-        res.update({"reference_s": {a: round(b, 2) for a, b in tr.items() if a != "labels"},
-                    "speedup_vs_reference": round(tr["total"] / tm["total"], 2),
-                    "cpu_time_ratio": round(tr["cpu"] / tm["cpu"], 2),
-                    "speedup_vs_reference_no_knn": round(tr["total"] / t0["total"], 2) if args.neighbours else None,
-                    "speedup_dedup_only": round((tr["assign"] + tr["pairwise"]) / (tm["assign"] + tm["knn_dedup"]), 2),
-                    "same_partition": bool((tr["labels"] == tm["labels"]).all()),
-                    "kept_set_diff": int((kept_ref != kept).sum()), "peak_gib_reference": round(peak_gib(), 2)})
+        res.update(
+            {
+                "reference_s": {a: round(b, 2) for a, b in tr.items() if a != "labels"},
+                "speedup_vs_reference": round(tr["total"] / tm["total"], 2),
+                "cpu_time_ratio": round(tr["cpu"] / tm["cpu"], 2),
+                "speedup_vs_reference_no_knn": round(tr["total"] / t0["total"], 2)
+                if args.neighbours
+                else None,
+                "speedup_dedup_only": round(
+                    (tr["assign"] + tr["pairwise"]) / (tm["assign"] + tm["knn_dedup"]), 2
+                ),
+                "same_partition": bool((tr["labels"] == tm["labels"]).all()),
+                "kept_set_diff": int((kept_ref != kept).sum()),
+                "peak_gib_reference": round(peak_gib(), 2),
+            }
+        )
     print("RESULT", res, flush=True)
     return res
 

@@ -171,8 +171,11 @@ def sweep_configs():
     for fq in ("none", "q95", "q99"):
         for sh, mm in ((0.0, 4), (0.5, 4), (0.75, 4), (0.75, 3)):
             floor = -1.0 if fq == "none" else unrelated[fq]
-            out[f"floor {fq}, shared {sh}, mutual {mm}"] = (None, True, replace(base, member_floor=floor, shared=sh,
-                                                                                  mutual_members=mm))
+            out[f"floor {fq}, shared {sh}, mutual {mm}"] = (
+                None,
+                True,
+                replace(base, member_floor=floor, shared=sh, mutual_members=mm),
+            )
     return out
 
 
@@ -181,8 +184,12 @@ def main(argv=None):
     ap.add_argument("--split", default="dev", choices=["dev", "test"])
     ap.add_argument("--cache", default="out/bench/embedding_dev")
     ap.add_argument("--sweep", action="store_true", help="the coherence knobs instead of before/after")
-    ap.add_argument("--domains", action="store_true", help="label every image with the mining domain classifier: "
-                    "per-domain groups for 'before', votes for 'after', and how many subjects are split")
+    ap.add_argument(
+        "--domains",
+        action="store_true",
+        help="label every image with the mining domain classifier: "
+        "per-domain groups for 'before', votes for 'after', and how many subjects are split",
+    )
     args = ap.parse_args(argv)
     sets = load_sets(whiten_n=0)
     if "celeba" not in sets:
@@ -204,7 +211,11 @@ def main(argv=None):
             if set_name == "celeba":
                 idx = subject_rows(rows, args.split)
             else:
-                idx = [i for i, r in enumerate(rows) if r["split"] == (args.split if set_name == "coco" else "dev")]
+                idx = [
+                    i
+                    for i, r in enumerate(rows)
+                    if r["split"] == (args.split if set_name == "coco" else "dev")
+                ]
             pts = points_for(rows, idx, x)
             domain_arg = None
             if args.domains:
@@ -230,8 +241,10 @@ def main(argv=None):
                     by_cl.setdefault(rows[res["by_key"][cl["keys"][0]]]["label"], set()).add(cl["domain"])
                 subj += f" split by image labels {split_share(by_img)}, by clusters {split_share(by_cl)}"
             m = "cat" if set_name == "coco" else "purity"
-            line.append(f"{set_name}: {m} {a[m]:.4f} (n={a['clusters']}, incoherent {st['clusters_incoherent']}, "
-                        f"weak {st['clusters_weak']}){subj} coherent-only {c[m]:.4f} (n={c['clusters']})")
+            line.append(
+                f"{set_name}: {m} {a[m]:.4f} (n={a['clusters']}, incoherent {st['clusters_incoherent']}, "
+                f"weak {st['clusters_weak']}){subj} coherent-only {c[m]:.4f} (n={c['clusters']})"
+            )
         print(" | ".join(line), flush=True)
 
 

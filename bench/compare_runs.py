@@ -25,9 +25,28 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-VOLATILE_KEYS = {"seconds", "elapsed", "rate", "records_per_s", "samples_per_s", "config", "outputs", "metrics",
-                 "code_version", "version", "input", "output", "created", "started", "finished", "path", "paths",
-                 "summary", "calibration_path", "command"}
+VOLATILE_KEYS = {
+    "seconds",
+    "elapsed",
+    "rate",
+    "records_per_s",
+    "samples_per_s",
+    "config",
+    "outputs",
+    "metrics",
+    "code_version",
+    "version",
+    "input",
+    "output",
+    "created",
+    "started",
+    "finished",
+    "path",
+    "paths",
+    "summary",
+    "calibration_path",
+    "command",
+}
 
 
 def _strip(obj: Any, drop: set[str]) -> Any:

@@ -105,7 +105,9 @@ def cached_hed(rows: list[dict], cache: str, output: str = "fused") -> tuple[lis
     return maps, spent
 
 
-def score(maps: list[np.ndarray], rows: list[dict], mode: str, n_thr: int, desc: str, workers: int = 2) -> dict:
+def score(
+    maps: list[np.ndarray], rows: list[dict], mode: str, n_thr: int, desc: str, workers: int = 2
+) -> dict:
     items = [(m, r, mode, n_thr) for m, r in zip(maps, rows)]
     return ods.summarize(ods.evaluate_many(score_one, items, workers=workers, desc=desc))
 
@@ -119,13 +121,17 @@ def speed_check(maps: list[np.ndarray], rows: list[dict], mode: str, n_thr: int,
     t2 = time.perf_counter()
     same = all(np.array_equal(getattr(a, f), getattr(b, f)) for a, b in zip(serial, par)
                for f in ("cnt_p", "sum_p", "cnt_r", "sum_r"))
-    print(f"speed gt={mode} {len(rows)} images: serial {t1 - t0:.1f}s ({(t1 - t0) / len(rows):.2f} s/img), "
-          f"{workers} workers {t2 - t1:.1f}s; speed-up x{(t1 - t0) / max(t2 - t1, 1e-9):.2f}; identical counts: {same}")
+    print(
+        f"speed gt={mode} {len(rows)} images: serial {t1 - t0:.1f}s ({(t1 - t0) / len(rows):.2f} s/img), "
+        f"{workers} workers {t2 - t1:.1f}s; speed-up x{(t1 - t0) / max(t2 - t1, 1e-9):.2f}; identical counts: {same}"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--n", type=int, default=20, help="number of images (0 = all 100 val images: the full run)")
+    ap.add_argument(
+        "--n", type=int, default=20, help="number of images (0 = all 100 val images: the full run)"
+    )
     ap.add_argument("--split", default="val", help="BSDS500 split in metadata.csv")
     ap.add_argument("--gt", nargs="+", default=["hybrid"], choices=GT_MODES,
                     help="human references to score against (see docs/control.md)")

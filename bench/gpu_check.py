@@ -153,7 +153,12 @@ def check_models(n_images: int) -> None:
     sub = images[:64]
     g, tg = _timed(lambda: og.embed_images(sub), sync=True)
     c, tc = _timed(lambda: oc.embed_images(sub))
-    _row("open_clip ViT-B-32 random (64 img)", tc, tg, f"min cosine fp16 gpu / fp32 cpu {np.min(np.sum(c * g, 1)):.4f}")
+    _row(
+        "open_clip ViT-B-32 random (64 img)",
+        tc,
+        tg,
+        f"min cosine fp16 gpu / fp32 cpu {np.min(np.sum(c * g, 1)):.4f}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

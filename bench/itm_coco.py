@@ -88,15 +88,21 @@ def styled_filter(pairs, data, weights, n):
     grid = (0.25, 0.5, 0.6, 0.75)
     bal = {q: ((ranks["val"][0] >= q).mean() + (ranks["val"][1] < q).mean()) / 2 for q in grid}
     best = max(grid, key=lambda q: (bal[q], -q))
-    print(f"\nstyled targets ({n} COCO val + {n} test images x {len(styles)} StyleDrop styles, Magenta): "
-          f"style gain > 0 for val {(ranks['val'][2] > 0).mean():.3f}, test {(ranks['test'][2] > 0).mean():.3f}")
-    print("| min caption rank (styled) | split | kept, own caption | kept, another image's caption | val balanced acc |")
+    print(
+        f"\nstyled targets ({n} COCO val + {n} test images x {len(styles)} StyleDrop styles, Magenta): "
+        f"style gain > 0 for val {(ranks['val'][2] > 0).mean():.3f}, test {(ranks['test'][2] > 0).mean():.3f}"
+    )
+    print(
+        "| min caption rank (styled) | split | kept, own caption | kept, another image's caption | val balanced acc |"
+    )
     print("|---|---|---|---|---|")
     for q in grid:
         for split in ("val", "test"):
             o, x, _ = ranks[split]
-            print(f"| {q}{' (chosen)' if q == best else ''} | {split} | {(o >= q).mean():.3f} | {(x >= q).mean():.3f} | "
-                  f"{bal[q]:.3f} |")
+            print(
+                f"| {q}{' (chosen)' if q == best else ''} | {split} | {(o >= q).mean():.3f} | {(x >= q).mean():.3f} | "
+                f"{bal[q]:.3f} |"
+            )
     print(f"verdicts at {best}, test: " + str(dict(Counter(
         "style_misaligned" if g <= 0 else "caption_misaligned" if o < best else "kept"
         for o, g in zip(ranks["test"][0], ranks["test"][2])))))
@@ -114,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--folds", type=int, default=5, help="COCO cross-fitting folds (0: skip)")
-    ap.add_argument("--imagenet", action="store_true", help="also run the ImageNet-map classifier (loads images)")
-    ap.add_argument("--styled", type=int, default=0, help="stylise N COCO test images and run the styled filter")
+    ap.add_argument(
+        "--imagenet", action="store_true", help="also run the ImageNet-map classifier (loads images)"
+    )
+    ap.add_argument(
+        "--styled", type=int, default=0, help="stylise N COCO test images and run the styled filter"
+    )
     ap.add_argument("--skip", default="", help="comma list of parts to skip: retrieval,domains,align")
     a = ap.parse_args(argv)
     pairs = load_pairs(a.data)
@@ -139,15 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     for ds in () if "retrieval" in skip else ("coco_mini", "flickr8k_1k", None):
         te = split_arrays(pairs, img, txt, "test", ds)
         r, rr, base = retrieval(proj, *te), retrieval(ridge, *te), random_recall(len(te[0]))
-        print(f"| {ds or 'both (one pool)'} | {len(te[0])} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} | {r['t2i_r1']:.3f} "
-              f"| {r['t2i_r5']:.3f} | {base['i2t']:.3f} | {base['t2i']:.3f} | {rr['i2t_r5']:.3f} | {rr['t2i_r5']:.3f} |")
+        print(
+            f"| {ds or 'both (one pool)'} | {len(te[0])} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} | {r['t2i_r1']:.3f} "
+            f"| {r['t2i_r5']:.3f} | {base['i2t']:.3f} | {base['t2i']:.3f} | {rr['i2t_r5']:.3f} | {rr['t2i_r5']:.3f} |"
+        )
 
     # 2. domains on COCO
     doms = DEFAULT_DOMAINS
-    coco = [(i, p) for i, p in enumerate(pairs) if p.dataset == "coco_mini" and COCO_DOMAIN.get(p.main_category)]
+    coco = [
+        (i, p) for i, p in enumerate(pairs) if p.dataset == "coco_mini" and COCO_DOMAIN.get(p.main_category)
+    ]
     by = {s: [(i, p) for i, p in coco if p.split == s] for s in ("train", "val", "test")}
-    print(f"\nCOCO images with a mapped main category: {len(coco)} (train {len(by['train'])}, val {len(by['val'])}, "
-          f"test {len(by['test'])}); caption = the first of 5 (as bench.quality_domains_coco)")
+    print(
+        f"\nCOCO images with a mapped main category: {len(coco)} (train {len(by['train'])}, val {len(by['val'])}, "
+        f"test {len(by['test'])}); caption = the first of 5 (as bench.quality_domains_coco)"
+    )
 
     def run(weights, rows):
         idx = [i for i, _ in rows]
@@ -164,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     pi, pt, truth = run(a.weights, by["test"])
     print("\n| COCO domain accuracy | n | image only | caption only | combined |")
     print("|---|---|---|---|---|")
-    print(f"| ITM, test split (shipped weights, text weight {w_best}) | {len(truth)} | {acc(pi, truth, doms):.3f} | "
-          f"{acc(pt, truth, doms):.3f} | {acc((1 - w_best) * pi + w_best * pt, truth, doms):.3f} |")
+    print(
+        f"| ITM, test split (shipped weights, text weight {w_best}) | {len(truth)} | {acc(pi, truth, doms):.3f} | "
+        f"{acc(pt, truth, doms):.3f} | {acc((1 - w_best) * pi + w_best * pt, truth, doms):.3f} |"
+    )
     if a.imagenet:
         from PIL import Image
 
@@ -174,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         clf = OfflineDomainClassifier(doms)
         ims = [Image.open(p.path).convert("RGB") for _, p in by["test"]]
         qi, qt = clf.image_probs(ims), clf.text_probs([p.captions[0] for _, p in by["test"]])
-        print(f"| ImageNet map, test split (text weight {clf.text_weight}) | {len(truth)} | {acc(qi, truth, doms):.3f} | "
-              f"{acc(qt, truth, doms):.3f} | {acc((1 - clf.text_weight) * qi + clf.text_weight * qt, truth, doms):.3f} |")
+        print(
+            f"| ImageNet map, test split (text weight {clf.text_weight}) | {len(truth)} | {acc(qi, truth, doms):.3f} | "
+            f"{acc(qt, truth, doms):.3f} | {acc((1 - clf.text_weight) * qi + clf.text_weight * qt, truth, doms):.3f} |"
+        )
     if a.folds:
         cfg = FitConfig(**proj.meta["config"]) if proj.meta.get("config") else FitConfig()
         cfg = FitConfig(**{**cfg.__dict__, "steps": int(proj.meta.get("step") or cfg.steps)})
@@ -196,20 +216,28 @@ def main(argv: list[str] | None = None) -> int:
             pi_f, pt_f, _ = run(path, rows)
             pi_all[fold == f], pt_all[fold == f] = pi_f, pt_f
         truth = [COCO_DOMAIN[p.main_category] for _, p in coco]
-        print(f"| ITM, all {len(coco)} by {a.folds}-fold cross-fitting (text weight {w_best}) | {len(coco)} | "
-              f"{acc(pi_all, truth, doms):.3f} | {acc(pt_all, truth, doms):.3f} | "
-              f"{acc((1 - w_best) * pi_all + w_best * pt_all, truth, doms):.3f} |")
-        print(f"| ImageNet map, all {len(coco)} (docs/mining.md, bench.quality_domains_coco) | 132 | 0.614 | 0.614 | 0.697 |")
+        print(
+            f"| ITM, all {len(coco)} by {a.folds}-fold cross-fitting (text weight {w_best}) | {len(coco)} | "
+            f"{acc(pi_all, truth, doms):.3f} | {acc(pt_all, truth, doms):.3f} | "
+            f"{acc((1 - w_best) * pi_all + w_best * pt_all, truth, doms):.3f} |"
+        )
+        print(
+            f"| ImageNet map, all {len(coco)} (docs/mining.md, bench.quality_domains_coco) | 132 | 0.614 | 0.614 | 0.697 |"
+        )
         for d in sorted(set(truth)):
             mm = np.array([t == d for t in truth])
             c = (1 - w_best) * pi_all + w_best * pt_all
-            print(f"|   {d} (cross-fit) | {int(mm.sum())} | {acc(pi_all[mm], np.array(truth)[mm], doms):.3f} | "
-                  f"{acc(pt_all[mm], np.array(truth)[mm], doms):.3f} | {acc(c[mm], np.array(truth)[mm], doms):.3f} |")
+            print(
+                f"|   {d} (cross-fit) | {int(mm.sum())} | {acc(pi_all[mm], np.array(truth)[mm], doms):.3f} | "
+                f"{acc(pt_all[mm], np.array(truth)[mm], doms):.3f} | {acc(c[mm], np.array(truth)[mm], doms):.3f} |"
+            )
 
     # 3. caption-alignment rule on test pairs (own caption vs another image's caption)
     space = ItmSpace(a.weights, image_features=CachedImages(img))
     al = Aligner(space)
-    print("\n| alignment rule (min caption rank) | split | pairs | kept, own caption | kept, another image's caption |")
+    print(
+        "\n| alignment rule (min caption rank) | split | pairs | kept, own caption | kept, another image's caption |"
+    )
     print("|---|---|---|---|---|")
     for split in ("val", "test"):
         idx = np.array([i for i, p in enumerate(pairs) if p.split == split])

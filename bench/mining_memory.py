@@ -51,7 +51,9 @@ def build_photos(folder: Path, n: int, size: tuple[int, int], coco: Path) -> int
     for r in rows:
         out = folder / (Path(r["file"]).stem + ".jpg")
         if not out.exists():
-            Image.open(coco / r["file"]).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(out, quality=92)
+            Image.open(coco / r["file"]).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(
+                out, quality=92
+            )
             out.with_suffix(".txt").write_text(r["caption"], encoding="utf-8")
     return len(rows)
 
@@ -76,12 +78,27 @@ def peak(args) -> dict:
     n = build_photos(work / "photos", args.n, (w, h), coco)
     py = sys.executable
     res = {"images": n, "size": f"{w}x{h}"}
-    read = peak_mib([py, "-m", "mining.readers", "--input", str(work / "photos"), "--output", str(work / "records")])
+    read = peak_mib(
+        [py, "-m", "mining.readers", "--input", str(work / "photos"), "--output", str(work / "records")]
+    )
     res["read_mib"] = round(read[0], 1)
     runs = {
-        "full_size": [py, "-c", "import sys; from pipelines.mine import run; run(sys.argv[1], sys.argv[2], work_side=0)",
-                      str(work / "records"), str(work / "mined_full")],
-        "work_side": [py, "-m", "pipelines.mine", "--input", str(work / "records"), "--output", str(work / "mined")],
+        "full_size": [
+            py,
+            "-c",
+            "import sys; from pipelines.mine import run; run(sys.argv[1], sys.argv[2], work_side=0)",
+            str(work / "records"),
+            str(work / "mined_full"),
+        ],
+        "work_side": [
+            py,
+            "-m",
+            "pipelines.mine",
+            "--input",
+            str(work / "records"),
+            "--output",
+            str(work / "mined"),
+        ],
     }
     for name, cmd in runs.items():
         mib, rc, sec = peak_mib(cmd)
@@ -95,8 +112,9 @@ def peak(args) -> dict:
     res["kept"] = [len(before), len(after)]
     common = sorted(set(before) & set(after))
     res["same_kept_keys"] = set(before) == set(after)
-    res["same_true_size"] = all((before[k]["width"], before[k]["height"]) == (after[k]["width"], after[k]["height"])
-                                for k in common)
+    res["same_true_size"] = all(
+        (before[k]["width"], before[k]["height"]) == (after[k]["width"], after[k]["height"]) for k in common
+    )
     res["true_sizes"] = sorted({f"{after[k]['width']}x{after[k]['height']}" for k in common})
     dq = [abs(before[k]["quality"] - after[k]["quality"]) for k in common]
     res["quality_abs_diff_max"] = round(max(dq, default=0.0), 4)

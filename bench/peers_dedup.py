@@ -113,15 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--threshold", type=float, default=DedupConfig().resolved().cos_threshold)
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--phash-max", type=int, default=10_000, help="largest n for the PHash search (quadratic: 10k took minutes)")
+    ap.add_argument(
+        "--phash-max",
+        type=int,
+        default=10_000,
+        help="largest n for the PHash search (quadratic: 10k took minutes)",
+    )
     a = ap.parse_args(argv)
     missing = peer_status()
-    print(f"threshold {a.threshold}, dim {a.dim}, cpus {os.cpu_count()}; peer: {missing or 'imagededup importable'}")
-    print(f"{'n':>7} {'side':<22} {'pairs':>8} {'only ours':>9} {'only peer':>9} {'seconds':>8} {'ours x faster':>13}")
+    print(
+        f"threshold {a.threshold}, dim {a.dim}, cpus {os.cpu_count()}; peer: {missing or 'imagededup importable'}"
+    )
+    print(
+        f"{'n':>7} {'side':<22} {'pairs':>8} {'only ours':>9} {'only peer':>9} {'seconds':>8} {'ours x faster':>13}"
+    )
     for n in [int(s) for s in a.sizes.split(",")]:
         x = synth(n, a.dim, 0.05, seed=0)
         mine, t_ours = ours(x, a.threshold)
-        print(f"{n:>7} {'ours close_pairs':<22} {len(mine):>8} {'':>9} {'':>9} {t_ours:>8.2f} {'':>13}", flush=True)
+        print(
+            f"{n:>7} {'ours close_pairs':<22} {len(mine):>8} {'':>9} {'':>9} {t_ours:>8.2f} {'':>13}",
+            flush=True,
+        )
         if missing:
             print(f"{n:>7} {'imagededup':<22} not run: {missing}")
             continue

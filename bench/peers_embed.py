@@ -63,7 +63,9 @@ def _import_clip_inference():
     open(os.path.join(stub, "clip", "__init__.py"), "a").close()
     if stub not in sys.path:
         sys.path.insert(0, stub)
-        os.environ["PYTHONPATH"] = os.pathsep.join([stub, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        os.environ["PYTHONPATH"] = os.pathsep.join([stub, os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     from clip_retrieval.clip_inference import main, mapper, worker
 
     return main, mapper, worker
@@ -110,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     items = _images(a.n)
     embedder = OpenClipEmbedder(a.model, None, device="cpu", batch_size=a.batch)
     missing = peer_status()
-    print(f"{a.n} images, open_clip {a.model} (random init), batch {a.batch}, torch threads {torch.get_num_threads()}; "
-          f"peer: {missing or 'clip_inference importable'}")
+    print(
+        f"{a.n} images, open_clip {a.model} (random init), batch {a.batch}, torch threads {torch.get_num_threads()}; "
+        f"peer: {missing or 'clip_inference importable'}"
+    )
     tmp = tempfile.mkdtemp(prefix="bench_embed_")
     try:
         from clustering.shards import tar_bytes
@@ -122,13 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(a.rounds):
             best["ours"] = min(best["ours"], ours(embedder, items, os.path.join(tmp, f"ours{r}")))
             if not missing:
-                best["clip_inference"] = min(best["clip_inference"], peer(embedder, folder, os.path.join(tmp, f"peer{r}"), a.batch, a.n))
+                best["clip_inference"] = min(
+                    best["clip_inference"],
+                    peer(embedder, folder, os.path.join(tmp, f"peer{r}"), a.batch, a.n),
+                )
         print(f"ours (embed_rows + write_shard)   {a.n / best['ours']:7.1f} images/s")
         if missing:
             print(f"clip-retrieval clip_inference    not run: {missing}")
         else:
             print(f"clip-retrieval clip_inference    {a.n / best['clip_inference']:7.1f} images/s")
-            print(f"ratio ours / clip_inference      {best['clip_inference'] / best['ours']:7.2f}x (goal >= 1.0x)")
+            print(
+                f"ratio ours / clip_inference      {best['clip_inference'] / best['ours']:7.2f}x (goal >= 1.0x)"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

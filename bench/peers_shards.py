@@ -79,10 +79,21 @@ def img2dataset_writer(samples, out: str, per: int) -> None:
     import pyarrow as pa
     from img2dataset.writer import WebDatasetSampleWriter
 
-    schema = pa.schema([("url", pa.string()), ("caption", pa.string()), ("key", pa.string()),
-                        ("status", pa.string()), ("error_message", pa.string()), ("width", pa.int32()),
-                        ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()),
-                        ("exif", pa.string()), ("sha256", pa.string())])
+    schema = pa.schema(
+        [
+            ("url", pa.string()),
+            ("caption", pa.string()),
+            ("key", pa.string()),
+            ("status", pa.string()),
+            ("error_message", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("original_width", pa.int32()),
+            ("original_height", pa.int32()),
+            ("exif", pa.string()),
+            ("sha256", pa.string()),
+        ]
+    )
     for s in range(0, len(samples), per):
         w = WebDatasetSampleWriter(s // per, out, True, 5, schema, "jpg")
         for k, b, c, m in samples[s:s + per]:
@@ -90,8 +101,14 @@ def img2dataset_writer(samples, out: str, per: int) -> None:
         w.close()
 
 
-PAIRS = [("tar only", ("ours tar_bytes + atomic write", ours_tar), ("webdataset ShardWriter", wds_shardwriter)),
-         ("tar + parquet", ("ours export shard", ours_export), ("img2dataset WebDatasetSampleWriter", img2dataset_writer))]
+PAIRS = [
+    ("tar only", ("ours tar_bytes + atomic write", ours_tar), ("webdataset ShardWriter", wds_shardwriter)),
+    (
+        "tar + parquet",
+        ("ours export shard", ours_export),
+        ("img2dataset WebDatasetSampleWriter", img2dataset_writer),
+    ),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,13 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     samples = _samples(a.n)
     mb = sum(len(b) for _, b, _, _ in samples) / 2**20
-    print(f"{a.n} samples ({mb:.0f} MiB of JPEG), {a.per_shard} per shard, best of {a.rounds} alternating rounds")
+    print(
+        f"{a.n} samples ({mb:.0f} MiB of JPEG), {a.per_shard} per shard, best of {a.rounds} alternating rounds"
+    )
     tmp = tempfile.mkdtemp(prefix="bench_shards_")
     try:
         for label, (our_name, our_fn), (peer_name, peer_fn) in PAIRS:
             best = {our_name: float("inf"), peer_name: float("inf")}
             for r in range(a.rounds):
-                for name, fn in ((our_name, our_fn), (peer_name, peer_fn)) if r % 2 == 0 else ((peer_name, peer_fn), (our_name, our_fn)):
+                for name, fn in (
+                    ((our_name, our_fn), (peer_name, peer_fn))
+                    if r % 2 == 0
+                    else ((peer_name, peer_fn), (our_name, our_fn))
+                ):
                     out = os.path.join(tmp, f"{len(best)}-{r}-{name.split()[0]}")
                     os.makedirs(out)
                     try:
@@ -121,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(out, ignore_errors=True)
             for name, sec in best.items():
                 print(f"  {label:<14} {name:<36} {a.n / sec:9.0f} samples/s")
-            print(f"  {label:<14} ratio ours / {peer_name:<23} {best[peer_name] / best[our_name]:6.2f}x (goal >= 1.0x)")
+            print(
+                f"  {label:<14} ratio ours / {peer_name:<23} {best[peer_name] / best[our_name]:6.2f}x (goal >= 1.0x)"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

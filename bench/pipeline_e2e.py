@@ -71,8 +71,13 @@ def cluster_direct(mined: str, output: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- tasks
-def tasks_direct(input: str, output: str, style_dir: str | None, seed: int = 0, tasks: list[str] | None = None,
-                 ) -> dict[str, Any]:
+def tasks_direct(
+    input: str,
+    output: str,
+    style_dir: str | None,
+    seed: int = 0,
+    tasks: list[str] | None = None,
+) -> dict[str, Any]:
     """``pipelines.build_tasks`` without Beam: ``datasets.local.build_tasks_local`` runs the same launcher
     steps and ``TaskStage`` in this process (plan, join images by key, synthesise, shards, card)."""
     from datasets.local import build_tasks_local
@@ -97,13 +102,21 @@ def _digest(paths: list[str], columns: list[str] | None = None) -> str:
 def same_output(stage: str, a: str, b: str) -> bool:
     """Do the pipeline (``a``) and direct (``b``) outputs of ``stage`` hold the same data?"""
     def rel(root: str, sub: str, pat: str) -> list[str]:
-        return storage.list_files(storage.join(root, sub), pat) if storage.exists(storage.join(root, sub)) else []
+        return (
+            storage.list_files(storage.join(root, sub), pat)
+            if storage.exists(storage.join(root, sub))
+            else []
+        )
 
     if stage == "mine":
-        return all(_digest(rel(a, s, "*.parquet")) == _digest(rel(b, s, "*.parquet")) for s in ("kept", "rejects"))
+        return all(
+            _digest(rel(a, s, "*.parquet")) == _digest(rel(b, s, "*.parquet")) for s in ("kept", "rejects")
+        )
     if stage == "cluster":
         cols = {"clusters.parquet": None, "duplicates.parquet": None}
-        same = all(_digest([storage.join(a, f)], c) == _digest([storage.join(b, f)], c) for f, c in cols.items())
+        same = all(
+            _digest([storage.join(a, f)], c) == _digest([storage.join(b, f)], c) for f, c in cols.items()
+        )
         return same and _digest(rel(a, "shards", "*.tar")) == _digest(rel(b, "shards", "*.tar"))
     if stage == "tasks":
         return _digest(rel(a, "shards", "*.tar")) == _digest(rel(b, "shards", "*.tar"))
@@ -159,8 +172,10 @@ def shard_io(task_shards: str, work: Path, target_mb: float, shard_mb: float) ->
     per = len(tar_bytes(base)) / len(base)
     total = max(len(base), int(target_mb * 1e6 / per))
     per_shard = max(1, int(shard_mb * 1e6 / per))
-    samples = [dataclasses.replace(base[i % len(base)], meta=dict(base[i % len(base)].meta, replica=i // len(base)))
-               for i in range(total)]
+    samples = [
+        dataclasses.replace(base[i % len(base)], meta=dict(base[i % len(base)].meta, replica=i // len(base)))
+        for i in range(total)
+    ]
     folder = work / "io_shards"
     shutil.rmtree(folder, ignore_errors=True)
     paths = [shard_path(str(folder), i) for i in range(math.ceil(total / per_shard))]
@@ -241,14 +256,21 @@ def markdown(stages: list[dict[str, Any]], io_rows: list[dict[str, Any]]) -> str
         pipe_s, pipe_rps, over, over_cpu = ("n/a",) * 4 if na else (
             f"{s['pipeline_s']:.2f}", f"{s['pipeline_rps']:.1f}", f"{s['overhead']:.2f}",
             f"{s['overhead_cpu']:.2f} ({s['pipeline_cpu_s']:.1f} / {s['direct_cpu_s']:.1f})")
-        lines.append(f"| {s['stage']} | {s['records']} | {s['direct_s']:.2f} | {pipe_s} | {s['direct_rps']:.1f} | "
-                     f"{pipe_rps} | {over} | {over_cpu} | {s['same_output']} |")
+        lines.append(
+            f"| {s['stage']} | {s['records']} | {s['direct_s']:.2f} | {pipe_s} | {s['direct_rps']:.1f} | "
+            f"{pipe_rps} | {over} | {over_cpu} | {s['same_output']} |"
+        )
     if io_rows:
-        lines += ["", "| shard I/O | MB | shards | shard s | plain file s | shard MB/s | disk MB/s | shard / disk |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| shard I/O | MB | shards | shard s | plain file s | shard MB/s | disk MB/s | shard / disk |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in io_rows:
-            lines.append(f"| {r['op']} | {r['MB']} | {r['shards']} | {r['shard_s']:.2f} | {r['plain_s']:.2f} | "
-                         f"{r['shard_MBps']} | {r['disk_MBps']} | {r['ratio']:.2f} |")
+            lines.append(
+                f"| {r['op']} | {r['MB']} | {r['shards']} | {r['shard_s']:.2f} | {r['plain_s']:.2f} | "
+                f"{r['shard_MBps']} | {r['disk_MBps']} | {r['ratio']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -276,7 +298,9 @@ def run(n: int = 100, seed: int = 0, work: str = "out/bench/pipeline_e2e", io_mb
     pipe, direct = root / "pipe", root / "direct"
     corpus = root / "corpus"
     gen, t_gen, _ = _timed(generate, str(corpus), n=n, seed=seed)
-    print(f"corpus: {gen['rows']} pairs in {t_gen:.1f}s{' (reused)' if gen.get('skipped') else ''}", flush=True)
+    print(
+        f"corpus: {gen['rows']} pairs in {t_gen:.1f}s{' (reused)' if gen.get('skipped') else ''}", flush=True
+    )
     read, t_read, c_read = _timed(write_records, str(corpus / "pairs.csv"), str(pipe / "records"))
     records = str(pipe / "records")
     stages = [{"stage": "read", "records": read["read"], "direct_s": t_read, "pipeline_s": None,
@@ -328,8 +352,10 @@ def run(n: int = 100, seed: int = 0, work: str = "out/bench/pipeline_e2e", io_mb
     from datasets.shards import list_shards
 
     if io_mb > 0 and not list_shards(str(pipe / "tasks" / "shards")):
-        raise SystemExit(f"the task stage wrote no shards (mining kept {stages[1].get('kept')} of {n} records): "
-                         "use a larger --n for the shard I/O test, or --io-mb 0")
+        raise SystemExit(
+            f"the task stage wrote no shards (mining kept {stages[1].get('kept')} of {n} records): "
+            "use a larger --n for the shard I/O test, or --io-mb 0"
+        )
     io_rows = shard_io(str(pipe / "tasks" / "shards"), root, io_mb, shard_mb) if io_mb > 0 else []
     return {"n": n, "seed": seed, "tasks": tasks or "mixture", "rounds": rounds, "target_overhead": target,
             "corpus_s": t_gen, "stages": stages, "io": io_rows,
@@ -340,14 +366,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="image-text pairs in the generated demo corpus")
     ap.add_argument("--seed", type=int, default=0, help="corpus and task-synthesis seed")
-    ap.add_argument("--work", default="out/bench/pipeline_e2e", help="working folder (corpus, pipe/, direct/, shards)")
-    ap.add_argument("--io-mb", type=float, default=256.0, help="MB of WebDataset shards for the I/O test (0: skip)")
+    ap.add_argument(
+        "--work", default="out/bench/pipeline_e2e", help="working folder (corpus, pipe/, direct/, shards)"
+    )
+    ap.add_argument(
+        "--io-mb", type=float, default=256.0, help="MB of WebDataset shards for the I/O test (0: skip)"
+    )
     ap.add_argument("--shard-mb", type=float, default=32.0, help="approximate MB per shard in the I/O test")
     ap.add_argument("--target", type=float, default=1.3, help="overhead target (pipeline / direct)")
-    ap.add_argument("--tasks", default=None, help="comma-separated task subset for both sides; None: the mixture's tasks")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="timed runs per side and stage, alternating which side goes first; the fastest is kept")
-    ap.add_argument("--json", default="out/bench/pipeline_e2e.json", help="where the results are written as JSON")
+    ap.add_argument(
+        "--tasks", default=None, help="comma-separated task subset for both sides; None: the mixture's tasks"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="timed runs per side and stage, alternating which side goes first; the fastest is kept",
+    )
+    ap.add_argument(
+        "--json", default="out/bench/pipeline_e2e.json", help="where the results are written as JSON"
+    )
     args = ap.parse_args(argv)
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NO_ALBUMENTATIONS_UPDATE"):
         os.environ.setdefault(k, "1")
@@ -356,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
               args.tasks.split(",") if args.tasks else None, args.rounds)
     print("\n" + res["markdown"])
     over = [f"{s['stage']} {s['overhead']:.2f}x" for s in res["stages"] if s.get("meets_target") is False]
-    print(f"\noverhead target <= {args.target}x: " + ("met by every stage" if not over else "missed by " + ", ".join(over)))
-    storage.atomic_write_bytes(str(Path(args.json).resolve()), json.dumps(res, indent=2, default=str).encode())
+    print(
+        f"\noverhead target <= {args.target}x: "
+        + ("met by every stage" if not over else "missed by " + ", ".join(over))
+    )
+    storage.atomic_write_bytes(
+        str(Path(args.json).resolve()), json.dumps(res, indent=2, default=str).encode()
+    )
     print(f"json: {args.json}")
     return 0
 

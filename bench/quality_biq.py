@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="BIQ2021 folder")
     ap.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache folder")
     ap.add_argument("--max-train", type=int, default=0, help="train rows for the baseline (0 = as the head)")
-    ap.add_argument("--speed-images", type=int, default=16, help="images for the extractor speed line (0 = skip)")
+    ap.add_argument(
+        "--speed-images", type=int, default=16, help="images for the extractor speed line (0 = skip)"
+    )
     a = ap.parse_args(argv)
     if not (Path(a.biq) / "metadata.csv").exists():
         print(f"skipped: {a.biq} is absent")
@@ -48,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     mos = np.array([r["mos"] for r in rows])
     te, tr = split == "test", split == "train"
     hd = {"mu": head.mu, "sd": head.sd, "w": head.w, "b": head.b, "power": head.power}
-    gates = {"share": head.share, "clip_floor": head.clip_floor, "clip_gamma": head.clip_gamma, "floors": head.floors,
-             "gate_gamma": head.gate_gamma}
+    gates = {
+        "share": head.share,
+        "clip_floor": head.clip_floor,
+        "clip_gamma": head.clip_gamma,
+        "floors": head.floors,
+        "gate_gamma": head.gate_gamma,
+    }
     rows_te = [r for r, t in zip(rows, te) if t]
     tuned = tuned_predictions(rows_te, str(head.tuned_file)) if head.tuned_weight > 0 else None
     res = evaluate(rows_te, feats[te], {k: v[te] for k, v in parts.items()}, hd,
@@ -61,13 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     base = fit_head(feats[tr][:, cols], mos[tr])
     pred = ((feats[te][:, cols] - base["mu"]) / base["sd"]) @ base["w"] + base["b"]
     bs, bp = srcc_plcc(pred, mos[te])
-    print(f"BIQ2021 held-out test split: {int(te.sum())} images (train {int(tr.sum())}, val {int((split == 'val').sum())})")
+    print(
+        f"BIQ2021 held-out test split: {int(te.sum())} images (train {int(tr.sum())}, val {int((split == 'val').sum())})"
+    )
     print("| scorer | SRCC | PLCC |")
     print("|---|---|---|")
-    names = {"technical": "(a) technical measures", "brisque": "(b) BRISQUE (bundled SVR)",
-             "learned": f"(c) learned head ({1 - head.tuned_weight:g} x frozen ridge + {head.tuned_weight:g} x "
-                        f"predictor of {head.tuned_file.name if head.tuned_file else '-'})",
-             "combination": "(d) combination (val-fitted blend, extreme-only gates)"}
+    names = {
+        "technical": "(a) technical measures",
+        "brisque": "(b) BRISQUE (bundled SVR)",
+        "learned": f"(c) learned head ({1 - head.tuned_weight:g} x frozen ridge + {head.tuned_weight:g} x "
+        f"predictor of {head.tuned_file.name if head.tuned_file else '-'})",
+        "combination": "(d) combination (val-fitted blend, extreme-only gates)",
+    }
     for k, label in names.items():
         print(f"| {label} | {res[k]['srcc']:.3f} | {res[k]['plcc']:.3f} |")
     print(f"| baseline: ridge on global pooled native-resolution features | {bs:.3f} | {bp:.3f} |")
@@ -76,13 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate(rows_te, feats[te], {k: v[te] for k, v in parts.items()}, hd, head.blend_w, head.blend_b,
                      head.fill, gates)["learned"]
         ep = json.loads(head.tuned_file.with_suffix(".json").read_text()).get("best_epoch")
-        print(f"| parts of (c): ReLU6 Lite0 predictor alone (delta epoch {ep}; 0 = adapters at zero) | {s:.3f} | {p:.3f} |")
+        print(
+            f"| parts of (c): ReLU6 Lite0 predictor alone (delta epoch {ep}; 0 = adapters at zero) | {s:.3f} | {p:.3f} |"
+        )
         print(f"| parts of (c): frozen ridge head alone | {r['srcc']:.3f} | {r['plcc']:.3f} |")
     if "ridge_alpha" in meta and meta.get("feature_version") == head.feature_version:
         from mining.quality.train import cross_subset
 
-        cs = cross_subset(rows, feats, float(meta["ridge_alpha"]), head.power, bool(meta.get("group_norm", False)))
-        print("cross-subset (distribution shift): SRCC within each subset's test rows, head fitted on the train + val")
+        cs = cross_subset(
+            rows, feats, float(meta["ridge_alpha"]), head.power, bool(meta.get("group_norm", False))
+        )
+        print(
+            "cross-subset (distribution shift): SRCC within each subset's test rows, head fitted on the train + val"
+        )
         print("rows of the other subsets only (unseen) vs of every subset (seen), same penalty")
         print("| subset | test images | unseen subset | seen |")
         print("|---|---|---|---|")

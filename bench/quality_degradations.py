@@ -25,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     from mining.quality.scorer import QualityScorer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"),
-                    help="coco_mini folder")
+    ap.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"),
+        help="coco_mini folder",
+    )
     ap.add_argument("--subset", default="*2017", help="folder glob under --data (train2017, val2017 or both)")
     ap.add_argument("--limit", type=int, default=40, help="first N images, sorted by path (0 = all 239)")
     a = ap.parse_args(argv)
@@ -52,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| degradation | combined quality | technical | BRISQUE | learned | mean drop (combined) |")
     print("|---|---|---|---|---|---|")
     for d in DEGRADATIONS:
-        print(f"| {d} | " + " | ".join(f"{lower[d][p] / n:.3f}" for p in PARTS) + f" | {np.mean(deltas[d]):.3f} |")
+        print(
+            f"| {d} | "
+            + " | ".join(f"{lower[d][p] / n:.3f}" for p in PARTS)
+            + f" | {np.mean(deltas[d]):.3f} |"
+        )
     return 0
 
 

@@ -18,15 +18,47 @@ from pathlib import Path
 import numpy as np
 
 COCO_DOMAIN = {"person": "people"}
-COCO_DOMAIN |= dict.fromkeys(("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"),
-                             "animals")
-COCO_DOMAIN |= dict.fromkeys(("bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat"), "vehicles")
-COCO_DOMAIN |= dict.fromkeys(("banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza",
-                              "donut", "cake"), "food")
-COCO_DOMAIN |= dict.fromkeys(("bottle", "cup", "wine glass", "scissors", "toothbrush", "suitcase", "backpack",
-                              "handbag", "umbrella", "tie", "laptop", "cell phone", "remote", "keyboard", "mouse",
-                              "clock", "vase", "teddy bear", "hair drier", "book", "knife", "tv", "microwave",
-                              "toaster", "refrigerator", "oven"), "products")
+COCO_DOMAIN |= dict.fromkeys(
+    ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"), "animals"
+)
+COCO_DOMAIN |= dict.fromkeys(
+    ("bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat"), "vehicles"
+)
+COCO_DOMAIN |= dict.fromkeys(
+    ("banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake"),
+    "food",
+)
+COCO_DOMAIN |= dict.fromkeys(
+    (
+        "bottle",
+        "cup",
+        "wine glass",
+        "scissors",
+        "toothbrush",
+        "suitcase",
+        "backpack",
+        "handbag",
+        "umbrella",
+        "tie",
+        "laptop",
+        "cell phone",
+        "remote",
+        "keyboard",
+        "mouse",
+        "clock",
+        "vase",
+        "teddy bear",
+        "hair drier",
+        "book",
+        "knife",
+        "tv",
+        "microwave",
+        "toaster",
+        "refrigerator",
+        "oven",
+    ),
+    "products",
+)
 
 
 def load(data: Path, limit: int = 0):
@@ -46,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     from mining.domains import OfflineDomainClassifier
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"),
-                    help="coco_mini folder")
+    ap.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"),
+        help="coco_mini folder",
+    )
     ap.add_argument("--limit", type=int, default=0, help="score only the first N mapped images (0 = all)")
     a = ap.parse_args(argv)
     data = Path(a.data)

@@ -53,7 +53,9 @@ def _import_imagen_unet():
     if "imagen_pytorch" not in sys.modules:
         spec = importlib.util.find_spec("imagen_pytorch")
         if spec is None:
-            raise SystemExit("imagen-pytorch is not installed: pip install --no-deps imagen-pytorch==2.1.0 (see docs/model.md)")
+            raise SystemExit(
+                "imagen-pytorch is not installed: pip install --no-deps imagen-pytorch==2.1.0 (see docs/model.md)"
+            )
         pkg = types.ModuleType("imagen_pytorch")
         pkg.__path__ = list(spec.submodule_search_locations)
         sys.modules["imagen_pytorch"] = pkg
@@ -125,7 +127,9 @@ def model_bench(size: int, batch: int, rounds: int, steps: int) -> float:
     sa, sb, sc = (batch / statistics.median(v) for v in (a, b, c))
     print(f"params: ours {n_ours / 1e6:.2f}M, imagen-pytorch Unet(dim={dim}) {n_theirs / 1e6:.2f}M; "
           f"{size}x{size}, batch {batch}, {torch.get_num_threads()} thread(s)")
-    print(f"train samples/s: ours {sa:.2f} | imagen-pytorch {sb:.2f} | ratio ours/imagen = {sa / sb:.2f}x (target >= 1.0)")
+    print(
+        f"train samples/s: ours {sa:.2f} | imagen-pytorch {sb:.2f} | ratio ours/imagen = {sa / sb:.2f}x (target >= 1.0)"
+    )
     print(f"train samples/s: ours with 3 context pairs {sc:.2f} (encoder runs on 1 + 3 images; info only)")
     return sc
 
@@ -152,9 +156,16 @@ def write_bench_shards(folder: str, size: int, n: int = 40) -> tuple[list[str], 
             buf = io.BytesIO()
             Image.open(p).convert("RGB").save(buf, format="JPEG", quality=90)
             s[f"{j}.jpg"] = buf.getvalue()
-        s["json"] = json.dumps({"cluster_id": s["__key__"], "domain": "photo", "keys": [p.stem for p in group],
-                                "urls": [str(p) for p in group], "captions": [f"photo {p.stem}" for p in group],
-                                "similarities": [1.0] * 5}).encode()
+        s["json"] = json.dumps(
+            {
+                "cluster_id": s["__key__"],
+                "domain": "photo",
+                "keys": [p.stem for p in group],
+                "urls": [str(p) for p in group],
+                "captions": [f"photo {p.stem}" for p in group],
+                "similarities": [1.0] * 5,
+            }
+        ).encode()
         samples.append(s)
     half = n // 2
     paths = [write_tar(f"{folder}/clusters-00000.tar", samples[:half]),

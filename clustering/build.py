@@ -32,13 +32,23 @@ class ClusterConfig:
     size: int = field(default=5, metadata=knob("pairs per cluster; smaller ones are discarded",
                                                flag="--cluster-size", min=1))
     min_similarity: float = field(default=0.0, metadata=knob("minimum cosine of a member to its seed"))
-    max_distance_ratio: float = field(default=2.0, metadata=knob(
-        "discard a cluster whose weakest member is more than this many times farther (1 - cosine) from the seed "
-        "than its closest member (scale-free; 0: off)", min=0))
+    max_distance_ratio: float = field(
+        default=2.0,
+        metadata=knob(
+            "discard a cluster whose weakest member is more than this many times farther (1 - cosine) from the seed "
+            "than its closest member (scale-free; 0: off)",
+            min=0,
+        ),
+    )
     member_floor: float | None = field(default=None, metadata=knob(
         "calibrated cosine a member must reach (none: the calibration's, else -1 = off)", hidden=True))
-    unrelated_median: float | None = field(default=None, metadata=knob(
-        "median cosine of unrelated pairs, the coherence scale's 0 (none: the calibration's, else 0)", hidden=True))
+    unrelated_median: float | None = field(
+        default=None,
+        metadata=knob(
+            "median cosine of unrelated pairs, the coherence scale's 0 (none: the calibration's, else 0)",
+            hidden=True,
+        ),
+    )
     reciprocal: int = field(default=5, metadata=knob(
         "a member must have the seed among its this many nearest kept neighbours (0: off)", min=0))
     shared: float = field(default=0.75, metadata=knob(
@@ -48,11 +58,18 @@ class ClusterConfig:
     strict_coherence: float = field(default=1.5, metadata=knob(
         "'coherent' flag (subject tasks): weakest member's cosine at least this on the calibrated scale "
         "(0 = median unrelated pair, 1 = floor)"))
-    seeds: str = field(default="all", metadata=knob(
-        "every deduplicated pair seeds a cluster, or only pairs not yet in a kept cluster", choices=("all", "cover")))
+    seeds: str = field(
+        default="all",
+        metadata=knob(
+            "every deduplicated pair seeds a cluster, or only pairs not yet in a kept cluster",
+            choices=("all", "cover"),
+        ),
+    )
     knn_method: str = field(default="auto", metadata=knob("kNN method inside a group", flag="--knn",
                                                           choices=("auto", "flat", "ivf", "bf16")))
-    ivf_threshold: int = field(default=100_000, metadata=knob("group size from which kNN uses IVF", hidden=True))
+    ivf_threshold: int = field(
+        default=100_000, metadata=knob("group size from which kNN uses IVF", hidden=True)
+    )
     dedup: DedupConfig = section(DedupConfig, "near-duplicate rules")
 
     def resolved(self, cal=None) -> ClusterConfig:
@@ -76,7 +93,11 @@ def stack_points(points: list[dict]) -> tuple[list[dict], np.ndarray, np.ndarray
     """Points in rank order with their embedding matrix, pHash arrays and caption hashes
     (thumbnails for copy verification stay in the points: ``p["thumb"]``)."""
     pts = sorted(points, key=rank_key)
-    x = np.stack([np.asarray(p["embedding"], dtype=np.float32) for p in pts]) if pts else np.zeros((0, 1), np.float32)
+    x = (
+        np.stack([np.asarray(p["embedding"], dtype=np.float32) for p in pts])
+        if pts
+        else np.zeros((0, 1), np.float32)
+    )
     if pts and all(p.get("phash") is not None for p in pts):
         ph = np.array([p["phash"] for p in pts], dtype=np.int64)
         phf = np.array([p["phash_flip"] for p in pts], dtype=np.int64)
@@ -123,16 +144,35 @@ def cluster_group(points: list[dict], domain: str, cfg: ClusterConfig) -> tuple[
     if k == 0:
         stats["clusters_too_small"] = 1
         return [], [], stats
-    sims, idx = knn(x, k, method=cfg.knn_method, ivf_threshold=cfg.ivf_threshold,
-                    rescore_above=min(cfg.dedup.cos_threshold, cfg.dedup.phash_min_cos, cfg.dedup.caption_min_cos,
-                                      cfg.dedup.copy_min_cos if cfg.dedup.use_copy else 1.01))
+    sims, idx = knn(
+        x,
+        k,
+        method=cfg.knn_method,
+        ivf_threshold=cfg.ivf_threshold,
+        rescore_above=min(
+            cfg.dedup.cos_threshold,
+            cfg.dedup.phash_min_cos,
+            cfg.dedup.caption_min_cos,
+            cfg.dedup.copy_min_cos if cfg.dedup.use_copy else 1.01,
+        ),
+    )
     thumbs = [p.get("thumb") for p in pts]
-    copies = CopyScores(thumbs, cfg.dedup.copy_threshold, cfg.dedup.copy_gate,
-                        cfg.dedup.copy_max_colour_change, cfg.dedup.copy_max_residual) if cfg.dedup.use_copy and any(
-        t is not None for t in thumbs) else None
+    copies = (
+        CopyScores(
+            thumbs,
+            cfg.dedup.copy_threshold,
+            cfg.dedup.copy_gate,
+            cfg.dedup.copy_max_colour_change,
+            cfg.dedup.copy_max_residual,
+        )
+        if cfg.dedup.use_copy and any(t is not None for t in thumbs)
+        else None
+    )
     d_sims, d_idx = sims, idx
     if copies is not None and cfg.dedup.layout_neighbours > 0:
-        d_sims, d_idx = merge_candidates(x, sims, idx, layout_neighbours(thumbs, min(cfg.dedup.layout_neighbours, n - 1)))
+        d_sims, d_idx = merge_candidates(
+            x, sims, idx, layout_neighbours(thumbs, min(cfg.dedup.layout_neighbours, n - 1))
+        )
     with _one_blas_thread():
         dup_of, reason, root = neighbour_duplicates(ranks, d_sims, d_idx, cfg.dedup, ph, phf, caps, copies)
     duplicates = [

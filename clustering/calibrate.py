@@ -26,7 +26,9 @@ from core.config import knob
 class CalibrateOptions:
     """What ``python -m clustering.calibrate`` measures (flags, ``--config`` YAML, ``--set``)."""
 
-    embedder: str = field(default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT"))
+    embedder: str = field(
+        default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT")
+    )
     max_images: int = field(default=400, metadata=knob("images embedded (the first decodable ones)", min=1))
     copies_per_kind: int = field(default=40, metadata=knob("planted copies per variant kind", min=1))
     seed: int = field(default=0, metadata=knob("seed of the image sample and the planted copies"))
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="calibration JSON to write")
     cfgsys.add_flags(ap, CalibrateOptions, "calibration options")
     cfgsys.add_config_args(ap)
-    args, opts, _ = cfgsys.parse(ap, CalibrateOptions, argv)  # flag mistakes: ConfigError, one line via cli.run
+    args, opts, _ = cfgsys.parse(
+        ap, CalibrateOptions, argv
+    )  # flag mistakes: ConfigError, one line via cli.run
     try:
         images = decoded_images(args.input, opts.max_images)
         emb = make_embedder(opts.embedder)

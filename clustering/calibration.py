@@ -60,7 +60,16 @@ def quantiles(v: np.ndarray) -> dict[str, float]:
     v = np.asarray(v, dtype=np.float64)
     if not len(v):
         return {}
-    qs = {"min": 0.0, "q01": 0.01, "q05": 0.05, "q50": 0.5, "q95": 0.95, "q99": 0.99, "q995": 0.995, "max": 1.0}
+    qs = {
+        "min": 0.0,
+        "q01": 0.01,
+        "q05": 0.05,
+        "q50": 0.5,
+        "q95": 0.95,
+        "q99": 0.99,
+        "q995": 0.995,
+        "max": 1.0,
+    }
     return {k: round(float(np.quantile(v, q)), 6) for k, q in qs.items()} | {"n": int(len(v))}
 
 
@@ -128,7 +137,14 @@ def load(path: str) -> Calibration:
         d = json.loads(storage.read_bytes(path).decode("utf-8"))
         names = {f.name for f in fields(Calibration)}
         cal = Calibration(**{k: d[k] for k in names if k in d})
-        for k in ("member_floor", "unrelated_median", "cos_threshold", "cos_alone", "copy_min_cos", "phash_min_cos"):
+        for k in (
+            "member_floor",
+            "unrelated_median",
+            "cos_threshold",
+            "cos_alone",
+            "copy_min_cos",
+            "phash_min_cos",
+        ):
             if not isinstance(getattr(cal, k), (int, float)) or not -1.0 <= getattr(cal, k) <= 1.0:
                 raise ValueError(f"{k} must be a number in [-1, 1]")
         return cal

@@ -22,7 +22,9 @@ ALL_DOMAINS = "\x00all"  # the group key when k-means runs over every domain (cl
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    embedder: str = field(default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT"))
+    embedder: str = field(
+        default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT")
+    )
     batch_size: int = field(default=64, metadata=knob("embedding batch size", min=1))
     calibration: str = field(default="auto", metadata=knob(
         "per-embedder thresholds (python -m clustering.calibrate): a JSON file, 'auto' (the shipped one for "
@@ -53,7 +55,9 @@ class ClusteringConfig:
 
     embedding: EmbeddingConfig = section(EmbeddingConfig, "embedding")
     cluster: ClusterConfig = section(ClusterConfig, "kNN, dedup and 5-pair clusters")
-    cross_domain: CrossDomainConfig = section(CrossDomainConfig, "cross-domain near-duplicate pass", prefix=True)
+    cross_domain: CrossDomainConfig = section(
+        CrossDomainConfig, "cross-domain near-duplicate pass", prefix=True
+    )
     kmeans: KMeansConfig = section(KMeansConfig, "k-means groups")
     shards: ShardConfig = section(ShardConfig, "cluster shards")
     exact_fields: tuple[str, ...] = field(default=EXACT_FIELDS, metadata=knob(
@@ -82,4 +86,8 @@ def calibration_note(cfg: ClusteringConfig, cal) -> dict | str:
     if not cal:
         return "none (historical fixed thresholds)"
     spec = cfg.embedding.calibration
-    return {"name": cal.embedder, "source": cal.source, "file": spec if spec not in (None, "", "auto") else "shipped"}
+    return {
+        "name": cal.embedder,
+        "source": cal.source,
+        "file": spec if spec not in (None, "", "auto") else "shipped",
+    }

@@ -104,7 +104,9 @@ def _spans(step: float, centre: tuple[float, float] | None = None) -> list[tuple
     return sorted({(round(float(a), 4), round(float(b), 4)) for a in starts for b in ends})
 
 
-def _best_crop(src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int) -> tuple[float, tuple, tuple]:
+def _best_crop(
+    src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int
+) -> tuple[float, tuple, tuple]:
     """Max correlation of ``target`` (out*out*3, standardised) with crops of ``src`` (THUMB,THUMB,3),
     and that crop's spans."""
     my = np.concatenate([_axis_matrix(*s, out) for s in ys])  # (Y*out, THUMB)

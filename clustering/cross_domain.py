@@ -35,8 +35,13 @@ PREFIX = "cross_domain_"
 class CrossDomainConfig:
     """The global near-duplicate pass (flags ``--cross-domain-*``)."""
 
-    enabled: bool = field(default=True, metadata=knob(
-        "the global near-duplicate pass across domains (--no-cross-domain: skip it)", flag="--no-cross-domain"))
+    enabled: bool = field(
+        default=True,
+        metadata=knob(
+            "the global near-duplicate pass across domains (--no-cross-domain: skip it)",
+            flag="--no-cross-domain",
+        ),
+    )
     neighbours: int | None = field(default=None, metadata=knob(
         "candidates per record over all domains (embedding kNN; plus layout kNN; none: --neighbours)", min=1))
     group: int = field(default=20_000, metadata=knob(
@@ -89,7 +94,9 @@ def cross_domain_duplicates(points: list[dict], home: list[bool], dedup: DedupCo
         copies = CopyScores(thumbs, dedup.copy_threshold, dedup.copy_gate, dedup.copy_max_colour_change,
                             dedup.copy_max_residual)
         if dedup.layout_neighbours > 0:
-            sims, idx = merge_candidates(x, sims, idx, layout_neighbours(thumbs, min(dedup.layout_neighbours, n - 1)))
+            sims, idx = merge_candidates(
+                x, sims, idx, layout_neighbours(thumbs, min(dedup.layout_neighbours, n - 1))
+            )
     same = (idx < 0) | (doms[np.maximum(idx, 0)] == doms[:, None])
     idx = np.where(same, -1, idx)
     sims = np.where(same, -np.inf, sims).astype(np.float32)
@@ -99,8 +106,14 @@ def cross_domain_duplicates(points: list[dict], home: list[bool], dedup: DedupCo
 
     with _one_blas_thread():
         dup_of, reason, _ = neighbour_duplicates(np.arange(n), sims, idx, dedup, ph, phf, caps, copies)
-    dups = [{"key": pts[i]["key"], "duplicate_of": pts[int(dup_of[i])]["key"], "reason": PREFIX + REASONS[int(reason[i])]}
-            for i in np.nonzero((dup_of >= 0) & is_home)[0]]
+    dups = [
+        {
+            "key": pts[i]["key"],
+            "duplicate_of": pts[int(dup_of[i])]["key"],
+            "reason": PREFIX + REASONS[int(reason[i])],
+        }
+        for i in np.nonzero((dup_of >= 0) & is_home)[0]
+    ]
     stats["cross_domain_duplicates"] = len(dups)
     kept = [p for i, p in enumerate(pts) if is_home[i] and dup_of[i] < 0]
     return kept, dups, stats

@@ -34,8 +34,12 @@ class DedupConfig:
     cos_min_copy: float = field(default=0.9, metadata=knob(
         "... when their aligned-thumbnail copy score also reaches this (another view of one subject can be "
         "that close; <= -1: off, plain SemDeDup) ..."))
-    cos_alone: float | None = field(default=None, metadata=knob(
-        "... or their cosine reaches this (no thumbnail corroboration needed; none: calibration, else 0.985)"))
+    cos_alone: float | None = field(
+        default=None,
+        metadata=knob(
+            "... or their cosine reaches this (no thumbnail corroboration needed; none: calibration, else 0.985)"
+        ),
+    )
     phash_threshold: int = field(default=4, metadata=knob("flip-aware pHash distance at/below which ..."))
     phash_min_cos: float | None = field(default=None, metadata=knob(
         "... pairs with at least this cosine are duplicates (none: calibration, else 0.45)"))
@@ -53,9 +57,13 @@ class DedupConfig:
     copy_max_colour_change: float = field(default=0.2, metadata=knob(
         "... and whose colour channels' contrast ratios, at that alignment, spread by at most this log ratio "
         "(0.2: about +-10%% gain per channel; recoloured renders are not copies)"))
-    copy_max_residual: float = field(default=5.0, metadata=knob(
-        "... and whose mean absolute difference after a per-channel gain/offset map, at that alignment, is at "
-        "most this many grey levels (of 255, on 16x16 views)"))
+    copy_max_residual: float = field(
+        default=5.0,
+        metadata=knob(
+            "... and whose mean absolute difference after a per-channel gain/offset map, at that alignment, is at "
+            "most this many grey levels (of 255, on 16x16 views)"
+        ),
+    )
     copy_gate: float = field(default=0.5, metadata=knob(
         "unaligned layout correlation below which a pair is not verified (pre-filter)"))
     layout_neighbours: int = field(default=10, metadata=knob(
@@ -111,7 +119,11 @@ class CopyScores:
         if la is None or lb is None or max(float(la[0] @ lb[0]), float(la[0] @ lb[1])) < self.gate:
             return False
         m = self._aligned(i, j)
-        return m.score >= self.threshold and m.colour_change <= self.max_colour_change and m.residual <= self.max_residual
+        return (
+            m.score >= self.threshold
+            and m.colour_change <= self.max_colour_change
+            and m.residual <= self.max_residual
+        )
 
 
 _WS = re.compile(r"\s+")
@@ -184,7 +196,12 @@ def neighbour_duplicates(ranks: np.ndarray, sims: np.ndarray, idx: np.ndarray, c
     is_copy = np.zeros_like(is_cos)
     if cfg.use_copy and copies is not None:
         cheap_first = np.where(match.any(1), match.argmax(1), match.shape[1])
-        ask = earlier & ~match & (sims >= cfg.copy_min_cos) & (np.arange(match.shape[1])[None] < cheap_first[:, None])
+        ask = (
+            earlier
+            & ~match
+            & (sims >= cfg.copy_min_cos)
+            & (np.arange(match.shape[1])[None] < cheap_first[:, None])
+        )
         for r, c in zip(*np.nonzero(ask)):
             is_copy[r, c] = copies.match(int(r), int(safe[r, c]))
         match = match | is_copy
@@ -192,7 +209,9 @@ def neighbour_duplicates(ranks: np.ndarray, sims: np.ndarray, idx: np.ndarray, c
     first = match.argmax(1)  # lists are best first: the most similar earlier match
     rows = np.arange(n)
     dup_of = np.where(has, safe[rows, first], -1)
-    reason = np.where(has, np.select([is_cos[rows, first], is_ph[rows, first], is_cap[rows, first]], [1, 2, 3], 4), 0)
+    reason = np.where(
+        has, np.select([is_cos[rows, first], is_ph[rows, first], is_cap[rows, first]], [1, 2, 3], 4), 0
+    )
     root = np.arange(n)
     for i in np.argsort(ranks, kind="stable"):
         if dup_of[i] >= 0:
@@ -208,7 +227,12 @@ def pair_is_duplicate(i: int, j: int, x: np.ndarray, cfg: DedupConfig,
     if c >= cfg.cos_threshold and (copies is None or cfg.cos_min_copy <= -1 or c >= cfg.cos_alone
                                    or copies.corroborates(i, j, cfg.cos_min_copy)):
         return True
-    if captions is not None and captions[i] is not None and captions[i] == captions[j] and c >= cfg.caption_min_cos:
+    if (
+        captions is not None
+        and captions[i] is not None
+        and captions[i] == captions[j]
+        and c >= cfg.caption_min_cos
+    ):
         return True
     if cfg.use_phash and phash is not None and c >= cfg.phash_min_cos:
         if int(flip_hamming(phash[i], phash[j], phash_flip[j])) <= cfg.phash_threshold and (

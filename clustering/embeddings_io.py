@@ -88,13 +88,23 @@ def embed_batch(rows, embedder) -> tuple[list[dict], list[dict]]:
     for row, im, emb, temb in zip(batch, images, img, txt):
         ph, phf = phash_pair(im)
         q = row.get("quality")
-        metas.append({
-            "key": row["key"], "url": row.get("url"), "caption": row.get("caption"),
-            "sha256": row.get("sha256"), "domain": row.get("domain") or "all",
-            "quality": float(q) if q is not None else None, "caption_hash": caption_hash(row.get("caption")),
-            "phash": to_signed(ph), "phash_flip": to_signed(phf), "dhash": to_signed(dhash(im)), "thumb": thumbnail(im),
-            "embedding": emb, "text_embedding": temb,
-        })
+        metas.append(
+            {
+                "key": row["key"],
+                "url": row.get("url"),
+                "caption": row.get("caption"),
+                "sha256": row.get("sha256"),
+                "domain": row.get("domain") or "all",
+                "quality": float(q) if q is not None else None,
+                "caption_hash": caption_hash(row.get("caption")),
+                "phash": to_signed(ph),
+                "phash_flip": to_signed(phf),
+                "dhash": to_signed(dhash(im)),
+                "thumb": thumbnail(im),
+                "embedding": emb,
+                "text_embedding": temb,
+            }
+        )
     return metas, rejects
 
 
@@ -107,7 +117,9 @@ def shard_arrays(kept: list[dict], dim: int) -> tuple[list[dict], np.ndarray, np
     return metas, img.astype(np.float32), txt
 
 
-def embed_rows(rows, embedder, batch_size: int = 64) -> tuple[list[dict], np.ndarray, np.ndarray | None, list[dict]]:
+def embed_rows(
+    rows, embedder, batch_size: int = 64
+) -> tuple[list[dict], np.ndarray, np.ndarray | None, list[dict]]:
     """Decode, hash and embed mined rows (any iterable, consumed batch by batch, so only one batch of
     encoded bytes is held): (metadata rows, image vectors, text vectors, reject rows)."""
     from core.stage import batches
@@ -140,7 +152,9 @@ def read_shard_meta(out: str, i: int) -> list[dict]:
 
 def to_point(meta: dict) -> dict:
     """A clustering point (what flows through the Beam graph) from a metadata row."""
-    p = {k: meta.get(k) for k in ("key", "url", "sha256", "domain", "quality", "caption_hash", "phash", "phash_flip",
-                                 "thumb")}
+    p = {
+        k: meta.get(k)
+        for k in ("key", "url", "sha256", "domain", "quality", "caption_hash", "phash", "phash_flip", "thumb")
+    }
     p["embedding"] = np.asarray(meta["embedding"], dtype=np.float32)
     return p

@@ -44,8 +44,16 @@ def cpu_bf16_available() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def knn(x: np.ndarray, k: int, method: str = "auto", ivf_threshold: int = 100_000, nprobe: int = 32,
-        extra: int = 4, block: int = 2048, rescore_above: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    x: np.ndarray,
+    k: int,
+    method: str = "auto",
+    ivf_threshold: int = 100_000,
+    nprobe: int = 32,
+    extra: int = 4,
+    block: int = 2048,
+    rescore_above: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of each row: (sims (n,k) float32, idx (n,k) int64), best first.
 
     ``bf16``: with ``rescore_above`` set, only similarities at or above it (minus the bf16
@@ -244,10 +252,16 @@ def _sub_kmeans(x, ms: list[int], seed: int, niter: int, per_centroid: int):
 
     rng = np.random.default_rng(seed)
     n, mx = len(x), max(ms)
-    xs = x if n <= per_centroid * mx else x[torch.from_numpy(np.sort(rng.choice(n, per_centroid * mx, replace=False)))]
+    xs = (
+        x
+        if n <= per_centroid * mx
+        else x[torch.from_numpy(np.sort(rng.choice(n, per_centroid * mx, replace=False)))]
+    )
     lowp = torch.bfloat16 if bf16_available() else torch.float32  # emulated bf16 is ~10x slower than fp32
     xb = xs.to(lowp)
-    seeds = xs[torch.from_numpy(np.sort(rng.permutation(len(xs))[: 16 * mx]))]  # farthest-first on a subsample
+    seeds = xs[
+        torch.from_numpy(np.sort(rng.permutation(len(xs))[: 16 * mx]))
+    ]  # farthest-first on a subsample
     pick = [int(rng.integers(len(seeds)))]
     near = seeds @ seeds[pick[0]]
     for _ in range(1, mx):
@@ -296,7 +310,9 @@ def _tile(xt, xb, rows, cols, thr: float, k: int, krows, kself, out: _Collector)
     s = (ar @ (ar if cols is rows else a[cols]).T).float().numpy()
     rows_n, cols_n = rows.numpy(), cols.numpy()
     nc = s.shape[1]
-    flat = np.flatnonzero(s >= (thr - BF16_MARGIN if xb is not None else thr))  # numpy: faster than torch here
+    flat = np.flatnonzero(
+        s >= (thr - BF16_MARGIN if xb is not None else thr)
+    )  # numpy: faster than torch here
     r, q = flat // nc, flat % nc
     if xb is not None and len(r):
         x = xt.numpy()

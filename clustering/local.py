@@ -48,7 +48,9 @@ def cluster_groups(points: list[dict], cfg: ClusteringConfig) -> tuple[list[dict
     """(clusters, duplicate rows, stats) of the k-means groups."""
     km = cfg.kmeans
     by_dom = [(steps.group_key(p, km.group_by), p) for p in points]
-    plans = {d: steps.centroid_plan(len(ps), km.target_group, km.centroids) for d, ps in _grouped(by_dom).items()}
+    plans = {
+        d: steps.centroid_plan(len(ps), km.target_group, km.centroids) for d, ps in _grouped(by_dom).items()
+    }
     samples = _grouped(kv for kv in by_dom if steps.in_sample(kv, plans, km.seed))
     cents = dict(steps.train_group(kv, plans, km.seed, km.niter) for kv in samples.items())
     clusters, dups, stats = [], [], []

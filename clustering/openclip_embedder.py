@@ -52,7 +52,9 @@ class OpenClipEmbedder:
         self.tokenizer = open_clip.get_tokenizer(model)
         self.name = f"openclip:{model}:{pretrained or 'random'}"
         with torch.no_grad():
-            self.dim = self.text_dim = int(self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1])
+            self.dim = self.text_dim = int(
+                self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1]
+            )
 
     def _dtype(self):
         import torch
@@ -65,7 +67,9 @@ class OpenClipEmbedder:
         out = []
         with torch.no_grad():
             for s in range(0, len(images), self.batch_size):
-                batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images[s : s + self.batch_size]])
+                batch = torch.stack(
+                    [self.preprocess(im.convert("RGB")) for im in images[s : s + self.batch_size]]
+                )
                 feats = self.model.encode_image(batch.to(self.device, self._dtype()))
                 out.append(feats.float().cpu().numpy())
         return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)

@@ -55,7 +55,9 @@ def to_signed(h: int) -> int:
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Bitwise Hamming distance of (arrays of) 64-bit hashes, signed or unsigned."""
-    x = np.bitwise_xor(np.asarray(a).astype(np.int64).view(np.uint64), np.asarray(b).astype(np.int64).view(np.uint64))
+    x = np.bitwise_xor(
+        np.asarray(a).astype(np.int64).view(np.uint64), np.asarray(b).astype(np.int64).view(np.uint64)
+    )
     return np.bitwise_count(x).astype(np.int32)
 
 

@@ -64,7 +64,9 @@ def load_embeddings(folder: str) -> tuple[np.ndarray, list[dict], str | None]:
     return np.concatenate(vecs), rows, spec
 
 
-def search(vectors: np.ndarray, rows: list[dict], text: str, space, embedder: str | None, k: int = 10) -> list[dict]:
+def search(
+    vectors: np.ndarray, rows: list[dict], text: str, space, embedder: str | None, k: int = 10
+) -> list[dict]:
     """The ``k`` images nearest to ``text`` in ``space`` (offline vectors are projected first)."""
     if embedder and embedder.startswith("openclip:"):
         iv = vectors
@@ -76,8 +78,16 @@ def search(vectors: np.ndarray, rows: list[dict], text: str, space, embedder: st
         raise ValueError(f"embedding dim {iv.shape[1]} does not match the space {space.name}")
     sims = iv @ space.embed_texts([text])[0]
     order = np.argsort(-sims, kind="stable")[:k]
-    return [{"rank": r + 1, "key": rows[i]["key"], "cosine": round(float(sims[i]), 4), "caption": rows[i]["caption"],
-             "url": rows[i]["url"]} for r, i in enumerate(order)]
+    return [
+        {
+            "rank": r + 1,
+            "key": rows[i]["key"],
+            "cosine": round(float(sims[i]), 4),
+            "caption": rows[i]["caption"],
+            "url": rows[i]["url"],
+        }
+        for r, i in enumerate(order)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     a, opts, _ = cfgsys.parse(ap, QueryOptions, argv)  # flag mistakes: ConfigError, one line via cli.run
     try:
         vectors, rows, embedder = load_embeddings(a.embeddings)
-        if embedder and embedder not in ("offline", "") and not embedder.startswith("openclip:") and not opts.space:
+        if (
+            embedder
+            and embedder not in ("offline", "")
+            and not embedder.startswith("openclip:")
+            and not opts.space
+        ):
             raise ValueError(f"no image-text space for embedder {embedder!r}; pass --space")
-        space = make_space(opts.space or (embedder if embedder and embedder.startswith("openclip:") else "itm"))
+        space = make_space(
+            opts.space or (embedder if embedder and embedder.startswith("openclip:") else "itm")
+        )
         hits = search(vectors, rows, a.text, space, embedder, opts.k)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

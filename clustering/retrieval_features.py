@@ -29,7 +29,9 @@ from PIL import Image
 from core.vectors import l2_normalize
 
 
-def trunk_maps(model, images: Sequence[Image.Image], size: int, crop: bool = False) -> dict[str, torch.Tensor]:
+def trunk_maps(
+    model, images: Sequence[Image.Image], size: int, crop: bool = False
+) -> dict[str, torch.Tensor]:
     """Feature maps of the last block (320 ch) and of the head (1280 ch) for a batch."""
     from core.features import preprocess
 

@@ -28,7 +28,9 @@ def as_jpeg(data: bytes) -> bytes:
         return buf.getvalue()
 
 
-def sample_files(cluster: dict[str, Any], images: list[bytes], captions: list[str]) -> list[tuple[str, bytes]]:
+def sample_files(
+    cluster: dict[str, Any], images: list[bytes], captions: list[str]
+) -> list[tuple[str, bytes]]:
     """(member name, bytes) of one sample, without the ``__key__`` prefix
     (``core.samples.encode_cluster_sample``; images re-encoded as JPEG when they are not)."""
     fields = sample_format.encode_cluster_sample("", cluster, [as_jpeg(img) for img in images], captions)
@@ -49,6 +51,9 @@ def write_shard(out: str, index: int, samples: list[tuple[str, list[tuple[str, b
     """Write shard ``index`` atomically (samples sorted by key), unless it already holds these bytes
     (a rerun after the clusters changed replaces it)."""
     path = shard_path(out, index)
-    sample_format.write_shard(path, ({"__key__": key, **dict(files)} for key, files in sorted(samples, key=lambda s: s[0])),
-                              if_changed=True)
+    sample_format.write_shard(
+        path,
+        ({"__key__": key, **dict(files)} for key, files in sorted(samples, key=lambda s: s[0])),
+        if_changed=True,
+    )
     return path

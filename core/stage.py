@@ -84,10 +84,14 @@ class Stage:
 
     def describe(self) -> dict[str, Any]:
         """Name, columns and config: what a summary records about the stage."""
-        return {"stage": self.name, "inputs": ["/".join(c) if isinstance(c, tuple) else c for c in self.inputs()],
-                "outputs": list(self.outputs()),
-                "config": to_dict(self.config) if self.config is not None and not isinstance(self.config, dict)
-                else self.config}
+        return {
+            "stage": self.name,
+            "inputs": ["/".join(c) if isinstance(c, tuple) else c for c in self.inputs()],
+            "outputs": list(self.outputs()),
+            "config": to_dict(self.config)
+            if self.config is not None and not isinstance(self.config, dict)
+            else self.config,
+        }
 
 
 def batches(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:

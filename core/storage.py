@@ -104,7 +104,9 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def write_parquet(rows: Iterable[dict[str, Any]] | pa.Table, path: str, schema: pa.Schema | None = None) -> str:
+def write_parquet(
+    rows: Iterable[dict[str, Any]] | pa.Table, path: str, schema: pa.Schema | None = None
+) -> str:
     """Write rows (or a table) as one Parquet file, atomically."""
     table = rows if isinstance(rows, pa.Table) else to_table(rows, schema)
     return atomic_write_bytes(path, table_to_parquet_bytes(table))
@@ -155,7 +157,9 @@ def clean_tmp(folder: str) -> list[str]:
     if "://" not in folder:
         found = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if TMP_MARK in f]
     else:
-        found = [m.path for m in FileSystems.match([join(folder, "**")])[0].metadata_list if TMP_MARK in m.path]
+        found = [
+            m.path for m in FileSystems.match([join(folder, "**")])[0].metadata_list if TMP_MARK in m.path
+        ]
     if found:
         FileSystems.delete(sorted(found))
         log.warning("removed %d leftover temporary files under %s", len(found), folder)
@@ -227,7 +231,11 @@ class OutputLock:
                 log.warning("taking over the stale lock of dead pid %s in %s", info.get("pid"), self.folder)
                 FileSystems.delete([self.path])
                 continue
-            who = f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}" if info else "another run"
+            who = (
+                f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}"
+                if info
+                else "another run"
+            )
             raise OutputLocked(f"output folder {self.folder} is in use by {who}; wait for it to finish, "
                                f"or delete {self.path} if that run is gone")
         else:
@@ -323,7 +331,9 @@ def unit_done(outputs: list[str], fp: dict[str, Any]) -> bool:
 def finish_unit(outputs: list[str], fp: dict[str, Any]) -> str:
     """Record that ``outputs`` (already written) were made from ``fp``; call after the outputs."""
     body = {"outputs": [FileSystems.split(p)[1] for p in outputs], "fingerprint": fp}
-    return atomic_write_bytes(unit_manifest_path(outputs[0]), json.dumps(body, indent=1, sort_keys=True).encode())
+    return atomic_write_bytes(
+        unit_manifest_path(outputs[0]), json.dumps(body, indent=1, sort_keys=True).encode()
+    )
 
 
 def remove_unit(outputs: list[str]) -> None:

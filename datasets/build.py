@@ -59,7 +59,9 @@ class TaskInputs:
         """From a run folder and/or explicit ``mined`` / ``clusters`` folders (explicit ones win)."""
         layout = RunLayout(run) if run else None
         if mined is None and layout is None:
-            raise InputError("the tasks stage needs a run folder (--input RUN) or a mined folder (--mined DIR)")
+            raise InputError(
+                "the tasks stage needs a run folder (--input RUN) or a mined folder (--mined DIR)"
+            )
         return cls(mined=mined or layout.mined, clusters=clusters or (layout.clusters if layout else None),
                    clusters_given=clusters is not None)
 
@@ -235,7 +237,10 @@ class TokenLimit:
     def check(self, sample: Sample) -> int:
         """Longest token count of the sample's texts; InvalidSample when over the limit."""
         longest = 0
-        for name, text in [("instruction", sample.instruction), *((c.marker, c.text) for c in sample.context)]:
+        for name, text in [
+            ("instruction", sample.instruction),
+            *((c.marker, c.text) for c in sample.context),
+        ]:
             n = self.count(text)
             if n > self.limit:
                 raise InvalidSample("instruction_too_long", f"{name} has {n} tokens > limit {self.limit}")
@@ -267,15 +272,21 @@ def candidates(inputs: PlanInputs, seed: int, tasks: list[str] | None = None) ->
 def skip_reasons(inputs: PlanInputs, tasks: list[str] | None) -> dict[str, str]:
     reasons = {}
     if not inputs.depth_available:
-        reasons["control_depth"] = "no depth model weights offline (MiDaS/DPT need --depth-weights); never faked"
+        reasons["control_depth"] = (
+            "no depth model weights offline (MiDaS/DPT need --depth-weights); never faked"
+        )
     if not inputs.clusters:
         reasons["subject"] = reasons["retrieval"] = "no clusters.parquet in the input"
     if not any(is_art(r) for r in inputs.rows.values()):
         reasons["t2i_art"] = "no art-domain pairs in the input (mining's domain 'art')"
     if not inputs.faces.get("subject_faces"):
-        reasons["subject_faces"] = "no face folder (--faces-dir: CelebA-style metadata.csv or one folder per person)"
+        reasons["subject_faces"] = (
+            "no face folder (--faces-dir: CelebA-style metadata.csv or one folder per person)"
+        )
     if not inputs.faces.get("subject_faces_hq"):
-        reasons["subject_faces_hq"] = "no high-resolution face folder (--faces-hq-dir, e.g. CelebA-HQ by person)"
+        reasons["subject_faces_hq"] = (
+            "no high-resolution face folder (--faces-hq-dir, e.g. CelebA-HQ by person)"
+        )
     if not inputs.styles:
         reasons["styled"] = reasons["style_transfer"] = "no style images (--style-dir)"
     for t in REGISTRY:
@@ -288,8 +299,14 @@ def make_plan(inputs: PlanInputs, config: dict[str, Any], seed: int, max_samples
               tasks: list[str] | None = None) -> MixturePlan:
     """The mixture plan; N = ``max_samples``, else one sample per captioned input pair."""
     n_pairs = sum(1 for r in inputs.rows.values() if (r.get("caption") or "").strip())
-    return plan_mixture(candidates(inputs, seed, tasks), config, seed, max_samples, skip_reasons(inputs, tasks),
-                        default_total=n_pairs)
+    return plan_mixture(
+        candidates(inputs, seed, tasks),
+        config,
+        seed,
+        max_samples,
+        skip_reasons(inputs, tasks),
+        default_total=n_pairs,
+    )
 
 
 def synthesize(job: Job, images: dict[str, bytes], tools: Tools, seed: int, embedder=None,
@@ -358,7 +375,9 @@ def write_shard_group(output: str, index: int, items: list[tuple[str, Any]]) -> 
     """Write shard ``index``: rejects parquet and manifest first, the tar last (marks it done)."""
     paths = shard_paths(output, index)
     samples: list[Sample] = sorted((s for kind, s in items if kind == "ok"), key=lambda s: s.meta["order"])
-    rejects = sorted((r for kind, r in items if kind == "rej"), key=lambda r: (r["task"], r["key"], r["reason"]))
+    rejects = sorted(
+        (r for kind, r in items if kind == "rej"), key=lambda r: (r["task"], r["key"], r["reason"])
+    )
     manifest = {
         "shard": index,
         "samples": {t: n for t, n in sorted(Counter(s.task for s in samples).items())},
@@ -368,7 +387,9 @@ def write_shard_group(output: str, index: int, items: list[tuple[str, Any]]) -> 
         "max_tokens": max((int(s.meta.get("tokens", 0)) for s in samples), default=0),
         "ids": [s.sample_id for s in samples],
     }
-    storage.write_parquet([{k: r[k] for k in REJECT_SCHEMA.names} for r in rejects], paths["rejects"], REJECT_SCHEMA)
+    storage.write_parquet(
+        [{k: r[k] for k in REJECT_SCHEMA.names} for r in rejects], paths["rejects"], REJECT_SCHEMA
+    )
     storage.atomic_write_bytes(paths["manifest"], json.dumps(manifest, sort_keys=True).encode("utf-8"))
     storage.atomic_write_bytes(paths["tar"], shard_io.tar_bytes(samples))
     return manifest
@@ -416,4 +437,12 @@ def totals(manifests: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, d
     return dict(written), {t: dict(c) for t, c in rejects.items()}
 
 
-__all__ = ["load_config", "make_plan", "synthesize", "write_shard_group", "read_manifests", "account", "totals"]
+__all__ = [
+    "load_config",
+    "make_plan",
+    "synthesize",
+    "write_shard_group",
+    "read_manifests",
+    "account",
+    "totals",
+]

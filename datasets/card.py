@@ -46,7 +46,11 @@ def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str,
         "tasks": rows,
         "inputs": summary.get("inputs", {}),
         "options": summary.get("options", {}),
-        "records": {"read": summary.get("read"), "kept": summary.get("kept"), "rejected": summary.get("rejected")},
+        "records": {
+            "read": summary.get("read"),
+            "kept": summary.get("kept"),
+            "rejected": summary.get("rejected"),
+        },
         "shards": summary.get("shards", {}),
         "tokens": summary.get("tokens", {}),
         "notes": summary.get("notes", []),
@@ -54,17 +58,26 @@ def build_card(summary: dict[str, Any], plan: dict[str, Any], written: dict[str,
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# {card['title']}", "", f"Mixture: {card['mixture_source']}", "",
-             f"Total samples: **{card['total_samples']}**", "",
-             "paper = Table 1 ratio; effective = renormalised over the datasets built here; reached = share of "
-             "written samples. Each task is sampled with its ratio as weight; one that runs out of candidates "
-             "uses them all and the others share the rest.", "",
-             "| task | paper dataset | paper | effective | reached | available | written | templates | rejected "
-             "| missing or short, why |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        f"# {card['title']}",
+        "",
+        f"Mixture: {card['mixture_source']}",
+        "",
+        f"Total samples: **{card['total_samples']}**",
+        "",
+        "paper = Table 1 ratio; effective = renormalised over the datasets built here; reached = share of "
+        "written samples. Each task is sampled with its ratio as weight; one that runs out of candidates "
+        "uses them all and the others share the rest.",
+        "",
+        "| task | paper dataset | paper | effective | reached | available | written | templates | rejected "
+        "| missing or short, why |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in card["tasks"]:
         rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
-        paper = f"{r.get('paper_ratio', r['target_ratio']):.3f}" + (" (inferred)" if r.get("paper_ratio_inferred") else "")
+        paper = f"{r.get('paper_ratio', r['target_ratio']):.3f}" + (
+            " (inferred)" if r.get("paper_ratio_inferred") else ""
+        )
         lines.append(
             f"| {r['task']} | {r['paper_dataset']} | {paper} | {r['effective_target']:.3f} | "
             f"{r['reached_ratio']:.3f} | {r['available']} | {r['written']} | {r.get('templates', '-')} | {rej} | "
@@ -73,12 +86,16 @@ def card_markdown(card: dict[str, Any]) -> str:
     tok = card.get("tokens") or {}
     if tok:
         over = tok.get("template_overhead", {})
-        lines += ["", "## Instruction length", "",
-                  f"- text-encoder token limit: {tok.get('limit')} (MiniLM WordPiece with [CLS]/[SEP]; the training "
-                  f"configs' `text_encoder.max_len`); longest text written: {tok.get('longest_written')} tokens",
-                  f"- most tokens a template adds around its fields: {max(over.values()) if over else '-'} "
-                  f"({', '.join(f'{k} {v}' for k, v in sorted(over.items()))})",
-                  "- a longer instruction or context text is a counted `instruction_too_long` reject, never cut"]
+        lines += [
+            "",
+            "## Instruction length",
+            "",
+            f"- text-encoder token limit: {tok.get('limit')} (MiniLM WordPiece with [CLS]/[SEP]; the training "
+            f"configs' `text_encoder.max_len`); longest text written: {tok.get('longest_written')} tokens",
+            f"- most tokens a template adds around its fields: {max(over.values()) if over else '-'} "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(over.items()))})",
+            "- a longer instruction or context text is a counted `instruction_too_long` reject, never cut",
+        ]
     rec = card["records"]
     lines += ["", "## Input records", "", f"- read: {rec['read']}, used in a sample: {rec['kept']}",
               f"- not used, by reason: {json.dumps(rec['rejected'], sort_keys=True)}"]

@@ -30,8 +30,14 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MAX_BYTES = 20 << 20  # a face file larger than this is skipped (bounded reads)
 
 _HAIR = {"Black_Hair": "black", "Blond_Hair": "blond", "Brown_Hair": "brown", "Gray_Hair": "grey"}
-_WEAR = [("Eyeglasses", "glasses"), ("Wearing_Hat", "a hat"), ("Wearing_Earrings", "earrings"),
-         ("Wearing_Necklace", "a necklace"), ("Wearing_Necktie", "a necktie"), ("Wearing_Lipstick", "lipstick")]
+_WEAR = [
+    ("Eyeglasses", "glasses"),
+    ("Wearing_Hat", "a hat"),
+    ("Wearing_Earrings", "earrings"),
+    ("Wearing_Necklace", "a necklace"),
+    ("Wearing_Necktie", "a necktie"),
+    ("Wearing_Lipstick", "lipstick"),
+]
 
 
 def person_word(attrs: set[str]) -> str:
@@ -85,15 +91,23 @@ def _entries(folder: str) -> list[dict[str, str]]:
         for r in csv.DictReader(io.StringIO(storage.read_bytes(csv_path).decode("utf-8-sig"))):
             person = (r.get("identity") or r.get("person") or "").strip()
             if r.get("file") and person:
-                out.append({"file": storage.join(folder, r["file"]), "person": person,
-                            "caption": (r.get("caption") or "").strip(), "attributes": r.get("attributes") or ""})
+                out.append(
+                    {
+                        "file": storage.join(folder, r["file"]),
+                        "person": person,
+                        "caption": (r.get("caption") or "").strip(),
+                        "attributes": r.get("attributes") or "",
+                    }
+                )
         return out
     for f in sorted(storage.list_files(folder, "*/*")):
         if not f.lower().endswith(IMAGE_EXTS):
             continue
         txt = os.path.splitext(f)[0] + ".txt"
         cap = storage.read_bytes(txt).decode("utf-8", "replace").strip() if storage.exists(txt) else ""
-        out.append({"file": f, "person": os.path.basename(os.path.dirname(f)), "caption": cap, "attributes": ""})
+        out.append(
+            {"file": f, "person": os.path.basename(os.path.dirname(f)), "caption": cap, "attributes": ""}
+        )
     return out
 
 

@@ -131,8 +131,10 @@ def from_wds(fields: dict[str, Any]) -> Sample:
     """A Sample back from raw (undecoded) WebDataset members."""
     got = decode_instruction_sample(fields)
     doc = got.doc
-    ctx = [ContextItem(marker=c["marker"], text=c["text"], kind=c["kind"], key=c["key"], image=img, ext=c["ext"])
-           for c, img in zip(doc["context"], got.context)]
+    ctx = [
+        ContextItem(marker=c["marker"], text=c["text"], kind=c["kind"], key=c["key"], image=img, ext=c["ext"])
+        for c, img in zip(doc["context"], got.context)
+    ]
     return Sample(
         task=doc["task"], instruction=doc["instruction"], target=got.target,
         target_caption=doc["target_caption"], target_key=doc["target_key"], context=ctx,

@@ -20,8 +20,15 @@ from datasets.task_config import TasksConfig
 from datasets.tasks.base import Tools
 
 
-def build_tasks_local(input: str | None, output: str, config: TasksConfig | None = None, tools: Tools | None = None,
-                      mined: str | None = None, clusters: str | None = None, **options: Any) -> dict[str, Any]:
+def build_tasks_local(
+    input: str | None,
+    output: str,
+    config: TasksConfig | None = None,
+    tools: Tools | None = None,
+    mined: str | None = None,
+    clusters: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Build the task shards in this process; returns the same summary as the Beam pipeline."""
     cfg = cfgsys.replace_leaves(config or TasksConfig(), **options)
     prep = prepare(cfg, output, input=input, mined=mined, clusters=clusters, tools=tools)

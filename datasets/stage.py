@@ -44,8 +44,14 @@ class TaskStage(Stage):
                 from datasets.control.depth import load_depth_model
 
                 depth = load_depth_model(self.depth_weights)
-            self.tools = Tools(quality=scorer, depth=depth, max_side=cfg.max_side, style_threshold=cfg.style_threshold,
-                               control_side=cfg.control_side, hed_backend=cfg.hed_backend)
+            self.tools = Tools(
+                quality=scorer,
+                depth=depth,
+                max_side=cfg.max_side,
+                style_threshold=cfg.style_threshold,
+                control_side=cfg.control_side,
+                hed_backend=cfg.hed_backend,
+            )
             if cfg.align_space != "off":  # styled samples must match style image + caption
                 from mining.itm.align import Aligner
                 from mining.itm.model import make_space
@@ -57,7 +63,9 @@ class TaskStage(Stage):
 
             self.embedder = TokenEmbedder()
         self.tokens = build.TokenLimit(cfg.max_tokens) if cfg.max_tokens else None
-        if self._injected is None:  # load the models the planned tasks need once, here, not in the first batch
+        if (
+            self._injected is None
+        ):  # load the models the planned tasks need once, here, not in the first batch
             build.warm_up(self.tools, self.task_names)
         if self.tokens is not None:
             self.tokens.count("warm up")  # loads the tokenizer

@@ -37,7 +37,9 @@ class TasksConfig:
         "store MiniLM token embeddings (.npy)", flag="--embed-text"))
     depth_weights: str | None = field(default=None, metadata=knob(
         "MiDaS/DPT weights; without them depth is skipped"))
-    quality_scorer: str | None = field(default=None, metadata=knob("module:function scoring stylised targets"))
+    quality_scorer: str | None = field(
+        default=None, metadata=knob("module:function scoring stylised targets")
+    )
     style_threshold: float = field(default=0.35, metadata=knob("minimum quality of stylised targets"))
     align_space: str = field(default="itm", metadata=knob(
         "styled alignment filter space: itm (offline projection), itm:PATH, openclip:MODEL:PRETRAINED, off"))
@@ -45,9 +47,16 @@ class TasksConfig:
         "longer side of control maps, pixels (match the largest model size of the cascade)", min=1))
     hed_backend: str = field(default="auto", metadata=knob(
         "HED runtime (auto: onnxruntime when installed, faster on CPU)", choices=("auto", "onnx", "torch")))
-    batch_size: int = field(default=8, metadata=knob("jobs per synthesis batch (HED runs once per batch)", min=1))
-    max_tokens: int = field(default=TOKEN_LIMIT, metadata=knob(
-        "text-encoder token limit (training text_encoder.max_len); longer texts are rejected (0: no limit)", min=0))
+    batch_size: int = field(
+        default=8, metadata=knob("jobs per synthesis batch (HED runs once per batch)", min=1)
+    )
+    max_tokens: int = field(
+        default=TOKEN_LIMIT,
+        metadata=knob(
+            "text-encoder token limit (training text_encoder.max_len); longer texts are rejected (0: no limit)",
+            min=0,
+        ),
+    )
 
     def to_json(self) -> str:
         return cfgsys.to_json(self)

@@ -75,9 +75,12 @@ def load(task: str) -> TaskTemplates:
         return TaskTemplates(task=doc["task"], group=base.group, fields=base.fields, context=base.context,
                              instructions=base.instructions)
     ctx = tuple(
-        {"marker": c["marker"], "kind": c["kind"], "texts": tuple(c["texts"])} for c in doc.get("context") or []
+        {"marker": c["marker"], "kind": c["kind"], "texts": tuple(c["texts"])}
+        for c in doc.get("context") or []
     )
-    instructions = list(doc.get("instructions") or []) + expand(doc.get("slots") or {}, doc.get("grammar") or [])
+    instructions = list(doc.get("instructions") or []) + expand(
+        doc.get("slots") or {}, doc.get("grammar") or []
+    )
     return TaskTemplates(
         task=doc["task"], group=doc["group"], fields=tuple(doc["fields"]), context=ctx,
         instructions=tuple(instructions),
@@ -163,7 +166,9 @@ def _clean(value: Any) -> str:
 _LOWER_FIRST = {"a", "an", "the", "some", "two", "three", "several", "many", "this", "there", "one", "people"}
 
 
-def render(task: str, values: dict[str, Any], seed: int, salt: str) -> tuple[str, list[tuple[str, str, str]], int]:
+def render(
+    task: str, values: dict[str, Any], seed: int, salt: str
+) -> tuple[str, list[tuple[str, str, str]], int]:
     """(instruction, [(marker, context text, kind)], template index) for one sample.
 
     The phrasing is chosen by ``seed`` and ``salt`` (e.g. the target key), so reruns agree.

@@ -42,7 +42,9 @@ class TokenEmbedder:
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         out = self._load().encode(texts, output_value="token_embeddings", show_progress_bar=False)
-        return [np.asarray(t.float().cpu().numpy() if hasattr(t, "cpu") else t, dtype=np.float32) for t in out]
+        return [
+            np.asarray(t.float().cpu().numpy() if hasattr(t, "cpu") else t, dtype=np.float32) for t in out
+        ]
 
     def embed(self, sample: Sample) -> Sample:
         texts = [sample.instruction, *(c.text for c in sample.context)]

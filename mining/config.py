@@ -12,7 +12,16 @@ from core import config as cfgsys
 from core.config import knob
 from core.decode import DecodeLimits
 
-DEFAULT_DOMAINS: tuple[str, ...] = ("art", "products", "animals", "scenery", "food", "vehicles", "people", "other")
+DEFAULT_DOMAINS: tuple[str, ...] = (
+    "art",
+    "products",
+    "animals",
+    "scenery",
+    "food",
+    "vehicles",
+    "people",
+    "other",
+)
 D = DecodeLimits
 
 
@@ -21,7 +30,9 @@ class MiningConfig:
     # decode / validation (defaults: core.decode.DecodeLimits, which decode_record also takes)
     max_pixels: int = field(default=D.max_pixels, metadata=knob(
         "refuse images whose header says more pixels (decompression bombs)", min=1))
-    min_side: int = field(default=D.min_side, metadata=knob("minimum decoded short side in px (too_small)", min=1))
+    min_side: int = field(
+        default=D.min_side, metadata=knob("minimum decoded short side in px (too_small)", min=1)
+    )
     max_aspect: float = field(default=D.max_aspect, metadata=knob(
         "maximum long/short side ratio (extreme_aspect)", min=1))
     max_caption_chars: int = field(default=D.max_caption_chars, metadata=knob(
@@ -30,8 +41,13 @@ class MiningConfig:
         "cut long captions at a word boundary instead of rejecting them", flag="--truncate-long-captions"))
     reject_non_utf8_captions: bool = field(default=D.reject_non_utf8_captions, metadata=knob(
         "reject captions whose bytes were not UTF-8 (off: keep them with U+FFFD, only counted)"))
-    work_side: int = field(default=D.work_side, metadata=knob(
-        "images with a larger short side are decoded shrunk to it (width/height stay true); 0: full size", min=0))
+    work_side: int = field(
+        default=D.work_side,
+        metadata=knob(
+            "images with a larger short side are decoded shrunk to it (width/height stay true); 0: full size",
+            min=0,
+        ),
+    )
     # filtering
     min_quality: float = field(default=0.35, metadata=knob("combined quality below this -> low_quality"))
     domains: tuple[str, ...] = field(default=DEFAULT_DOMAINS, metadata=knob("comma-separated domain labels"))
@@ -42,13 +58,22 @@ class MiningConfig:
     # models
     clip_model: str | None = field(default=None, metadata=knob(
         "open_clip model name, e.g. ViT-B-32 (none: the offline classifier)"))
-    clip_pretrained: str | None = field(default=None, metadata=knob("open_clip pretrained tag or checkpoint path"))
+    clip_pretrained: str | None = field(
+        default=None, metadata=knob("open_clip pretrained tag or checkpoint path")
+    )
     quality_weights: str | None = field(default=None, metadata=knob(
         "quality head .npz (none: mining/weights/quality_head.npz)"))
-    use_brisque: bool = field(default=True, metadata=knob(
-        "skip BRISQUE (faster; its column is null and the blend uses its validation mean)", flag="--no-brisque"))
+    use_brisque: bool = field(
+        default=True,
+        metadata=knob(
+            "skip BRISQUE (faster; its column is null and the blend uses its validation mean)",
+            flag="--no-brisque",
+        ),
+    )
     batch_size: int = field(default=16, metadata=knob("images per model call", min=1))
-    extra: dict = field(default_factory=dict)  # backend options (YAML/--set only), e.g. extra.domain_backend=itm
+    extra: dict = field(
+        default_factory=dict
+    )  # backend options (YAML/--set only), e.g. extra.domain_backend=itm
 
     def to_json(self) -> str:
         return cfgsys.to_json(self)

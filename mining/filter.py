@@ -28,7 +28,9 @@ def filter_reason(row: dict[str, Any], cfg: MiningConfig) -> tuple[str | None, s
     return None, ""
 
 
-def apply_filter(row: dict[str, Any], cfg: MiningConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def apply_filter(
+    row: dict[str, Any], cfg: MiningConfig
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(kept row, None) or (None, reject row)."""
     reason, detail = filter_reason(row, cfg)
     if reason:

@@ -17,8 +17,16 @@ from core.stage import Row, Stage
 from mining.config import MiningConfig
 
 _MODELS: dict[str, tuple] = {}  # per-process cache: one scorer + classifier per model config
-KEPT_COLUMNS = ("quality", "quality_technical", "quality_brisque", "quality_learned", "domain", "domain_scores",
-                "width", "height")
+KEPT_COLUMNS = (
+    "quality",
+    "quality_technical",
+    "quality_brisque",
+    "quality_learned",
+    "domain",
+    "domain_scores",
+    "width",
+    "height",
+)
 
 
 def load_models(cfg: MiningConfig) -> tuple:

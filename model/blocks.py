@@ -77,9 +77,13 @@ class TextConditioner(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, cond_dim))
         self.null = nn.Parameter(torch.randn(1, 1, cond_dim) * 0.02)
-        self.pool = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.pool = nn.Sequential(
+            nn.LayerNorm(cond_dim), nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = tokens.shape[0]
         h = self.proj(tokens.float())
         h = torch.where(mask[..., None], h, torch.zeros_like(h))

@@ -8,7 +8,9 @@ from model.sr_unet import SRUNet
 from model.unet import BaseUNet, UNet, UNetConfig
 
 
-def build_unet(model_cfg: dict, stage: str = "base", text_dim: int | None = None, lowres_size: int = 64) -> UNet:
+def build_unet(
+    model_cfg: dict, stage: str = "base", text_dim: int | None = None, lowres_size: int = 64
+) -> UNet:
     d = dict(model_cfg)
     if text_dim is not None:
         d["text_dim"] = text_dim

@@ -28,7 +28,12 @@ class Diffusion:
             raise ValueError(f"prediction must be one of {PREDICTIONS}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}")
-        self.schedule, self.prediction, self.weighting, self.snr_gamma = schedule, prediction, weighting, snr_gamma
+        self.schedule, self.prediction, self.weighting, self.snr_gamma = (
+            schedule,
+            prediction,
+            weighting,
+            snr_gamma,
+        )
 
     @property
     def timesteps(self) -> int:

@@ -25,7 +25,11 @@ class SRUNet(UNet):
                                      nn.Linear(self.emb_dim, self.emb_dim))
 
     def prepare_lowres(
-        self, lowres: torch.Tensor, aug_t: torch.Tensor, schedule: NoiseSchedule, noise: torch.Tensor | None = None
+        self,
+        lowres: torch.Tensor,
+        aug_t: torch.Tensor,
+        schedule: NoiseSchedule,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Upsample to the output size and apply noise-conditioning augmentation at level ``aug_t``."""
         up = F.interpolate(lowres, size=(self.cfg.image_size,) * 2, mode="bilinear", align_corners=False)

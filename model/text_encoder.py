@@ -74,14 +74,19 @@ class MiniLMTextEncoder(TextEncoder):
     name = MINILM_NAME
     dim = 384
 
-    def __init__(self, path: str | None = None, max_len: int = 32, device: str = "cpu", cache_size: int = 50000):
+    def __init__(
+        self, path: str | None = None, max_len: int = 32, device: str = "cpu", cache_size: int = 50000
+    ):
         super().__init__(max_len, cache_size)
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(path or minilm_folder(), device=device)
         self.model.max_seq_length = max_len
         self.model.eval()
-        dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim_fn = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = dim_fn()
 
     def _encode_uncached(self, texts: list[str]) -> list[torch.Tensor]:
@@ -103,7 +108,9 @@ class OpenCLIPTextEncoder(TextEncoder):
             self.name = "open_clip:custom-random"
         else:
             if not arch:
-                raise ValueError("open_clip text encoder needs arch (+ pretrained tag or checkpoint path) or model_cfg")
+                raise ValueError(
+                    "open_clip text encoder needs arch (+ pretrained tag or checkpoint path) or model_cfg"
+                )
             try:
                 self.model = open_clip.create_model(arch, pretrained=pretrained)
             except Exception as e:  # no network and no local checkpoint
@@ -143,7 +150,9 @@ class PrecomputedOnlyEncoder(TextEncoder):
         self.dim = dim
 
     def _encode_uncached(self, texts: list[str]) -> list[torch.Tensor]:
-        raise ValueError(f"text encoder 'precomputed' has no embedding for {texts[0]!r} (shards lack *_emb.npy)")
+        raise ValueError(
+            f"text encoder 'precomputed' has no embedding for {texts[0]!r} (shards lack *_emb.npy)"
+        )
 
 
 def tiny_open_clip_cfg(width: int = 32, context_length: int = 32) -> dict:
@@ -151,7 +160,13 @@ def tiny_open_clip_cfg(width: int = 32, context_length: int = 32) -> dict:
     return {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-        "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width, "heads": 2, "layers": 1},
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,
+            "width": width,
+            "heads": 2,
+            "layers": 1,
+        },
     }
 
 
@@ -168,6 +183,7 @@ def build_text_encoder(cfg: dict) -> TextEncoder:
         model_cfg = cfg.get("model_cfg")
         if model_cfg == "tiny":
             model_cfg = tiny_open_clip_cfg(context_length=max(max_len, 8))
-        return OpenCLIPTextEncoder(arch=cfg.get("arch"), pretrained=cfg.get("pretrained"), model_cfg=model_cfg,
-                                   max_len=max_len)
+        return OpenCLIPTextEncoder(
+            arch=cfg.get("arch"), pretrained=cfg.get("pretrained"), model_cfg=model_cfg, max_len=max_len
+        )
     raise ValueError(f"unknown text encoder kind {kind!r} (minilm|open_clip)")

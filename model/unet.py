@@ -34,11 +34,15 @@ class UNetConfig:
     base_channels: int = field(default=64, metadata=knob("width of the first level", min=1))
     channel_mults: tuple[int, ...] = field(default=(1, 2, 3, 4), metadata=knob(
         "width multiplier per level, comma-separated (one downsample between levels)"))
-    num_res_blocks: int = field(default=2, metadata=knob("residual blocks per level (decoder uses +1)", min=1))
+    num_res_blocks: int = field(
+        default=2, metadata=knob("residual blocks per level (decoder uses +1)", min=1)
+    )
     attn_resolutions: tuple[int, ...] = field(default=(16, 8), metadata=knob(
         "resolutions with self-attention and text cross-attention, comma-separated"))
     heads: int = field(default=4, metadata=knob("attention heads", min=1))
-    text_dim: int = field(default=384, metadata=knob("text token width (set from the text encoder)", hidden=True))
+    text_dim: int = field(
+        default=384, metadata=knob("text token width (set from the text encoder)", hidden=True)
+    )
     cond_dim: int = field(default=256, metadata=knob(
         "width text tokens are projected to (cross-attention keys/values)", min=1))
     dropout: float = field(default=0.0, metadata=knob("dropout inside residual blocks", min=0, max=1))
@@ -62,13 +66,17 @@ class Level(nn.Module):
     def __init__(self, chans: list[tuple[int, int]], emb_dim: int, attn: bool, cfg: UNetConfig):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(i, o, emb_dim, cfg.dropout) for i, o in chans)
-        self.self_attn = nn.ModuleList(SelfAttention(o, cfg.heads) if attn else nn.Identity() for _, o in chans)
+        self.self_attn = nn.ModuleList(
+            SelfAttention(o, cfg.heads) if attn else nn.Identity() for _, o in chans
+        )
         self.text_attn = nn.ModuleList(
             CrossAttention(o, cfg.cond_dim, cfg.heads) if attn else nn.Identity() for _, o in chans
         )
         self.attn = attn
 
-    def run(self, i: int, h: torch.Tensor, emb: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def run(
+        self, i: int, h: torch.Tensor, emb: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         h = self.blocks[i](h, emb)
         if self.attn:
             h = self.self_attn[i](h)
@@ -155,7 +163,11 @@ class UNet(nn.Module):
         return ctx_images
 
     def encode_context(
-        self, ctx_images: torch.Tensor, ctx_tokens: torch.Tensor, ctx_text_mask: torch.Tensor, ctx_mask: torch.Tensor
+        self,
+        ctx_images: torch.Tensor,
+        ctx_tokens: torch.Tensor,
+        ctx_text_mask: torch.Tensor,
+        ctx_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context pairs -> (keys/values tokens (B, 1 + K*h*w, C), mask). Shapes: images (B,K,3,H,W),
         text tokens (B,K,L,D), text mask (B,K,L), slot mask (B,K)."""

@@ -131,14 +131,27 @@ def run(input: str | None, output: str, runner: str = "fnapi", workers: int = 2,
                        | "Route" >> beam.FlatMap(route_images))
             styles_side = p | "Styles" >> beam.Create(sorted(style_bytes.items()))
             todo = {i: fps[i] for i in range(prep.n_shards) if i not in prep.done}
-            (({"job": jobs, "imgs": per_job} | "JoinJobs" >> beam.CoGroupByKey()
-              | "AsPairs" >> beam.Map(lambda e: (e[0], (e[1]["job"], e[1]["imgs"]))))
-             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, cfg.batch_size))
-             | "Synthesize" >> beam.ParDo(SynthesizeFn(cfg.to_json(), prep.depth_weights, tools, total=len(pending),
-                                                       task_names=tuple(sorted({j.task for j in pending}))),
-                                          beam.pvalue.AsList(styles_side))
-             | "ByShard" >> beam.GroupByKey()
-             | "WriteShards" >> beam.ParDo(WriteShardFn(output, todo)))
+            (
+                (
+                    {"job": jobs, "imgs": per_job}
+                    | "JoinJobs" >> beam.CoGroupByKey()
+                    | "AsPairs" >> beam.Map(lambda e: (e[0], (e[1]["job"], e[1]["imgs"])))
+                )
+                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, cfg.batch_size))
+                | "Synthesize"
+                >> beam.ParDo(
+                    SynthesizeFn(
+                        cfg.to_json(),
+                        prep.depth_weights,
+                        tools,
+                        total=len(pending),
+                        task_names=tuple(sorted({j.task for j in pending})),
+                    ),
+                    beam.pvalue.AsList(styles_side),
+                )
+                | "ByShard" >> beam.GroupByKey()
+                | "WriteShards" >> beam.ParDo(WriteShardFn(output, todo))
+            )
     return finish(prep, output)
 
 
@@ -154,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     cfgsys.add_config_args(ap)
     args, cmd, beam_args = cfgsys.parse(ap, TasksCommand, argv, beam=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    require(args.input is not None or args.mined is not None, "give --input RUN (a run folder) or --mined DIR")
+    require(
+        args.input is not None or args.mined is not None, "give --input RUN (a run folder) or --mined DIR"
+    )
     for flag, path in (("input", args.input), ("--mined", args.mined), ("--clusters", args.clusters)):
         require(path is None or storage.exists(path), f"{flag} {path} does not exist")
     cfg: TasksConfig = cmd.tasks

@@ -47,7 +47,9 @@ class DemoConfig:
         "generated corpus: `make demo-real` passes COCO and Flickr8k from ../shared/data"))
     n: int = field(default=1000, metadata=knob("image-text pairs in the generated corpus", min=1))
     seed: int = field(default=0, metadata=knob("seed for the corpus, task synthesis and training"))
-    train_steps: int = field(default=120, metadata=knob("stage-1 base-model steps on the cluster shards", min=0))
+    train_steps: int = field(
+        default=120, metadata=knob("stage-1 base-model steps on the cluster shards", min=0)
+    )
     stage2_steps: int = field(default=60, metadata=knob("stage-2 base-model steps on the task shards", min=1))
     sr_steps: int = field(default=30, metadata=knob("super-resolution model steps (0 = skip)", min=0))
     control_side: int = field(default=64, metadata=knob(
@@ -153,9 +155,18 @@ def tasks_step(r: DemoRun) -> dict[str, Any]:
 
     c = r.cfg
     style_dir = c.style_dir or _demo_styles(Path(r.layout.mined), r.out / "styles")
-    return run(str(r.out), r.layout.tasks, seed=c.seed, style_dir=style_dir, tasks=list(c.tasks) if c.tasks else None,
-               faces_dir=c.faces_dir, control_side=c.control_side, max_side=c.max_side,
-               max_samples=c.task_samples, runner=c.runner)
+    return run(
+        str(r.out),
+        r.layout.tasks,
+        seed=c.seed,
+        style_dir=style_dir,
+        tasks=list(c.tasks) if c.tasks else None,
+        faces_dir=c.faces_dir,
+        control_side=c.control_side,
+        max_side=c.max_side,
+        max_samples=c.task_samples,
+        runner=c.runner,
+    )
 
 
 def train_step(r: DemoRun) -> dict[str, Any]:
@@ -190,27 +201,37 @@ def train_stages(cluster_shards: Path, task_shards: Path, train: Path, args: Dem
     from train import demo_run
 
     out: dict[str, Any] = {"outputs": {}}
-    have = {p: p.is_dir() and bool(storage.list_files(str(p), "*.tar")) for p in (cluster_shards, task_shards)}
+    have = {
+        p: p.is_dir() and bool(storage.list_files(str(p), "*.tar")) for p in (cluster_shards, task_shards)
+    }
     s1 = None
     if have[cluster_shards]:
-        s1 = demo_run(str(cluster_shards), str(train / "stage1_retrieval"), steps=args.train_steps, seed=args.seed)
+        s1 = demo_run(
+            str(cluster_shards), str(train / "stage1_retrieval"), steps=args.train_steps, seed=args.seed
+        )
         out["stage1"] = {k: s1[k] for k in ("steps", "final_loss", "checkpoint", "samples_png")}
         out["outputs"]["stage1_grid"] = s1["samples_png"]
     else:
         out["stage1"] = {"skipped": f"no cluster shards in {cluster_shards}"}
     shards2 = task_shards if have[task_shards] else cluster_shards
     over = {"train": {"init_from": s1["checkpoint"]}} if s1 else {}
-    s2 = demo_run(str(shards2), str(train / "stage2_tasks"), steps=args.stage2_steps, seed=args.seed, overrides=over)
+    s2 = demo_run(
+        str(shards2), str(train / "stage2_tasks"), steps=args.stage2_steps, seed=args.seed, overrides=over
+    )
     out["stage2"] = {k: s2[k] for k in ("steps", "final_loss", "checkpoint", "samples_png")}
     out["stage2"]["init_from"] = s1["checkpoint"] if s1 else None
     out["outputs"]["stage2_grid"] = s2["samples_png"]
     if args.sr_steps > 0:
-        s3 = demo_run(str(shards2), str(train / "stage3_sr"), steps=args.sr_steps, seed=args.seed, config="tiny_sr")
+        s3 = demo_run(
+            str(shards2), str(train / "stage3_sr"), steps=args.sr_steps, seed=args.seed, config="tiny_sr"
+        )
         out["sr"] = {k: s3[k] for k in ("steps", "final_loss", "checkpoint", "samples_png")}
         out["outputs"]["sr_grid"] = s3["samples_png"]
     out["final_loss"] = s2["final_loss"]
-    out["note"] = (f"stage1 loss {out['stage1'].get('final_loss', float('nan')):.4f} -> stage2 loss "
-                   f"{s2['final_loss']:.4f}" + (f" -> sr loss {out['sr']['final_loss']:.4f}" if "sr" in out else ""))
+    out["note"] = (
+        f"stage1 loss {out['stage1'].get('final_loss', float('nan')):.4f} -> stage2 loss "
+        f"{s2['final_loss']:.4f}" + (f" -> sr loss {out['sr']['final_loss']:.4f}" if "sr" in out else "")
+    )
     return out
 
 
@@ -243,7 +264,9 @@ def _fmt_rejected(rej: Any) -> str:
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n" + "=" * 100)
-    print(f"{'stage':<9} {'status':<8} {'read':>7} {'kept':>7}  {'seconds':>7} {'cpu s':>7}  rejected (by reason)")
+    print(
+        f"{'stage':<9} {'status':<8} {'read':>7} {'kept':>7}  {'seconds':>7} {'cpu s':>7}  rejected (by reason)"
+    )
     print("-" * 100)
     for r in results:
         s = r.get("summary") or {}
@@ -267,7 +290,9 @@ def print_summary(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = cfgsys.parser_for("python -m pipelines.demo", __doc__)
-    p.add_argument("--output", default="out/demo", help="folder for every stage's outputs (default: out/demo)")
+    p.add_argument(
+        "--output", default="out/demo", help="folder for every stage's outputs (default: out/demo)"
+    )
     cfgsys.add_flags(p, DemoConfig, "demo options")
     cfgsys.add_config_args(p)
     try:
@@ -311,13 +336,22 @@ def _run_stages(r: DemoRun) -> int:
         t0, c0 = time.perf_counter(), _cpu_seconds()
         try:
             summary = step.run(r)
-            results.append({"stage": name, "status": "ok", "summary": summary, "seconds": time.perf_counter() - t0,
-                            "cpu_seconds": round(_cpu_seconds() - c0, 1)})
+            results.append(
+                {
+                    "stage": name,
+                    "status": "ok",
+                    "summary": summary,
+                    "seconds": time.perf_counter() - t0,
+                    "cpu_seconds": round(_cpu_seconds() - c0, 1),
+                }
+            )
         except Exception as exc:  # noqa: BLE001 - reported in the summary, demo exits non-zero
             import traceback
 
             traceback.print_exc()
-            results.append({"stage": name, "status": "failed", "why": repr(exc), "seconds": time.perf_counter() - t0})
+            results.append(
+                {"stage": name, "status": "failed", "why": repr(exc), "seconds": time.perf_counter() - t0}
+            )
             failed = True
         # Written after every stage, so the report stage already sees the stages before it.
         (out / "demo_summary.json").write_text(json.dumps(results, indent=2, default=str))

@@ -63,7 +63,9 @@ class ExportConfig:
                                                     choices=("auto", *KINDS)))
     shard_size: int = field(default=10_000, metadata=knob(  # img2dataset's number_sample_per_shard default
         "samples per shard", min=1))
-    image_size: int | None = field(default=None, metadata=knob("target side in pixels (with --resize-mode)", min=1))
+    image_size: int | None = field(
+        default=None, metadata=knob("target side in pixels (with --resize-mode)", min=1)
+    )
     resize_mode: str = field(default="no", metadata=knob(
         "img2dataset's: center_crop or border give fixed-size, batchable images", choices=RESIZE_MODES))
     jpeg_quality: int = field(default=95, metadata=knob("JPEG quality of re-encoded images", min=1, max=100))
@@ -92,12 +94,21 @@ def resolve_input(path: str, kind: str = "auto") -> tuple[str, str]:
     """(kind, folder) for a run folder, a stage output folder, or the shard/parquet folder itself."""
     path = path.rstrip("/")
     candidates = {
-        "mined": [(storage.join(path, "kept"), "*.parquet"), (storage.join(path, "mined", "kept"), "*.parquet"),
-                  (path, "*.parquet")],
-        "clusters": [(storage.join(path, "shards"), "clusters-*.tar"),
-                     (storage.join(path, "clusters", "shards"), "clusters-*.tar"), (path, "clusters-*.tar")],
-        "tasks": [(storage.join(path, "shards"), "tasks-*.tar"), (storage.join(path, "tasks", "shards"), "tasks-*.tar"),
-                  (path, "tasks-*.tar")],
+        "mined": [
+            (storage.join(path, "kept"), "*.parquet"),
+            (storage.join(path, "mined", "kept"), "*.parquet"),
+            (path, "*.parquet"),
+        ],
+        "clusters": [
+            (storage.join(path, "shards"), "clusters-*.tar"),
+            (storage.join(path, "clusters", "shards"), "clusters-*.tar"),
+            (path, "clusters-*.tar"),
+        ],
+        "tasks": [
+            (storage.join(path, "shards"), "tasks-*.tar"),
+            (storage.join(path, "tasks", "shards"), "tasks-*.tar"),
+            (path, "tasks-*.tar"),
+        ],
     }
     kinds = KINDS if kind == "auto" else (kind,)
     if kind not in ("auto", *KINDS):
@@ -131,8 +142,18 @@ def _mined_items(folder: str, cfg: ExportConfig) -> Iterator[tuple[dict[str, Any
             image = load_image_bytes(row)
         except OSError as exc:
             error = f"unreadable_path: {exc}"[:200]
-        yield {"key": row["key"], "url": row.get("url"), "caption": row.get("caption"), "image": image,
-               "files": {}, "error": error, "meta": {"domain": row.get("domain"), "quality": row.get("quality")}}, None
+        yield (
+            {
+                "key": row["key"],
+                "url": row.get("url"),
+                "caption": row.get("caption"),
+                "image": image,
+                "files": {},
+                "error": error,
+                "meta": {"domain": row.get("domain"), "quality": row.get("quality")},
+            },
+            None,
+        )
 
 
 def _raw_samples(folder: str, pattern: str) -> Iterator[dict[str, Any]]:
@@ -153,10 +174,23 @@ def _cluster_items(folder: str, cfg: ExportConfig) -> Iterator[tuple[dict[str, A
                 continue
             seen.add(key)
             sims = meta.get("similarities") or []
-            yield {"key": key, "url": meta["urls"][i], "caption": meta["captions"][i], "image": raw.get(f"{i}.jpg"),
-                   "files": {}, "error": None,
-                   "meta": {"domain": meta.get("domain"), "cluster_id": meta["cluster_id"], "cluster_rank": i,
-                            "similarity": sims[i] if i < len(sims) else None}}, None
+            yield (
+                {
+                    "key": key,
+                    "url": meta["urls"][i],
+                    "caption": meta["captions"][i],
+                    "image": raw.get(f"{i}.jpg"),
+                    "files": {},
+                    "error": None,
+                    "meta": {
+                        "domain": meta.get("domain"),
+                        "cluster_id": meta["cluster_id"],
+                        "cluster_rank": i,
+                        "similarity": sims[i] if i < len(sims) else None,
+                    },
+                },
+                None,
+            )
 
 
 def _task_items(folder: str, cfg: ExportConfig) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
@@ -168,9 +202,21 @@ def _task_items(folder: str, cfg: ExportConfig) -> Iterator[tuple[dict[str, Any]
             continue
         files = {}
         if cfg.with_context:
-            files = {f"ctx{k}.{c['ext']}": raw[f"ctx{k}.{c['ext']}"] for k, c in enumerate(doc["context"], start=1)}
-        yield {"key": raw["__key__"], "url": "", "caption": doc["instruction"], "image": raw.get("target.jpg"),
-               "files": files, "error": None, "meta": doc}, None
+            files = {
+                f"ctx{k}.{c['ext']}": raw[f"ctx{k}.{c['ext']}"] for k, c in enumerate(doc["context"], start=1)
+            }
+        yield (
+            {
+                "key": raw["__key__"],
+                "url": "",
+                "caption": doc["instruction"],
+                "image": raw.get("target.jpg"),
+                "files": files,
+                "error": None,
+                "meta": doc,
+            },
+            None,
+        )
 
 
 ITEMS = {"mined": _mined_items, "clusters": _cluster_items, "tasks": _task_items}
@@ -179,7 +225,9 @@ ITEMS = {"mined": _mined_items, "clusters": _cluster_items, "tasks": _task_items
 # ---------------------------------------------------------------- images
 
 
-def fit_image(data: bytes, size: int | None, mode: str, quality: int = 95) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+def fit_image(
+    data: bytes, size: int | None, mode: str, quality: int = 95
+) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
     """(JPEG bytes, (w, h), (original w, original h)) with img2dataset's resize modes.
 
     ``no`` keeps the bytes (non-JPEG re-encoded as JPEG); ``keep_ratio`` scales the shorter side to
@@ -229,7 +277,9 @@ def _schema(kind: str) -> pa.Schema:
     return pa.schema([pa.field(n, t) for n, t in BASE_COLUMNS + EXTRA_COLUMNS[kind]])
 
 
-def _row_and_files(item: dict[str, Any], key: str, kind: str, cfg: ExportConfig) -> tuple[dict[str, Any], list | None]:
+def _row_and_files(
+    item: dict[str, Any], key: str, kind: str, cfg: ExportConfig
+) -> tuple[dict[str, Any], list | None]:
     """The parquet row of one item and its tar members (None when it failed: no members, as in img2dataset)."""
     row: dict[str, Any] = {"url": item["url"] or "", "caption": item["caption"] or "", "key": key,
                            "status": "success", "error_message": None, "width": None, "height": None,
@@ -246,22 +296,32 @@ def _row_and_files(item: dict[str, Any], key: str, kind: str, cfg: ExportConfig)
         reason = TOO_LARGE if str(exc).startswith(TOO_LARGE) else f"undecodable_image: {type(exc).__name__}"
         row["status"], row["error_message"] = "failed_to_resize", f"{reason}: {exc}"[:200]
         return row, None
-    row.update(width=w, height=h, original_width=ow, original_height=oh, sha256=hashlib.sha256(jpg).hexdigest())
+    row.update(
+        width=w, height=h, original_width=ow, original_height=oh, sha256=hashlib.sha256(jpg).hexdigest()
+    )
     doc = {k: v for k, v in row.items() if k not in ("exif",)} | {"meta": item["meta"]}
     files = [("jpg", jpg), ("txt", row["caption"].encode("utf-8")),
              ("json", json.dumps(doc, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"))]
-    return row, sorted(files + list(item["files"].items()))  # sorted, as webdataset's TarWriter (img2dataset) does
+    return row, sorted(
+        files + list(item["files"].items())
+    )  # sorted, as webdataset's TarWriter (img2dataset) does
 
 
 def _write_shard(output: str, index: int, kind: str, rows: list[dict], samples: list) -> dict[str, Any]:
     name = f"{index:05d}"
-    status = Counter(r["status"] if r["status"] == "success" else r["error_message"].split(":")[0] for r in rows)
+    status = Counter(
+        r["status"] if r["status"] == "success" else r["error_message"].split(":")[0] for r in rows
+    )
     stats = {"count": len(rows), "successes": len(samples), "failed_to_download": 0,
              "failed_to_resize": len(rows) - len(samples), "status_dict": dict(sorted(status.items()))}
     tar_path = storage.join(output, f"{name}.tar")
     if not storage.exists(tar_path):  # the tar goes last: it marks the shard finished
-        storage.write_parquet(pa.Table.from_pylist(rows, schema=_schema(kind)), storage.join(output, f"{name}.parquet"))
-        storage.atomic_write_bytes(storage.join(output, f"{name}_stats.json"), json.dumps(stats, indent=4).encode())
+        storage.write_parquet(
+            pa.Table.from_pylist(rows, schema=_schema(kind)), storage.join(output, f"{name}.parquet")
+        )
+        storage.atomic_write_bytes(
+            storage.join(output, f"{name}_stats.json"), json.dumps(stats, indent=4).encode()
+        )
         storage.atomic_write_bytes(tar_path, tar_bytes(samples))
     return stats
 
@@ -307,13 +367,27 @@ def export(input_path: str, output: str, cfg: ExportConfig | None = None) -> dic
         flush()
     rejected = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
     kept = sum(sizes.values())
-    summary = {"stage": "export", "kind": kind, "input": folder, "read": counts["read"], "kept": kept,
-               "rejected": rejected, "filtered": counts["filtered"],
-               "accounted": counts["read"] == kept + sum(rejected.values()) + counts["filtered"],
-               "config": {"image_size": cfg.image_size, "resize_mode": cfg.resize_mode, "shard_size": cfg.shard_size,
-                          "domains": cfg.domains, "tasks": cfg.tasks, "min_quality": cfg.min_quality,
-                          "limit": cfg.limit, "with_context": cfg.with_context},
-               "outputs": {"shards": len(sizes), "folder": output}}
+    summary = {
+        "stage": "export",
+        "kind": kind,
+        "input": folder,
+        "read": counts["read"],
+        "kept": kept,
+        "rejected": rejected,
+        "filtered": counts["filtered"],
+        "accounted": counts["read"] == kept + sum(rejected.values()) + counts["filtered"],
+        "config": {
+            "image_size": cfg.image_size,
+            "resize_mode": cfg.resize_mode,
+            "shard_size": cfg.shard_size,
+            "domains": cfg.domains,
+            "tasks": cfg.tasks,
+            "min_quality": cfg.min_quality,
+            "limit": cfg.limit,
+            "with_context": cfg.with_context,
+        },
+        "outputs": {"shards": len(sizes), "folder": output},
+    }
     storage.atomic_write_bytes(storage.join(output, "sizes.json"), json.dumps(sizes, indent=2).encode())
     storage.atomic_write_bytes(storage.join(output, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary
@@ -321,7 +395,9 @@ def export(input_path: str, output: str, cfg: ExportConfig | None = None) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     p = cfgsys.parser_for("python -m pipelines.export", __doc__)
-    p.add_argument("--input", required=True, help="run folder, mined/ clusters/ or tasks/ output, or their shards")
+    p.add_argument(
+        "--input", required=True, help="run folder, mined/ clusters/ or tasks/ output, or their shards"
+    )
     p.add_argument("--output", required=True, help="export folder (NNNNN.tar/.parquet/_stats.json)")
     cfgsys.add_flags(p, ExportConfig, "export options")
     cfgsys.add_config_args(p)

@@ -95,7 +95,10 @@ def _stage_summaries(run: str) -> list[tuple[str, dict[str, Any]]]:
 
 def _reasons(rej: Any) -> str:
     if isinstance(rej, dict):
-        return ", ".join(f"{k}: {v}" for k, v in sorted(rej.items(), key=lambda kv: -kv[1] if isinstance(kv[1], int) else 0))
+        return ", ".join(
+            f"{k}: {v}"
+            for k, v in sorted(rej.items(), key=lambda kv: -kv[1] if isinstance(kv[1], int) else 0)
+        )
     return "" if rej is None else str(rej)
 
 
@@ -107,9 +110,11 @@ def _section_stages(run: str) -> str:
         if isinstance(kept, dict):
             kept = sum(v for v in kept.values() if isinstance(v, int))
         ok = s.get("accounted")
-        rows.append(f"<tr><td>{_esc(s['stage'])}</td><td><code>{_esc(folder)}</code></td><td>{_esc(read)}</td>"
-                    f"<td>{_esc(kept)}</td><td>{_esc(_reasons(s.get('rejected')))}</td>"
-                    f"<td>{'' if ok is None else ('yes' if ok else '<b>NO</b>')}</td><td>{_esc(s.get('seconds', ''))}</td></tr>")
+        rows.append(
+            f"<tr><td>{_esc(s['stage'])}</td><td><code>{_esc(folder)}</code></td><td>{_esc(read)}</td>"
+            f"<td>{_esc(kept)}</td><td>{_esc(_reasons(s.get('rejected')))}</td>"
+            f"<td>{'' if ok is None else ('yes' if ok else '<b>NO</b>')}</td><td>{_esc(s.get('seconds', ''))}</td></tr>"
+        )
     notes = []
     demo = os.path.join(run, "demo_summary.json")
     if os.path.exists(demo):
@@ -124,7 +129,11 @@ def _section_stages(run: str) -> str:
 
 
 def _kept_folder(run: str) -> str | None:
-    for cand in [os.path.join(run, "mined", "kept"), os.path.join(run, "kept"), _first(os.path.join(run, "**", "kept"))]:
+    for cand in [
+        os.path.join(run, "mined", "kept"),
+        os.path.join(run, "kept"),
+        _first(os.path.join(run, "**", "kept")),
+    ]:
         if cand and os.path.isdir(cand) and glob.glob(os.path.join(cand, "*.parquet")):
             return cand
     return None
@@ -146,10 +155,12 @@ def _section_distributions(run: str) -> str:
     thr = (summ.get("config") or {}).get("min_quality")
     parts = []
     if "quality" in t:
-        parts.append('<div class="panel"><h3>quality of kept records</h3>'
-                     + svg_histogram(t["quality"], 0.0, 1.0, marks={"min_quality": thr} if thr is not None else None)
-                     + f"<p>{_esc(summ.get('rejected', {}).get('low_quality', 0))} rejected as low_quality "
-                     "before this (not shown).</p></div>")
+        parts.append(
+            '<div class="panel"><h3>quality of kept records</h3>'
+            + svg_histogram(t["quality"], 0.0, 1.0, marks={"min_quality": thr} if thr is not None else None)
+            + f"<p>{_esc(summ.get('rejected', {}).get('low_quality', 0))} rejected as low_quality "
+            "before this (not shown).</p></div>"
+        )
     if "domain" in t:
         counts = Counter(d or "none" for d in t["domain"]).most_common()
         parts.append('<div class="panel"><h3>kept records per domain</h3>'
@@ -177,15 +188,17 @@ def _section_coherence(run: str) -> str:
     cfg = cfg.get("cluster") or cfg  # ClusteringConfig's section (older summaries: flat)
     parts = [
         '<div class="panel"><h3>similarity to the seed, every non-seed member</h3>'
-        + svg_histogram(members, 0.0, 1.0, marks={"mean": float(np.mean(members))} if members else None) + "</div>",
+        + svg_histogram(members, 0.0, 1.0, marks={"mean": float(np.mean(members))} if members else None)
+        + "</div>",
         '<div class="panel"><h3>weakest member per cluster</h3>'
-        + svg_histogram(weakest, 0.0, 1.0, color="#e8590c") + "</div>",
+        + svg_histogram(weakest, 0.0, 1.0, color="#e8590c")
+        + "</div>",
     ]
     why = {
         "clusters_kept": "kept: 5 members that pass every test",
         "clusters_too_small": "discarded: fewer than 5 relevant, non-duplicate neighbours",
         "clusters_weak": f"discarded: distance-ratio test (farthest member over {cfg.get('max_distance_ratio', '?')}x "
-                         "the nearest one's distance from the seed)",
+        "the nearest one's distance from the seed)",
         "cross_domain_duplicates": "records removed as duplicates of a record in another domain",
     }
     rows = "".join(f"<tr><td>{_esc(k.replace('_', ' '))}</td><td>{_esc(summ[k])}</td><td>{_esc(v)}</td></tr>"
@@ -204,24 +217,33 @@ def _section_map(run: str, limit: int = 20000) -> str:
     emb_dir = meta_dir and os.path.join(os.path.dirname(meta_dir), "img_emb")
     if not meta_dir or not os.path.isdir(emb_dir):
         return "<p>No embeddings in this run.</p>"
-    files = sorted(glob.glob(os.path.join(emb_dir, "img_emb_*.npy")), key=lambda p: int(p.rsplit("_", 1)[1][:-4]))
-    metas = sorted(glob.glob(os.path.join(meta_dir, "metadata_*.parquet")), key=lambda p: int(p.rsplit("_", 1)[1][:-8]))
+    files = sorted(
+        glob.glob(os.path.join(emb_dir, "img_emb_*.npy")), key=lambda p: int(p.rsplit("_", 1)[1][:-4])
+    )
+    metas = sorted(
+        glob.glob(os.path.join(meta_dir, "metadata_*.parquet")), key=lambda p: int(p.rsplit("_", 1)[1][:-8])
+    )
     x = np.concatenate([np.load(f, allow_pickle=False) for f in files])[:limit]
     domains = []
     for m in metas:
         import pyarrow.parquet as pq
 
         names = pq.read_schema(m).names
-        domains += storage.read_parquet(m, columns=["domain"]).column("domain").to_pylist() if "domain" in names \
+        domains += (
+            storage.read_parquet(m, columns=["domain"]).column("domain").to_pylist()
+            if "domain" in names
             else ["unknown"] * pq.read_metadata(m).num_rows
+        )
     domains = [d or "none" for d in domains[: len(x)]]
     if len(x) < 3 or len(domains) != len(x):
         return "<p>Too few embeddings to map.</p>"
     png, colors = scatter_png(pca2(x), domains)
     src = base64.b64encode(png).decode()
-    return (f'<figure class="map"><img src="data:image/png;base64,{src}" alt="embedding map"><figcaption>'
-            f"{len(x)} image embeddings, first two principal components (dim {x.shape[1]})</figcaption></figure>"
-            f'<p class="legend">{legend(colors, Counter(domains))}</p>')
+    return (
+        f'<figure class="map"><img src="data:image/png;base64,{src}" alt="embedding map"><figcaption>'
+        f"{len(x)} image embeddings, first two principal components (dim {x.shape[1]})</figcaption></figure>"
+        f'<p class="legend">{legend(colors, Counter(domains))}</p>'
+    )
 
 
 def _section_duplicates(run: str, limit: int = 12) -> str:
@@ -239,13 +261,17 @@ def _section_duplicates(run: str, limit: int = 12) -> str:
     for reason in sorted(by_reason):
         shown += by_reason[reason][:per]
     rows = _rows_by_key(run, {k for d in shown for k in (d["key"], d["duplicate_of"])})
-    parts = [f"<p>{len(dups)} removed: {_esc(_reasons(Counter(d['reason'] for d in dups)))} (showing {len(shown)}).</p>"]
+    parts = [
+        f"<p>{len(dups)} removed: {_esc(_reasons(Counter(d['reason'] for d in dups)))} (showing {len(shown)}).</p>"
+    ]
     for d in shown:
         cells = []
         for key, role in ((d["duplicate_of"], "kept"), (d["key"], "removed")):
             row = rows.get(key, {})
             data = row.get("image") or (storage.read_bytes(row["path"]) if row.get("path") else None)
-            cells.append(f"<figure>{_thumb(data)}<figcaption>{role}: {_esc(row.get('caption', key))}</figcaption></figure>")
+            cells.append(
+                f"<figure>{_thumb(data)}<figcaption>{role}: {_esc(row.get('caption', key))}</figcaption></figure>"
+            )
         parts.append(f'<div class="pair"><h3>{_esc(d["reason"])}</h3>{"".join(cells)}</div>')
     return "".join(parts)
 
@@ -261,11 +287,16 @@ def _section_clusters(run: str, limit: int) -> str:
     summ_path = os.path.join(os.path.dirname(path), "summary.json")
     if os.path.exists(summ_path):
         summ = json.load(open(summ_path))
-        facts = [f"{k.replace('_', ' ')}: {summ[k]}" for k in ("clusters_kept", "clusters_too_small",
-                                                                "clusters_weak", "cross_domain_duplicates") if k in summ]
+        facts = [
+            f"{k.replace('_', ' ')}: {summ[k]}"
+            for k in ("clusters_kept", "clusters_too_small", "clusters_weak", "cross_domain_duplicates")
+            if k in summ
+        ]
         dups = summ.get("duplicates_removed") or {}
         if dups:
-            facts.append("duplicates removed by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(dups.items())))
+            facts.append(
+                "duplicates removed by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(dups.items()))
+            )
         parts.append(f"<p class=\"facts\">{_esc('; '.join(facts))}</p>")
     for c in shown:
         cells = []
@@ -274,8 +305,12 @@ def _section_clusters(run: str, limit: int) -> str:
             row = rows.get(key, {})
             data = row.get("image") or (storage.read_bytes(row["path"]) if row.get("path") else None)
             sim_txt = f"{sim:.3f}" if isinstance(sim, float) else ""
-            cells.append(f'<figure>{_thumb(data)}<figcaption>{_esc(row.get("caption", key))}<br><b>{sim_txt}</b></figcaption></figure>')
-        parts.append(f'<div class="cluster"><h3>{_esc(c["cluster_id"])} · {_esc(c.get("domain"))}</h3>{"".join(cells)}</div>')
+            cells.append(
+                f"<figure>{_thumb(data)}<figcaption>{_esc(row.get('caption', key))}<br><b>{sim_txt}</b></figcaption></figure>"
+            )
+        parts.append(
+            f'<div class="cluster"><h3>{_esc(c["cluster_id"])} · {_esc(c.get("domain"))}</h3>{"".join(cells)}</div>'
+        )
     return "".join(parts)
 
 
@@ -295,7 +330,9 @@ def _section_rejects(run: str, per_reason: int = 3) -> str:
         cells = []
         for r in examples[reason]:
             rec = records.get(r["key"], {})
-            cells.append(f'<figure>{_thumb(rec.get("image"))}<figcaption>{_esc((r.get("detail") or "")[:80])}</figcaption></figure>')
+            cells.append(
+                f"<figure>{_thumb(rec.get('image'))}<figcaption>{_esc((r.get('detail') or '')[:80])}</figcaption></figure>"
+            )
         parts.append(f"<tr><td>{_esc(reason)}</td><td>{n}</td><td>{''.join(cells)}</td></tr>")
     return "".join(parts) + "</table>"
 
@@ -333,8 +370,11 @@ def _section_card(run: str) -> str:
         return "<p>No dataset card in this run.</p>"
     card = json.load(open(path))
     tasks = card.pop("tasks", None)
-    return (f"<p><b>{_esc(card.pop('title', 'dataset card'))}</b> · <code>{_esc(os.path.relpath(path, run))}</code></p>"
-            + (table(tasks) if tasks else "") + table(card))
+    return (
+        f"<p><b>{_esc(card.pop('title', 'dataset card'))}</b> · <code>{_esc(os.path.relpath(path, run))}</code></p>"
+        + (table(tasks) if tasks else "")
+        + table(card)
+    )
 
 
 def _svg_curve(xs: list[float], ys: list[float], w: int = 560, h: int = 200) -> str:
@@ -363,8 +403,12 @@ def _section_training(run: str) -> str:
             parts.append("<h3>training loss</h3>" + _svg_curve(xs, ys))
     for png in sorted(glob.glob(os.path.join(run, "train", "**", "*.png"), recursive=True))[:6]:
         data = base64.b64encode(open(png, "rb").read()).decode()
-        name = os.path.relpath(png, os.path.join(run, "train"))  # stage folder/step: one grid per training stage
-        parts.append(f'<figure class="grid"><img src="data:image/png;base64,{data}" alt=""><figcaption>{_esc(name)}</figcaption></figure>')
+        name = os.path.relpath(
+            png, os.path.join(run, "train")
+        )  # stage folder/step: one grid per training stage
+        parts.append(
+            f'<figure class="grid"><img src="data:image/png;base64,{data}" alt=""><figcaption>{_esc(name)}</figcaption></figure>'
+        )
     return "".join(parts) or "<p>No training outputs in this run.</p>"
 
 

@@ -32,7 +32,9 @@ def _esc(text: Any) -> str:
     return html.escape("" if text is None else str(text))
 
 
-def svg_bars(labels: list[str], counts: list[int], w: int = 520, bar_h: int = 18, colors: list[str] | None = None) -> str:
+def svg_bars(
+    labels: list[str], counts: list[int], w: int = 520, bar_h: int = 18, colors: list[str] | None = None
+) -> str:
     """Horizontal bars, one per label, with the count at the end."""
     if not labels:
         return "<p>Nothing to plot.</p>"
@@ -63,13 +65,19 @@ def svg_histogram(values: list[float], lo: float = 0.0, hi: float = 1.0, bins: i
     parts = [f'<svg class="chart" width="{w}" height="{h}" role="img">']
     for c, e0, e1 in zip(counts, edges[:-1], edges[1:]):
         bh = ph * c / top
-        parts.append(f'<rect x="{sx(e0) + 0.5:.1f}" y="{8 + ph - bh:.1f}" width="{max(sx(e1) - sx(e0) - 1, 1):.1f}" '
-                     f'height="{bh:.1f}" fill="{color}"><title>{e0:.3g}-{e1:.3g}: {c}</title></rect>')
+        parts.append(
+            f'<rect x="{sx(e0) + 0.5:.1f}" y="{8 + ph - bh:.1f}" width="{max(sx(e1) - sx(e0) - 1, 1):.1f}" '
+            f'height="{bh:.1f}" fill="{color}"><title>{e0:.3g}-{e1:.3g}: {c}</title></rect>'
+        )
     for name, v in (marks or {}).items():
-        parts.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="6" y2="{8 + ph}" stroke="#c92a2a" stroke-dasharray="4 3"/>'
-                     f'<text x="{sx(v) + 3:.1f}" y="16" fill="#c92a2a">{_esc(name)} {v:.3g}</text>')
-    parts.append(f'<text x="{x0}" y="{h - 12}">{lo:g}</text><text x="{x0 + pw - 20}" y="{h - 12}">{hi:g}</text>'
-                 f'<text x="2" y="16">{top}</text><text x="{x0 + pw / 2 - 40:.0f}" y="{h - 12}">n = {len(vals)}</text>')
+        parts.append(
+            f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="6" y2="{8 + ph}" stroke="#c92a2a" stroke-dasharray="4 3"/>'
+            f'<text x="{sx(v) + 3:.1f}" y="16" fill="#c92a2a">{_esc(name)} {v:.3g}</text>'
+        )
+    parts.append(
+        f'<text x="{x0}" y="{h - 12}">{lo:g}</text><text x="{x0 + pw - 20}" y="{h - 12}">{hi:g}</text>'
+        f'<text x="2" y="16">{top}</text><text x="{x0 + pw / 2 - 40:.0f}" y="{h - 12}">n = {len(vals)}</text>'
+    )
     return "".join(parts) + "</svg>"
 
 
@@ -83,7 +91,9 @@ def pca2(x: np.ndarray) -> np.ndarray:
     return xc @ comps.T
 
 
-def scatter_png(xy: np.ndarray, groups: list[str], size: int = 520, dot: int = 3) -> tuple[bytes, dict[str, str]]:
+def scatter_png(
+    xy: np.ndarray, groups: list[str], size: int = 520, dot: int = 3
+) -> tuple[bytes, dict[str, str]]:
     """A PNG scatter of 2-D points coloured by group; returns (PNG bytes, group -> colour)."""
     colors = dict(sorted(colours(sorted(set(groups))).items()))
     img = Image.new("RGB", (size, size), "white")

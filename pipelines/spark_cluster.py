@@ -54,8 +54,12 @@ def fetch_jar(timeout: int = 600) -> tuple[Path | None, str]:
         return None, "mvn is not installed"
     art = f"org.apache.beam:{JOB_SERVER}:{beam_version()}"
     try:
-        done = subprocess.run(["mvn", "-B", "-q", "dependency:get", "-Dtransitive=false", f"-Dartifact={art}"],
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            ["mvn", "-B", "-q", "dependency:get", "-Dtransitive=false", f"-Dartifact={art}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return None, f"mvn dependency:get {art} did not finish in {timeout} s"
     if (jar := local_jar()) is not None:

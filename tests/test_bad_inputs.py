@@ -95,7 +95,9 @@ def _animated_gif() -> bytes:
     return _enc(_photo().convert("P"), "GIF", save_all=True, append_images=[_photo(mode="P")], duration=50)
 
 
-SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="200" height="200"><rect width="200" height="200"/></svg>'
+SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="200" height="200"><rect width="200" height="200"/></svg>'
+)
 HTML = b"<!doctype html><html><body>404 not found</body></html>" * 20
 
 # case -> (file bytes (None: the path is set up specially), caption, read outcome, mining outcome)
@@ -106,8 +108,12 @@ IMAGE_CASES: dict[str, tuple] = {
     "cmyk_jpeg": (_cmyk, "cmyk", "kept", "kept"),
     "sixteen_bit_png": (_sixteen_bit, "16-bit grey", "kept", "kept"),
     "palette_png": (lambda: _enc(_photo().convert("P"), "PNG"), "palette", "kept", "kept"),
-    "palette_transparency": (lambda: _enc(_photo().convert("P"), "PNG", transparency=0), "palette alpha",
-                             "kept", "kept"),
+    "palette_transparency": (
+        lambda: _enc(_photo().convert("P"), "PNG", transparency=0),
+        "palette alpha",
+        "kept",
+        "kept",
+    ),
     "rgba_png": (lambda: _enc(_photo(mode="RGBA"), "PNG"), "rgba", "kept", "kept"),
     "one_bit_tiff": (lambda: _enc(_photo(mode="1"), "TIFF"), "1-bit", "kept", "kept"),
     "animated_gif": (_animated_gif, "animated", "kept", "kept"),
@@ -116,10 +122,18 @@ IMAGE_CASES: dict[str, tuple] = {
     "jpeg_named_png": (lambda: _enc(_photo(), "JPEG"), "wrong extension", "kept", "kept"),
     "truncated_jpeg": (lambda: _enc(_photo(400, 300), "JPEG")[:3000], "cut", "kept", "truncated_image"),
     "truncated_png": (lambda: _half(_enc(_noise(400, 300), "PNG")), "cut", "kept", "truncated_image"),
-    "zoo_corrupt_jpeg": (lambda: _zoo("mixed_images/ukbench09268_corrupt.jpg", b"\xff\xd8\xff" + b"\x00" * 500),
-                         "image_zoo's corrupt JPEG", "kept", "undecodable"),
-    "zoo_jpeg_behind_svg": (lambda: _zoo("formats_images/ukbench09380.svg", _enc(_photo(), "JPEG")),
-                            "JPEG bytes behind an .svg name", "kept", "kept"),
+    "zoo_corrupt_jpeg": (
+        lambda: _zoo("mixed_images/ukbench09268_corrupt.jpg", b"\xff\xd8\xff" + b"\x00" * 500),
+        "image_zoo's corrupt JPEG",
+        "kept",
+        "undecodable",
+    ),
+    "zoo_jpeg_behind_svg": (
+        lambda: _zoo("formats_images/ukbench09380.svg", _enc(_photo(), "JPEG")),
+        "JPEG bytes behind an .svg name",
+        "kept",
+        "kept",
+    ),
     "zero_byte": (lambda: b"", "empty file", "kept", "empty_bytes"),
     "html_as_jpg": (lambda: HTML, "html", "kept", "undecodable"),
     "svg": (lambda: SVG, "vector", "kept", "undecodable"),
@@ -145,10 +159,23 @@ IMAGE_CASES: dict[str, tuple] = {
 
 
 def _ext(case: str) -> str:
-    return {"png": ".png", "jpeg_named_png": ".png", "sixteen_bit_png": ".png", "palette_png": ".png",
-            "palette_transparency": ".png", "rgba_png": ".png", "one_bit_tiff": ".tif", "animated_gif": ".gif",
-            "webp": ".webp", "svg": ".svg", "truncated_png": ".png", "pixel_bomb": ".png", "tiny": ".png",
-            "extreme_aspect": ".png", "zoo_jpeg_behind_svg": ".svg"}.get(case, ".jpg")
+    return {
+        "png": ".png",
+        "jpeg_named_png": ".png",
+        "sixteen_bit_png": ".png",
+        "palette_png": ".png",
+        "palette_transparency": ".png",
+        "rgba_png": ".png",
+        "one_bit_tiff": ".tif",
+        "animated_gif": ".gif",
+        "webp": ".webp",
+        "svg": ".svg",
+        "truncated_png": ".png",
+        "pixel_bomb": ".png",
+        "tiny": ".png",
+        "extreme_aspect": ".png",
+        "zoo_jpeg_behind_svg": ".svg",
+    }.get(case, ".jpg")
 
 
 def _image_paths(root: Path) -> dict[str, str]:
@@ -187,7 +214,10 @@ def _write_csv(path: Path, rows: list[dict], bom: bool = True) -> None:
 
 
 def _records_file(path: Path, n: int) -> None:
-    recs = [{"key": f"k{i}", "url": f"gen://{i}", "caption": "ok", "image": _enc(_photo(), "PNG")} for i in range(n)]
+    recs = [
+        {"key": f"k{i}", "url": f"gen://{i}", "caption": "ok", "image": _enc(_photo(), "PNG")}
+        for i in range(n)
+    ]
     pq.write_table(pa.Table.from_pylist(recs), path)
 
 
@@ -210,7 +240,9 @@ def image_batch(tmp_path_factory):
     _records_file(mine_in / "zz-good.parquet", 2)
     good_bytes = (mine_in / "zz-good.parquet").read_bytes()
     (mine_in / "zz-truncated.parquet").write_bytes(good_bytes[: len(good_bytes) // 2])
-    pq.write_table(pa.table({"url": ["a", "b", "c"], "caption": ["x", "y", "z"]}), mine_in / "zz-nokey.parquet")
+    pq.write_table(
+        pa.table({"url": ["a", "b", "c"], "caption": ["x", "y", "z"]}), mine_in / "zz-nokey.parquet"
+    )
     from pipelines import mine
 
     mined = root / "mined"
@@ -275,7 +307,9 @@ def _table_kinds(tmp: Path) -> dict[str, tuple[Path, dict, object]]:
     (tmp / "extra.csv").write_text("path,caption\na.png,one,surplus,more\n")
     (tmp / "bom.csv").write_bytes(b"\xef\xbb\xbf" + csv_text.encode())
     (tmp / "not_gzip.csv.gz").write_bytes(b"path,caption\nplain text behind a .gz name\n")
-    pq.write_table(pa.table({"path": ["a.png", "a.png"], "caption": [float("nan"), None]}), tmp / "nan.parquet")
+    pq.write_table(
+        pa.table({"path": ["a.png", "a.png"], "caption": [float("nan"), None]}), tmp / "nan.parquet"
+    )
     pq.write_table(pa.table({"foo": [1]}), tmp / "foreign.parquet")
     big = gzip.compress(b"path,caption\n" + b"a" * (300 * 1024 * 1024), compresslevel=9)
     (tmp / "bomb.csv.gz").write_bytes(big)
@@ -312,10 +346,25 @@ def table_dir(tmp_path_factory):
     return kinds
 
 
-TABLE_CASES = ["csv_gz", "jsonl_gz", "bom_csv", "extra_fields_csv", "nan_cells_parquet", "malformed_jsonl_lines",
-               "header_only_csv", "zero_byte_csv", "gzip_bomb", "not_gzip", "truncated_gzip",
-               "foreign_schema_table", "missing_caption_column", "missing_path_column", "nonexistent_input",
-               "fifo_input", "dev_zero_input"]
+TABLE_CASES = [
+    "csv_gz",
+    "jsonl_gz",
+    "bom_csv",
+    "extra_fields_csv",
+    "nan_cells_parquet",
+    "malformed_jsonl_lines",
+    "header_only_csv",
+    "zero_byte_csv",
+    "gzip_bomb",
+    "not_gzip",
+    "truncated_gzip",
+    "foreign_schema_table",
+    "missing_caption_column",
+    "missing_path_column",
+    "nonexistent_input",
+    "fifo_input",
+    "dev_zero_input",
+]
 
 
 @pytest.mark.parametrize("case", TABLE_CASES)
@@ -378,7 +427,10 @@ def test_folder_unreadable_subfolder_fifo_and_loops_are_accounted():
                     os.setgid(65534)
                     os.setuid(65534)
                 stats = ReadStats()
-                out = [(rec["url"], rec["read_error"], rec["caption_utf8_ok"]) for rec in read_folder(str(top), stats)]
+                out = [
+                    (rec["url"], rec["read_error"], rec["caption_utf8_ok"])
+                    for rec in read_folder(str(top), stats)
+                ]
                 os.write(w, json.dumps({"recs": out, "stats": stats.as_dict()["counts"]}).encode())
             finally:
                 os._exit(0)
@@ -404,8 +456,13 @@ def _i2d_folder(tmp: Path) -> Path:
     d = tmp / "i2d"
     d.mkdir()
     img = _enc(_photo(), "JPEG")
-    names = {"000000000": "000000000.jpg", "000000001": "../../000000001.jpg",
-             "000000002": "/tmp/abs/000000002.jpg", "000000003": "000000003.jpg", "000000004": "000000004.jpg"}
+    names = {
+        "000000000": "000000000.jpg",
+        "000000001": "../../000000001.jpg",
+        "000000002": "/tmp/abs/000000002.jpg",
+        "000000003": "000000003.jpg",
+        "000000004": "000000004.jpg",
+    }
     with tarfile.open(d / "00000.tar", "w") as tar:
         for key, name in names.items():
             info = tarfile.TarInfo(name)
@@ -571,26 +628,56 @@ def _pipeline_main(name):
 
 
 CLI_ERRORS = {  # name -> (main, argv builder, message substring)
-    "readers_missing_input": ("readers", lambda t: ["--input", str(t / "nope.csv"), "--output", str(t / "o")],
-                              "does not exist"),
-    "readers_header_only": ("readers", lambda t: ["--input", str(t / "header.csv"), "--output", str(t / "o")],
-                            "empty input"),
-    "readers_bad_column": ("readers", lambda t: ["--input", str(t / "pairs.csv"), "--output", str(t / "o"),
-                                                 "--caption-col", "nope"], "--caption-col nope: "),
-    "readers_bad_flag_value": ("readers", lambda t: ["--input", str(t / "pairs.csv"), "--output", str(t / "o"),
-                                                     "--shard-size", "0"], "--shard-size must be >= 1"),
-    "mine_missing_input": ("mine", lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
-                           "does not exist"),
-    "mine_bad_flag_value": ("mine", lambda t: ["--input", str(t), "--output", str(t / "o"), "--batch-size", "0"],
-                            "--batch-size must be >= 1"),
-    "clusters_missing_input": ("build_clusters", lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
-                               "does not exist"),
-    "tasks_missing_input": ("build_tasks", lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
-                            "does not exist"),
-    "tasks_no_mined_records": ("build_tasks", lambda t: ["--input", str(t), "--output", str(t / "o")],
-                               "no mined records"),
-    "report_missing_run": ("report", lambda t: ["--run", str(t / "nope"), "--output", str(t / "o")],
-                           "does not exist"),
+    "readers_missing_input": (
+        "readers",
+        lambda t: ["--input", str(t / "nope.csv"), "--output", str(t / "o")],
+        "does not exist",
+    ),
+    "readers_header_only": (
+        "readers",
+        lambda t: ["--input", str(t / "header.csv"), "--output", str(t / "o")],
+        "empty input",
+    ),
+    "readers_bad_column": (
+        "readers",
+        lambda t: ["--input", str(t / "pairs.csv"), "--output", str(t / "o"), "--caption-col", "nope"],
+        "--caption-col nope: ",
+    ),
+    "readers_bad_flag_value": (
+        "readers",
+        lambda t: ["--input", str(t / "pairs.csv"), "--output", str(t / "o"), "--shard-size", "0"],
+        "--shard-size must be >= 1",
+    ),
+    "mine_missing_input": (
+        "mine",
+        lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
+        "does not exist",
+    ),
+    "mine_bad_flag_value": (
+        "mine",
+        lambda t: ["--input", str(t), "--output", str(t / "o"), "--batch-size", "0"],
+        "--batch-size must be >= 1",
+    ),
+    "clusters_missing_input": (
+        "build_clusters",
+        lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
+        "does not exist",
+    ),
+    "tasks_missing_input": (
+        "build_tasks",
+        lambda t: ["--input", str(t / "nope"), "--output", str(t / "o")],
+        "does not exist",
+    ),
+    "tasks_no_mined_records": (
+        "build_tasks",
+        lambda t: ["--input", str(t), "--output", str(t / "o")],
+        "no mined records",
+    ),
+    "report_missing_run": (
+        "report",
+        lambda t: ["--run", str(t / "nope"), "--output", str(t / "o")],
+        "does not exist",
+    ),
 }
 
 
@@ -612,15 +699,47 @@ def test_cli_debug_shows_the_traceback(small_table):
 def test_cli_as_a_process_exit_status_and_stderr(small_table):
     """The real ``python -m``: exit 2, one line on stderr, nothing on stdout; argparse mistakes exit 2 too."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    bad = subprocess.run([PY, "-m", "mining.readers", "--input", str(small_table / "header.csv"), "--output",
-                          str(small_table / "o")], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    bad = subprocess.run(
+        [
+            PY,
+            "-m",
+            "mining.readers",
+            "--input",
+            str(small_table / "header.csv"),
+            "--output",
+            str(small_table / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.strip().splitlines() == [
         f"error: {small_table / 'header.csv'}: empty input (no rows)"]
     flag = subprocess.run([PY, "-m", "mining.readers", "--input", "x", "--output", "y", "--threads", "many"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert flag.returncode == 2 and "--threads: 'many' is not a valid int" in flag.stderr and "Traceback" not in flag.stderr
-    good = subprocess.run([PY, "-m", "mining.readers", "--input", str(small_table / "pairs.csv"), "--output",
-                           str(small_table / "ok")], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert (
+        flag.returncode == 2
+        and "--threads: 'many' is not a valid int" in flag.stderr
+        and "Traceback" not in flag.stderr
+    )
+    good = subprocess.run(
+        [
+            PY,
+            "-m",
+            "mining.readers",
+            "--input",
+            str(small_table / "pairs.csv"),
+            "--output",
+            str(small_table / "ok"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert good.returncode == 0 and json.loads(good.stdout)["kept"] == 2  # stdout is the JSON summary alone
 
 
@@ -640,7 +759,9 @@ def test_disk_full_is_a_clear_error_and_leaves_only_whole_shards(tmp_path, capsy
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -649,8 +770,11 @@ def test_disk_full_is_a_clear_error_and_leaves_only_whole_shards(tmp_path, capsy
         for i in range(12):
             (src / f"{i}.bin.png").write_bytes(os.urandom(100_000))
         (src / "pairs.csv").write_text("path,caption\n" + "".join(f"{i}.bin.png,c{i}\n" for i in range(12)))
-        rc, out, err = _cli(readers_cli.main, ["--input", str(src / "pairs.csv"), "--output", str(mnt / "rec"),
-                                               "--shard-size", "1"], capsys)
+        rc, out, err = _cli(
+            readers_cli.main,
+            ["--input", str(src / "pairs.csv"), "--output", str(mnt / "rec"), "--shard-size", "1"],
+            capsys,
+        )
         assert rc == 2 and out == "" and "No space left on device" in err and err.count("\n") == 1
         shards = sorted((mnt / "rec").glob("records-*.parquet"))
         assert shards  # some shards made it, each whole (atomic rename)
@@ -662,8 +786,13 @@ def test_disk_full_is_a_clear_error_and_leaves_only_whole_shards(tmp_path, capsy
 
 def _reader_proc(inp: Path, out: Path, **env_extra) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), **env_extra}
-    return subprocess.Popen([PY, "-m", "mining.readers", "--input", str(inp), "--output", str(out),
-                             "--shard-size", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [PY, "-m", "mining.readers", "--input", str(inp), "--output", str(out), "--shard-size", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _shard_bytes(folder: Path) -> dict[str, bytes]:
@@ -678,7 +807,9 @@ def test_sigkill_mid_read_then_rerun_equals_a_clean_run(small_table, tmp_path):
     assert len(_shard_bytes(killed)) == 1
     again = _reader_proc(small_table / "pairs.csv", killed)
     summary = json.loads(again.communicate(timeout=120)[0])
-    assert again.returncode == 0 and summary["kept"] + sum(summary["rejected"].values()) == summary["read"] == 2
+    assert (
+        again.returncode == 0 and summary["kept"] + sum(summary["rejected"].values()) == summary["read"] == 2
+    )
     assert _shard_bytes(killed) == _shard_bytes(clean)
 
 
@@ -708,7 +839,9 @@ def test_bad_style_images_are_counted_rejects_of_the_tasks_stage(tmp_path):
     styles, data = load_styles(str(d), rejects=rejects)
     assert [Path(s["path"]).name for s in styles] == ["good.png"] and len(data) == 1
     assert sorted(Path(r["url"]).name for r in rejects) == ["html.png", "pipe.jpg", "truncated.jpg"]
-    assert {r["reason"] for r in rejects} == {"style_unreadable"} and {r["stage"] for r in rejects} == {"tasks"}
+    assert {r["reason"] for r in rejects} == {"style_unreadable"} and {r["stage"] for r in rejects} == {
+        "tasks"
+    }
     assert "not_a_regular_file" in next(r["detail"] for r in rejects if r["url"].endswith("pipe.jpg"))
 
 

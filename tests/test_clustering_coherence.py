@@ -37,15 +37,24 @@ def _purity(clusters, pts):
 def test_mutual_neighbour_rule_discards_fillers_of_small_subjects():
     sizes = [6, 5, 4, 6, 4, 5, 5, 6]
     pts = _subjects(sizes)
-    plain, _, st_plain = cluster_group([dict(p) for p in pts], "all", ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=0))
-    ruled, _, st = cluster_group([dict(p) for p in pts], "all",
-                                 ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=5, mutual_members=4))
+    plain, _, st_plain = cluster_group(
+        [dict(p) for p in pts], "all", ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=0)
+    )
+    ruled, _, st = cluster_group(
+        [dict(p) for p in pts],
+        "all",
+        ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=5, mutual_members=4),
+    )
     assert _purity(plain, pts) < 0.97  # 4-photo subjects get a filler from another subject
     assert _purity(ruled, pts) == 1.0
     assert st["clusters_incoherent"] == 8  # the 2 x 4 seeds of the 4-photo subjects
     assert st["clusters_kept"] == sum(n for n in sizes if n >= 5)
-    assert st["clusters_kept"] + st["clusters_incoherent"] + st["clusters_too_small"] + st["clusters_weak"] == len(pts)
-    assert sum(c["coherent"] for c in ruled) >= len(ruled) // 2 and all(isinstance(c["coherence"], float) for c in ruled)
+    assert st["clusters_kept"] + st["clusters_incoherent"] + st["clusters_too_small"] + st[
+        "clusters_weak"
+    ] == len(pts)
+    assert sum(c["coherent"] for c in ruled) >= len(ruled) // 2 and all(
+        isinstance(c["coherence"], float) for c in ruled
+    )
     # default: the last member needs only the floor, so a 4-photo subject still seeds (with one filler,
     # never flagged coherent)
     loose, _, st2 = cluster_group([dict(p) for p in pts], "all",
@@ -70,9 +79,14 @@ def test_member_floor_refuses_unrelated_neighbours():
 
 
 def test_global_groups_vote_one_domain_per_subject():
-    doms = [["people", "people", "products", "people", "products"], ["food", "products", "products", "food", "food"]]
+    doms = [
+        ["people", "people", "products", "people", "products"],
+        ["food", "products", "products", "food", "food"],
+    ]
     pts = _subjects([5, 5], domains=doms)
-    clusters, _, _ = cluster_group(pts, None, ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=5))
+    clusters, _, _ = cluster_group(
+        pts, None, ClusterConfig(dedup=NO_COPY, max_distance_ratio=0, reciprocal=5)
+    )
     assert len(clusters) == 10
     by_subject = {}
     for c in clusters:
@@ -93,7 +107,9 @@ class _FakeEmbedder:
         self.w = np.random.default_rng(0).standard_normal((48, 16))
 
     def embed_images(self, images):
-        x = np.stack([np.asarray(im.convert("RGB").resize((4, 4)), np.float32).ravel() / 255.0 for im in images])
+        x = np.stack(
+            [np.asarray(im.convert("RGB").resize((4, 4)), np.float32).ravel() / 255.0 for im in images]
+        )
         v = (x - x.mean(1, keepdims=True)) @ self.w
         return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 

@@ -32,13 +32,38 @@ def test_every_old_flag_exists_and_parses_to_its_knob():
     ap, _ = _parse([])
     have = {s for a in ap._actions for s in a.option_strings}
     assert not set(OLD_FLAGS) - have
-    _, (_, cmd, beam_args) = _parse(["--cluster-size", "4", "--knn", "flat", "--no-cross-domain", "--exact-fields",
-                                     "sha256", "--centroids", "3", "--cos-threshold", "0.9", "--runner", "direct-mp",
-                                     "--project", "p"])
+    _, (_, cmd, beam_args) = _parse(
+        [
+            "--cluster-size",
+            "4",
+            "--knn",
+            "flat",
+            "--no-cross-domain",
+            "--exact-fields",
+            "sha256",
+            "--centroids",
+            "3",
+            "--cos-threshold",
+            "0.9",
+            "--runner",
+            "direct-mp",
+            "--project",
+            "p",
+        ]
+    )
     c = cmd.clustering
-    assert (c.cluster.size, c.cluster.knn_method, c.cross_domain.enabled, c.exact_fields) == (4, "flat", False, ("sha256",))
-    assert (c.kmeans.centroids, c.cluster.dedup.cos_threshold, cmd.runner.runner, beam_args) == (3, 0.9, "direct-mp",
-                                                                                                 ["--project", "p"])
+    assert (c.cluster.size, c.cluster.knn_method, c.cross_domain.enabled, c.exact_fields) == (
+        4,
+        "flat",
+        False,
+        ("sha256",),
+    )
+    assert (c.kmeans.centroids, c.cluster.dedup.cos_threshold, cmd.runner.runner, beam_args) == (
+        3,
+        0.9,
+        "direct-mp",
+        ["--project", "p"],
+    )
     with pytest.raises(ConfigError, match="cos-threshold"):
         _parse(["--cos-treshold", "0.9"])
 
@@ -54,9 +79,13 @@ def test_run_keywords_and_calibrated_thresholds():
     assert cal is None and eff.cross_domain.neighbours == 7  # the cross-domain pass follows --neighbours
     assert {k: getattr(eff.cluster.dedup, k) for k in HISTORICAL} == HISTORICAL
     assert (eff.cluster.member_floor, eff.cluster.unrelated_median) == (-1.0, 0.0)
-    eff, cal = effective(make_config(cos_alone=0.99, copy_threshold=1.5))  # the shipped calibration, one override
+    eff, cal = effective(
+        make_config(cos_alone=0.99, copy_threshold=1.5)
+    )  # the shipped calibration, one override
     assert cal is not None and eff.cluster.dedup.cos_alone == 0.99 and not eff.cluster.dedup.use_copy
-    assert eff.cluster.dedup.cos_threshold == cal.cos_threshold and eff.cluster.member_floor == cal.member_floor
+    assert (
+        eff.cluster.dedup.cos_threshold == cal.cos_threshold and eff.cluster.member_floor == cal.member_floor
+    )
     assert effective(eff)[0] == eff  # resolving twice changes nothing
     with pytest.raises(ConfigError, match="closest|did you mean"):
         make_config(neighbors=3)

@@ -17,16 +17,34 @@ def _points(seed=0):
     pts = [{"key": f"{d}{i}", "domain": d, "quality": 0.5, "embedding": _unit(rng.standard_normal(32))}
            for d in "ab" for i in range(10)]
     a0, a1 = pts[0]["embedding"], pts[1]["embedding"]
-    pts.append({"key": "copy_b", "domain": "b", "quality": 0.1, "embedding": _unit(a0 + 0.01 * rng.standard_normal(32))})
-    pts.append({"key": "copy_a", "domain": "a", "quality": 0.1, "embedding": _unit(a1 + 0.01 * rng.standard_normal(32))})
+    pts.append(
+        {
+            "key": "copy_b",
+            "domain": "b",
+            "quality": 0.1,
+            "embedding": _unit(a0 + 0.01 * rng.standard_normal(32)),
+        }
+    )
+    pts.append(
+        {
+            "key": "copy_a",
+            "domain": "a",
+            "quality": 0.1,
+            "embedding": _unit(a1 + 0.01 * rng.standard_normal(32)),
+        }
+    )
     return pts
 
 
 def test_copies_in_another_domain_are_removed_and_same_domain_pairs_left_alone():
     pts = _points()
     kept, dups, stats = cross_domain_duplicates(pts, [True] * len(pts), DedupConfig(use_copy=False))
-    assert [(d["key"], d["duplicate_of"], d["reason"]) for d in dups] == [("copy_b", "a0", "cross_domain_cosine")]
-    assert stats["cross_domain_duplicates"] == 1 and len(kept) == len(pts) - 1  # copy_a: same domain, per-domain pass
+    assert [(d["key"], d["duplicate_of"], d["reason"]) for d in dups] == [
+        ("copy_b", "a0", "cross_domain_cosine")
+    ]
+    assert (
+        stats["cross_domain_duplicates"] == 1 and len(kept) == len(pts) - 1
+    )  # copy_a: same domain, per-domain pass
     assert {p["key"] for p in kept} == {p["key"] for p in pts} - {"copy_b"}
 
 
@@ -46,8 +64,11 @@ def test_list_assignments_spill_to_a_close_second_list():
 
 
 def test_resolve_roots_points_every_duplicate_at_a_kept_record():
-    rows = [{"key": "c", "duplicate_of": "b", "reason": "x"}, {"key": "b", "duplicate_of": "a", "reason": "y"},
-            {"key": "d", "duplicate_of": "a", "reason": "z"}]
+    rows = [
+        {"key": "c", "duplicate_of": "b", "reason": "x"},
+        {"key": "b", "duplicate_of": "a", "reason": "y"},
+        {"key": "d", "duplicate_of": "a", "reason": "z"},
+    ]
     assert [r["duplicate_of"] for r in resolve_roots(rows)] == ["a", "a", "a"]
 
 
@@ -61,7 +82,9 @@ def test_ratio_test_discards_clusters_with_a_far_weakest_member():
     pts = [{"key": f"k{i}", "quality": 0.5, "embedding": _unit(centre + s * rng.standard_normal(32))}
            for i, s in enumerate([0.2] * 5 + [3.0] * 5)]
     on, _, st_on = cluster_group(pts, "x", ClusterConfig(dedup=DedupConfig(use_copy=False)))
-    off, _, st_off = cluster_group(pts, "x", ClusterConfig(max_distance_ratio=0.0, dedup=DedupConfig(use_copy=False)))
+    off, _, st_off = cluster_group(
+        pts, "x", ClusterConfig(max_distance_ratio=0.0, dedup=DedupConfig(use_copy=False))
+    )
     assert st_on["clusters_weak"] > 0 and st_off["clusters_weak"] == 0
     assert len(on) + st_on["clusters_weak"] == len(off)
     assert all(not weak_cluster(c["similarities"][1:], 2.0) for c in on)

@@ -68,11 +68,20 @@ def _points(groups=30, per=6, seed=0):
     for g in range(groups):
         for m in range(per):
             v = centres[g] + 0.5 * rng.standard_normal(32)
-            pts.append({"key": f"g{g}m{m}", "url": f"u{g}/{m}", "embedding": v / np.linalg.norm(v), "quality": 0.5})
+            pts.append(
+                {"key": f"g{g}m{m}", "url": f"u{g}/{m}", "embedding": v / np.linalg.norm(v), "quality": 0.5}
+            )
             truth.append({"key": f"g{g}m{m}", "group": str(g), "role": "original", "duplicate_of_key": ""})
         v = pts[-1]["embedding"] + 0.005 * rng.standard_normal(32)
         pts.append({"key": f"g{g}d", "url": f"d{g}", "embedding": v / np.linalg.norm(v), "quality": 0.1})
-        truth.append({"key": f"g{g}d", "group": str(g), "role": "near_duplicate", "duplicate_of_key": f"g{g}m{per - 1}"})
+        truth.append(
+            {
+                "key": f"g{g}d",
+                "group": str(g),
+                "role": "near_duplicate",
+                "duplicate_of_key": f"g{g}m{per - 1}",
+            }
+        )
     return pts, truth
 
 

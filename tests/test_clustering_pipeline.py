@@ -14,7 +14,9 @@ from core.contracts import make_record, url_key
 
 def _jpeg(seed, flip=False):
     rng = np.random.default_rng(seed)
-    im = Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).resize((64, 64), Image.Resampling.BICUBIC)
+    im = Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).resize(
+        (64, 64), Image.Resampling.BICUBIC
+    )
     if flip:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buf = io.BytesIO()
@@ -28,26 +30,56 @@ def test_build_clusters_on_mined_folder(tmp_path):
     rows = []
     for i in range(24):
         url = f"https://x.invalid/{i}.jpg"
-        rows.append(dict(make_record(key=url_key(url), url=url, caption=f"pic {i}", image=_jpeg(i), source="demo"),
-                         domain="all", quality=0.5))
+        rows.append(
+            dict(
+                make_record(key=url_key(url), url=url, caption=f"pic {i}", image=_jpeg(i), source="demo"),
+                domain="all",
+                quality=0.5,
+            )
+        )
     flip_url = "https://x.invalid/flip.jpg"  # a mirrored copy of 3: phash duplicate
-    rows.append(dict(make_record(key=url_key(flip_url), url=flip_url, caption="pic flip", image=_jpeg(3, True),
-                                 source="demo"), domain="all", quality=0.1))
+    rows.append(
+        dict(
+            make_record(
+                key=url_key(flip_url), url=flip_url, caption="pic flip", image=_jpeg(3, True), source="demo"
+            ),
+            domain="all",
+            quality=0.1,
+        )
+    )
     same_url = "https://x.invalid/5.jpg"  # the same bytes again: sha256 duplicate
     rows.append(dict(make_record(key=url_key(same_url, 1), url=same_url, caption="again", image=_jpeg(5),
                                  source="demo"), domain="all", quality=0.1))
     other_url = "https://x.invalid/flip7.jpg"  # a mirrored copy of 7 that mining put in another domain
-    rows.append(dict(make_record(key=url_key(other_url), url=other_url, caption="pic 7 mirrored", image=_jpeg(7, True),
-                                 source="demo"), domain="products", quality=0.1))
-    bad = dict(make_record(key="bad", url="bad", caption="broken", image=b"\xff\xd8\xffgarbage", source="demo"),
-               domain="all", quality=0.5)
+    rows.append(
+        dict(
+            make_record(
+                key=url_key(other_url),
+                url=other_url,
+                caption="pic 7 mirrored",
+                image=_jpeg(7, True),
+                source="demo",
+            ),
+            domain="products",
+            quality=0.1,
+        )
+    )
+    bad = dict(
+        make_record(key="bad", url="bad", caption="broken", image=b"\xff\xd8\xffgarbage", source="demo"),
+        domain="all",
+        quality=0.5,
+    )
     rows.append(bad)
     extra = pa.schema([("domain", pa.string()), ("quality", pa.float64())])
     from core.contracts import schema_for
 
     mined = tmp_path / "mined"
-    storage.write_parquet(rows[:14], str(mined / "kept" / "part-00000.parquet"), schema=schema_for(rows, extra))
-    storage.write_parquet(rows[14:], str(mined / "kept" / "part-00001.parquet"), schema=schema_for(rows, extra))
+    storage.write_parquet(
+        rows[:14], str(mined / "kept" / "part-00000.parquet"), schema=schema_for(rows, extra)
+    )
+    storage.write_parquet(
+        rows[14:], str(mined / "kept" / "part-00001.parquet"), schema=schema_for(rows, extra)
+    )
     out = tmp_path / "out"
     # noise images are unrelated to each other: without calibration (historical thresholds, no
     # member floor) they still form clusters, which this test needs for the shard checks
@@ -56,7 +88,10 @@ def test_build_clusters_on_mined_folder(tmp_path):
     assert s["read"] == 28 and s["accounted"]
     removed = s["duplicates_removed"]
     assert removed.get("sha256") == 1 and removed.get("phash", 0) + removed.get("cosine", 0) == 1
-    assert s["cross_domain_duplicates"] == 1 and sum(v for k, v in removed.items() if k.startswith("cross_domain_")) == 1
+    assert (
+        s["cross_domain_duplicates"] == 1
+        and sum(v for k, v in removed.items() if k.startswith("cross_domain_")) == 1
+    )
     assert sum(v for k, v in s["rejected"].items() if not k.startswith("duplicate_")) == 1
     clusters = storage.read_parquet(str(out / "clusters.parquet")).to_pylist()
     assert s["clusters_kept"] == len(clusters) > 0
@@ -77,7 +112,9 @@ def test_build_clusters_on_mined_folder(tmp_path):
     assert j["keys"][0] in {c["keys"][0] for c in clusters} and len(j["captions"]) == 5
     assert all(samples[0][f"{i}.jpg"][:3] == b"\xff\xd8\xff" for i in range(5))
     before = (out / "clusters.parquet").read_bytes()
-    s2 = run("", str(out), mined=str(mined), per_shard=8, calibration="none")  # rerun: embedding shards skipped, same output
+    s2 = run(
+        "", str(out), mined=str(mined), per_shard=8, calibration="none"
+    )  # rerun: embedding shards skipped, same output
     assert s2["clusters_kept"] == s["clusters_kept"] and (out / "clusters.parquet").read_bytes() == before
     # the Beam-free path calls the same functions: the same bytes
     from clustering.local import cluster_local

@@ -16,7 +16,9 @@ from tests.conftest import shared_subset
 
 def _photo(seed: int, size=(240, 180)) -> Image.Image:
     rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    return Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).resize(
+        size, Image.Resampling.BICUBIC
+    )
 
 
 def _jpeg(im: Image.Image) -> bytes:
@@ -56,12 +58,16 @@ def _striped(stripe, body, background, size=(240, 180)) -> Image.Image:
 
 def test_recoloured_render_is_not_a_copy_but_a_colour_shift_is():
     original = _jpeg(_striped((240, 140, 30), (70, 90, 110), (235, 235, 235)))
-    recoloured = _jpeg(_striped((240, 140, 30), (150, 110, 120), (235, 235, 235)))  # same design, another body colour
+    recoloured = _jpeg(
+        _striped((240, 140, 30), (150, 110, 120), (235, 235, 235))
+    )  # same design, another body colour
     shifted = make_variant(original, "colorshift", np.random.default_rng(3))
     t = [_thumb(d) for d in (original, recoloured, shifted)]
     score_r, colour_r, _ = aligned_match(t[0], t[1])
     score_s, colour_s, residual_s = aligned_match(t[0], t[2])
-    assert score_s >= 0.985 and colour_s <= 0.2 and residual_s <= 5.0  # a gain/offset colour shift stays a copy
+    assert (
+        score_s >= 0.985 and colour_s <= 0.2 and residual_s <= 5.0
+    )  # a gain/offset colour shift stays a copy
     assert colour_r > 0.2  # the body's channels change unevenly
     copies = CopyScores(t, threshold=min(score_r, 0.985), max_colour_change=0.2)
     assert copies.match(0, 2) and not copies.match(0, 1)
@@ -82,8 +88,10 @@ def _points_from_corpus(corpus: dict) -> list[dict]:
     rows = read_truth(corpus["pairs"])
     images = [Image.open(r["path"]).convert("RGB") for r in rows]
     emb = make_embedder("offline", batch_size=32).embed_images(images)
-    return [{"key": url_key(r["url"]), "url": r["url"], "embedding": e, "quality": 0.5, "thumb": thumbnail(im)}
-            for r, im, e in zip(rows, images, emb)]
+    return [
+        {"key": url_key(r["url"]), "url": r["url"], "embedding": e, "quality": 0.5, "thumb": thumbnail(im)}
+        for r, im, e in zip(rows, images, emb)
+    ]
 
 
 def test_coco_variants_every_copy_detected_no_false_merge(tmp_path):

@@ -49,7 +49,9 @@ def test_close_pairs_are_exactly_the_brute_force_pairs(use_bf16, thr):
     assert full.lists == 0 and set(zip(full.pair_i.tolist(), full.pair_j.tolist())) == want
     assert set(zip(lists.pair_i.tolist(), lists.pair_j.tolist())) == want
     assert (lists.pair_i < lists.pair_j).all()
-    np.testing.assert_allclose(lists.pair_sim, np.einsum("id,id->i", x[lists.pair_i], x[lists.pair_j]), atol=1e-5)
+    np.testing.assert_allclose(
+        lists.pair_sim, np.einsum("id,id->i", x[lists.pair_i], x[lists.pair_j]), atol=1e-5
+    )
     if thr >= 0.9:  # the sub-cluster path is really taken (and saves work) at dedup thresholds
         assert lists.lists > 0 and lists.work < 0.5
 
@@ -78,7 +80,9 @@ def test_neighbours_from_the_same_tiles():
 
 def test_earlier_duplicates_order_rule():
     # 0~1 (0.97), 1~2 (0.99), 0~2 (0.96): 1 and 2 both go (SemDeDup: any earlier close item), 2 -> 1 (most similar)
-    dup = earlier_duplicates(4, np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.97, 0.99, 0.96], np.float32))
+    dup = earlier_duplicates(
+        4, np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.97, 0.99, 0.96], np.float32)
+    )
     assert dup.tolist() == [-1, 0, 1, -1]
 
 
@@ -87,6 +91,8 @@ def test_scale_path_keeps_the_same_set_as_semdedup():
     kept, tm = ours(x, 3, 0.95, 0, 10)
     kept_ref, tr = reference(x, 3, 0.95, 0, 10)
     assert (tm["labels"] == tr["labels"]).all()
-    assert tm["full_matrix_groups"] == 0 and tm["pair_flops"] < 0.5 * 2 * 128 * np.bincount(tm["labels"]) @ np.bincount(tm["labels"])
+    assert tm["full_matrix_groups"] == 0 and tm["pair_flops"] < 0.5 * 2 * 128 * np.bincount(
+        tm["labels"]
+    ) @ np.bincount(tm["labels"])
     assert 0.85 * 12_000 < kept.sum() < 0.95 * 12_000
     np.testing.assert_array_equal(kept, kept_ref)

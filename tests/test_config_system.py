@@ -120,7 +120,9 @@ def test_print_config(capsys):
 
 def test_check_columns_names_the_closest_column():
     cfg = Demo(col="captoin")
-    with pytest.raises(ConfigError, match=r"--col captoin: t.csv has no such column \(did you mean caption\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"--col captoin: t.csv has no such column \(did you mean caption\?\)"
+    ):
         cfgsys.check_columns(cfg, ["file", "caption"], "t.csv")
     cfgsys.check_columns(Demo(col="caption"), ["file", "caption"], "t.csv")
     cfgsys.check_columns(Demo(), ["file"], "t.csv", changed_only=True)  # defaults are not checked
@@ -141,21 +143,50 @@ def _mains():
     return {
         "readers": (readers.main, ["--input", "x", "--output", "y", "--shard-sise", "3"], "--shard-size"),
         "quality": (quality.main, ["--images", "x", "--out", "y", "--batch-sise", "3"], "--batch-size"),
-        "control_edges": (control.main, ["edges", "--images", "x", "--out", "y", "--weigths", "w"], "--weights"),
-        "control_sketch": (control.main, ["sketch", "--images", "x", "--out", "y", "--hihg", "0.4"], "--high"),
-        "control_ods": (control.main, ["ods", "--images", "x", "--gt", "g", "--threshold", "9"], "--thresholds"),
+        "control_edges": (
+            control.main,
+            ["edges", "--images", "x", "--out", "y", "--weigths", "w"],
+            "--weights",
+        ),
+        "control_sketch": (
+            control.main,
+            ["sketch", "--images", "x", "--out", "y", "--hihg", "0.4"],
+            "--high",
+        ),
+        "control_ods": (
+            control.main,
+            ["ods", "--images", "x", "--gt", "g", "--threshold", "9"],
+            "--thresholds",
+        ),
         "export": (export.main, ["--input", "x", "--output", "y", "--domian", "art"], "--domain"),
         "report": (report.main, ["--run", "x", "--clustres", "3"], "--clusters"),
         "calibrate": (calibrate.main, ["--input", "x", "--output", "y", "--max-imags", "3"], "--max-images"),
         "query": (query.main, ["--embeddings", "x", "--text", "t", "--spcae", "itm"], "--space"),
         "train": (train_cli.main, ["--config", "tiny", "--data-batch-sise", "4"], "--data-batch-size"),
-        "train_sample": (train_sample.main, ["--checkpoint", "c", "--prompt", "p", "--output", "g.png",
-                                             "--text-scal", "2"], "--text-scale"),
+        "train_sample": (
+            train_sample.main,
+            ["--checkpoint", "c", "--prompt", "p", "--output", "g.png", "--text-scal", "2"],
+            "--text-scale",
+        ),
     }
 
 
-@pytest.mark.parametrize("name", ["readers", "quality", "control_edges", "control_sketch", "control_ods", "export",
-                                  "report", "calibrate", "query", "train", "train_sample"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "readers",
+        "quality",
+        "control_edges",
+        "control_sketch",
+        "control_ods",
+        "export",
+        "report",
+        "calibrate",
+        "query",
+        "train",
+        "train_sample",
+    ],
+)
 def test_cli_typo_is_one_error_line_naming_the_flag(name, capsys):
     main, argv, want = _mains()[name]
     rc = cli.run(main, argv)
@@ -168,12 +199,18 @@ def test_train_yaml_and_set_checked_against_the_schema(tmp_path):
     from train.trainer import load_config
 
     cfg = load_config("tiny", {"data": {"batch_size": 3}, "train": {"lr": "1e-3"}})
-    assert cfg["data"]["batch_size"] == 3 and cfg["train"]["lr"] == 1e-3 and cfg["train"]["max_skipped_steps"] == 10
+    assert (
+        cfg["data"]["batch_size"] == 3
+        and cfg["train"]["lr"] == 1e-3
+        and cfg["train"]["max_skipped_steps"] == 10
+    )
     with pytest.raises(ConfigError, match=r"unknown key train.stesp \(did you mean train.steps\?\)"):
         load_config("tiny", {"train": {"stesp": 3}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  base_chanels: 8\n")
-    with pytest.raises(ConfigError, match=r"unknown key model.base_chanels \(did you mean model.base_channels\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key model.base_chanels \(did you mean model.base_channels\?\)"
+    ):
         load_config(str(bad))
     with pytest.raises(ConfigError, match="--steps must be >= 0"):
         load_config("tiny", {"train": {"steps": -2}})
@@ -214,7 +251,22 @@ def test_readers_as_a_process_typo_and_column(table):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for extra, want in ((["--caption-col", "captoin"], "did you mean caption?"),
                         (["--url-coll", "u"], "did you mean --url-col?")):
-        r = subprocess.run([PY, "-m", "mining.readers", "--input", str(table / "t.csv"), "--output",
-                            str(table / "o"), *extra], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+        r = subprocess.run(
+            [
+                PY,
+                "-m",
+                "mining.readers",
+                "--input",
+                str(table / "t.csv"),
+                "--output",
+                str(table / "o"),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=120,
+        )
         assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
         assert r.stderr.startswith("error: ") and want in r.stderr

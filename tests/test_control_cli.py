@@ -15,7 +15,9 @@ def _write_list(tmp_path):
     for name, size in (("a.jpg", (48, 40)), ("b.png", (33, 57))):
         Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(d / name)
     (d / "broken.jpg").write_bytes(b"not an image")
-    (tmp_path / "list.csv").write_text("file,caption\nimgs/a.jpg,x\nimgs/b.png,y\nimgs/broken.jpg,z\nimgs/gone.jpg,w\n")
+    (tmp_path / "list.csv").write_text(
+        "file,caption\nimgs/a.jpg,x\nimgs/b.png,y\nimgs/broken.jpg,z\nimgs/gone.jpg,w\n"
+    )
     return str(tmp_path / "list.csv")
 
 

@@ -24,9 +24,18 @@ def test_bad_paths_give_reasons(tmp_path):
 
 def test_tiny_random_dpt_folder_loads_and_predicts(tmp_path):
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                                 image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8)
+    cfg = transformers.DPTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=16,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+    )
     transformers.DPTForDepthEstimation(cfg).save_pretrained(tmp_path)
     model = load_depth_model(str(tmp_path), device="cpu")
     d = model.predict(np.random.default_rng(0).integers(0, 255, (40, 70, 3), dtype=np.uint8))

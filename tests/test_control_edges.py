@@ -105,8 +105,13 @@ def test_parallel_evaluation_equals_serial():
     rng = np.random.default_rng(5)
     gt = np.zeros((30, 30), bool)
     gt[15, 3:27] = True
-    items = [nms(ndimage.gaussian_filter(gt.astype(np.float32), 1.5) + 0.2 * rng.random((30, 30)).astype(np.float32))
-             for _ in range(3)]
+    items = [
+        nms(
+            ndimage.gaussian_filter(gt.astype(np.float32), 1.5)
+            + 0.2 * rng.random((30, 30)).astype(np.float32)
+        )
+        for _ in range(3)
+    ]
     serial = ods.evaluate_many(_eval_line, items, workers=1)
     par = ods.evaluate_many(_eval_line, items, workers=2)
     for a, b in zip(serial, par):

@@ -25,7 +25,12 @@ def test_keras_kernel_layout_matches_cross_correlation():
     x = rng.normal(size=(5, 6, 2)).astype(np.float32)  # HWC
     out = F.conv2d(torch.from_numpy(x.transpose(2, 0, 1))[None], _kernel(k), padding=1)[0].numpy()
     y, xx, o = 2, 3, 1  # an interior pixel, computed the Keras way
-    expect = sum(x[y + dy - 1, xx + dx - 1, i] * k[dy, dx, i, o] for dy in range(3) for dx in range(3) for i in range(2))
+    expect = sum(
+        x[y + dy - 1, xx + dx - 1, i] * k[dy, dx, i, o]
+        for dy in range(3)
+        for dx in range(3)
+        for i in range(2)
+    )
     assert out[o, y, xx] == pytest.approx(expect, rel=1e-5)
 
 

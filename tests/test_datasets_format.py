@@ -19,10 +19,17 @@ def _img(color=(200, 30, 30), size=(40, 30), ext="jpg"):
 
 def _sample(**kw):
     base = dict(
-        task="style_transfer", instruction="Render [ref#2] in the style of [ref#1].", target=_img(),
-        target_caption="a dog", target_key="t",
-        context=[ContextItem("[ref#1]", "[ref#1] style image", "style", "s", _img((0, 0, 255))),
-                 ContextItem("[ref#2]", "[ref#2] content image", "content", "t", _img((0, 255, 0), ext="png"), "png")],
+        task="style_transfer",
+        instruction="Render [ref#2] in the style of [ref#1].",
+        target=_img(),
+        target_caption="a dog",
+        target_key="t",
+        context=[
+            ContextItem("[ref#1]", "[ref#1] style image", "style", "s", _img((0, 0, 255))),
+            ContextItem(
+                "[ref#2]", "[ref#2] content image", "content", "t", _img((0, 255, 0), ext="png"), "png"
+            ),
+        ],
         lineage=["s", "t"],
     )
     base.update(kw)
@@ -31,8 +38,20 @@ def _sample(**kw):
 
 def test_every_dataset_has_100_valid_distinct_templates():
     problems = T.check_all()
-    assert set(problems) >= {"t2i", "t2i_art", "control_edge", "control_sketch", "control_mask", "control_depth",
-                             "subject", "subject_faces", "subject_faces_hq", "styled", "style_transfer", "retrieval"}
+    assert set(problems) >= {
+        "t2i",
+        "t2i_art",
+        "control_edge",
+        "control_sketch",
+        "control_mask",
+        "control_depth",
+        "subject",
+        "subject_faces",
+        "subject_faces_hq",
+        "styled",
+        "style_transfer",
+        "retrieval",
+    }
     assert all(not p for p in problems.values()), problems
     for task, n in T.counts().items():
         assert n >= 100, task
@@ -45,8 +64,13 @@ def test_every_dataset_has_100_valid_distinct_templates():
 
 def test_template_check_catches_bad_markers():
     good = T.load("style_transfer")
-    bad = T.TaskTemplates(good.task, good.group, good.fields, good.context,
-                          good.instructions[:24] + ("Render [ref#3] like [ref#1].", "Only [ref#1] here {nope}."))
+    bad = T.TaskTemplates(
+        good.task,
+        good.group,
+        good.fields,
+        good.context,
+        good.instructions[:24] + ("Render [ref#3] like [ref#1].", "Only [ref#1] here {nope}."),
+    )
     problems = "\n".join(T.check(bad))
     assert "[ref#3], which is no context item" in problems
     assert "never refers to context item [ref#2]" in problems
@@ -91,15 +115,21 @@ def test_validate_rejects_broken_samples(change, reason):
 
 
 def test_shard_roundtrip_bytes_tensors_and_embeddings():
-    s = _sample(embeddings={"instruction": np.ones((5, 384), np.float32), "ctx1": np.zeros((3, 384), np.float32)})
+    s = _sample(
+        embeddings={"instruction": np.ones((5, 384), np.float32), "ctx1": np.zeros((3, 384), np.float32)}
+    )
     data = tar_bytes([s, _sample(target_key="t", instruction="Transfer the style of [ref#1] to [ref#2].")])
-    assert data == tar_bytes([s, _sample(target_key="t", instruction="Transfer the style of [ref#1] to [ref#2].")])
+    assert data == tar_bytes(
+        [s, _sample(target_key="t", instruction="Transfer the style of [ref#1] to [ref#2].")]
+    )
     path = "/tmp/_ds_roundtrip.tar"
     with open(path, "wb") as fh:
         fh.write(data)
     back = list(iter_samples(path))
     assert back[0].sample_id == s.sample_id and back[0].context[1].ext == "png"
-    assert back[0].embeddings["instruction"].dtype == np.float16 and back[0].embeddings["instruction"].shape == (5, 384)
+    assert back[0].embeddings["instruction"].dtype == np.float16 and back[0].embeddings[
+        "instruction"
+    ].shape == (5, 384)
     t = next(iter(iter_tensors(path)))
     assert tuple(t["target.jpg"].shape) == (3, 30, 40) and tuple(t["ctx2.png"].shape) == (3, 30, 40)
     assert t["json"]["context"][0]["marker"] == "[ref#1]" and t["json"]["text_encoder"] == "all-MiniLM-L6-v2"

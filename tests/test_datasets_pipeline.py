@@ -76,8 +76,15 @@ def inputs(tmp_path_factory):
 def _run(inputs, out, **kw):
     from pipelines.build_tasks import run
 
-    opts = dict(style_dir=str(inputs / "styles"), seed=0, shard_size=8, max_samples=40, tools=stand_in_tools(),
-                mixture=None, max_side=160)
+    opts = dict(
+        style_dir=str(inputs / "styles"),
+        seed=0,
+        shard_size=8,
+        max_samples=40,
+        tools=stand_in_tools(),
+        mixture=None,
+        max_side=160,
+    )
     opts.update(kw)
     return run(str(inputs / "in"), str(out), **opts)
 
@@ -108,7 +115,9 @@ def test_build_reads_back_with_lineage_and_accounting(inputs, tmp_path):
 def test_same_seed_same_bytes_and_rerun_skips(inputs, tmp_path):
     s1 = _run(inputs, tmp_path / "a")
     s2 = _run(inputs, tmp_path / "b")
-    digest = lambda d: [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in list_shards(str(d / "shards"))]  # noqa: E731
+    def digest(d):
+        return [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in list_shards(str(d / "shards"))]
+
     assert digest(tmp_path / "a") == digest(tmp_path / "b") and s1["samples"] == s2["samples"]
     again = _run(inputs, tmp_path / "a")
     assert again["shards"]["skipped_existing"] == again["shards"]["total"] > 0
@@ -146,8 +155,9 @@ def test_real_models_on_one_image(inputs):
         s = REGISTRY[task].make(Job(task, row["key"], values=vals), images, tools, 0)
         edge = np.asarray(Image.open(io.BytesIO(s.context[0].image)))
         assert edge.ndim == 2 and 0 < (edge > 127).mean() < 0.9
-    st = REGISTRY["style_transfer"].make(Job("style_transfer", row["key"], ["s", row["key"]], vals, "s"), images,
-                                         tools, 0)
+    st = REGISTRY["style_transfer"].make(
+        Job("style_transfer", row["key"], ["s", row["key"]], vals, "s"), images, tools, 0
+    )
     out = np.asarray(Image.open(io.BytesIO(st.target)), np.float32)
     src = np.asarray(Image.open(io.BytesIO(st.context[1].image)), np.float32)
     assert out.shape == src.shape and np.abs(out - src).mean() > 5  # it really restyled the content

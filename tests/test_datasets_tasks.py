@@ -59,8 +59,16 @@ def test_celeba_faces_become_subject_samples_of_one_person(coco_in, tmp_path):
     from pipelines.build_tasks import run
 
     faces = shared_subset("celeba_faces")
-    s = run(str(coco_in), str(tmp_path / "out"), faces_dir=str(faces), tasks=["subject_faces", "subject_faces_hq"], seed=0,
-            tools=stand_in_tools(), max_samples=12, shard_size=8)
+    s = run(
+        str(coco_in),
+        str(tmp_path / "out"),
+        faces_dir=str(faces),
+        tasks=["subject_faces", "subject_faces_hq"],
+        seed=0,
+        tools=stand_in_tools(),
+        max_samples=12,
+        shard_size=8,
+    )
     assert s["samples"] == {"subject_faces": 12}
     assert s["inputs"]["faces"]["subject_faces"]["people"] == 100
     meta = {}
@@ -85,8 +93,19 @@ def test_art_domain_pairs_go_to_t2i_art(coco_in, tmp_path):
     for r in rows[:10]:
         r["domain"] = "art"
     src = tmp_path / "in"
-    storage.write_parquet(rows, str(src / "mined" / "kept" / "part-00000.parquet"), storage.read_parquet(str(coco_in / "mined" / "kept")).schema)
-    s = run(str(src), str(tmp_path / "out"), tasks=["t2i", "t2i_art"], seed=0, tools=stand_in_tools(), shard_size=16)
+    storage.write_parquet(
+        rows,
+        str(src / "mined" / "kept" / "part-00000.parquet"),
+        storage.read_parquet(str(coco_in / "mined" / "kept")).schema,
+    )
+    s = run(
+        str(src),
+        str(tmp_path / "out"),
+        tasks=["t2i", "t2i_art"],
+        seed=0,
+        tools=stand_in_tools(),
+        shard_size=16,
+    )
     # N = 40 pairs, weights 0.15 : 0.05 -> 30 : 10, and t2i_art has exactly 10 candidates
     assert s["samples"] == {"t2i": 30, "t2i_art": 10}
     assert s["mixture"]["t2i_art"]["paper"] == 0.05 and s["mixture"]["t2i"]["reached"] == 0.75
@@ -96,9 +115,18 @@ def test_depth_samples_with_a_tiny_random_dpt_through_the_real_loader(coco_in, t
     transformers = pytest.importorskip("transformers")
     from pipelines.build_tasks import run
 
-    cfg = transformers.DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                                 image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8)
+    cfg = transformers.DPTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=16,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+    )
     transformers.DPTForDepthEstimation(cfg).save_pretrained(tmp_path / "dpt")
     s = run(str(coco_in), str(tmp_path / "out"), depth_weights=str(tmp_path / "dpt"), tasks=["control_depth"],
             max_samples=3, seed=0, control_side=96, shard_size=8)
@@ -117,7 +145,12 @@ def test_too_long_instruction_is_a_counted_reject_not_a_cut(coco_in, tmp_path):
     assert s["sample_rejects"]["t2i"] == {"instruction_too_long": 6} and not s["samples"]
     ok = run(str(coco_in), str(tmp_path / "ok"), tasks=["t2i"], max_samples=6, seed=0, tools=stand_in_tools())
     assert ok["samples"] == {"t2i": 6} and ok["tokens"]["longest_written"] <= ok["tokens"]["limit"] == 77
-    assert json.loads((tmp_path / "ok" / "card.json").read_text())["tokens"]["template_overhead"]["subject_faces"] <= 40
+    assert (
+        json.loads((tmp_path / "ok" / "card.json").read_text())["tokens"]["template_overhead"][
+            "subject_faces"
+        ]
+        <= 40
+    )
 
 
 class CountingHED:
@@ -159,4 +192,7 @@ def test_progress_line_on_the_given_stream():
     p = Progress(10, "tasks", every_s=0.0, stream=buf)
     p.start()
     p.update(3, 1)
-    assert buf.getvalue().startswith("tasks: 4/10 samples (3 ok, 1 rejected), ") and "samples/s" in buf.getvalue()
+    assert (
+        buf.getvalue().startswith("tasks: 4/10 samples (3 ok, 1 rejected), ")
+        and "samples/s" in buf.getvalue()
+    )

@@ -30,7 +30,9 @@ def test_cuda_is_chosen_when_present_unless_disabled(monkeypatch, fresh_device_c
     assert device.torch_device() == "cpu" and gpu.faiss_gpus() == 0
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU default; bench/gpu_check.py covers CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the CPU default; bench/gpu_check.py covers CUDA"
+)
 def test_cpu_default_paths_are_exact(fresh_device_cache, capsys):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 32)).astype(np.float32)

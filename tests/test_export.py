@@ -63,7 +63,11 @@ def test_mined_export_layout_accounting_and_reader_round_trip(tmp_path):
     assert stats["count"] == 3 and stats["successes"] == 2 and stats["failed_to_resize"] == 1
     with tarfile.open(out / "00000.tar") as tar:
         names = tar.getnames()
-    assert names[:3] == ["000000.jpg", "000000.json", "000000.txt"]  # img2dataset's key (4 per shard: 1 digit) and order
+    assert names[:3] == [
+        "000000.jpg",
+        "000000.json",
+        "000000.txt",
+    ]  # img2dataset's key (4 per shard: 1 digit) and order
     # The failed row is listed in the parquet, not in the tar (img2dataset's convention).
     rows = storage.read_parquet(str(out / "00001.parquet")).to_pylist()
     assert [r["status"] for r in rows] == ["success", "success", "failed_to_resize"]
@@ -75,7 +79,10 @@ def test_mined_export_layout_accounting_and_reader_round_trip(tmp_path):
     assert back[0]["image"] == recs[0]["image"]  # JPEG bytes kept as they are with resize_mode no
     assert Image.open(io.BytesIO(back[1]["image"])).format == "JPEG"  # the PNG was re-encoded
     meta = json.loads(back[2]["source_meta"])
-    assert meta["domain"] == "photo" and meta["img2dataset"]["sha256"] == hashlib.sha256(back[2]["image"]).hexdigest()
+    assert (
+        meta["domain"] == "photo"
+        and meta["img2dataset"]["sha256"] == hashlib.sha256(back[2]["image"]).hexdigest()
+    )
 
 
 def test_layout_matches_img2dataset_own_writer(tmp_path):
@@ -83,16 +90,42 @@ def test_layout_matches_img2dataset_own_writer(tmp_path):
     import pyarrow as pa
     from img2dataset.writer import WebDatasetSampleWriter
 
-    schema_ = pa.schema([("url", pa.string()), ("caption", pa.string()), ("key", pa.string()),
-                         ("status", pa.string()), ("error_message", pa.string()), ("width", pa.int32()),
-                         ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()),
-                         ("exif", pa.string()), ("sha256", pa.string())])
+    schema_ = pa.schema(
+        [
+            ("url", pa.string()),
+            ("caption", pa.string()),
+            ("key", pa.string()),
+            ("status", pa.string()),
+            ("error_message", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("original_width", pa.int32()),
+            ("original_height", pa.int32()),
+            ("exif", pa.string()),
+            ("sha256", pa.string()),
+        ]
+    )
     ref = tmp_path / "ref"
     ref.mkdir()
     w = WebDatasetSampleWriter(0, str(ref), True, 5, schema_, "jpg")
-    w.write(_jpeg(32, 32, 0), "000000000", "a caption",
-            {"url": "u", "caption": "a caption", "key": "000000000", "status": "success", "error_message": None,
-             "width": 32, "height": 32, "original_width": 32, "original_height": 32, "exif": None, "sha256": None})
+    w.write(
+        _jpeg(32, 32, 0),
+        "000000000",
+        "a caption",
+        {
+            "url": "u",
+            "caption": "a caption",
+            "key": "000000000",
+            "status": "success",
+            "error_message": None,
+            "width": 32,
+            "height": 32,
+            "original_width": 32,
+            "original_height": 32,
+            "exif": None,
+            "sha256": None,
+        },
+    )
     w.close()
     _mined(tmp_path / "mined", n=2)
     export(str(tmp_path / "mined"), str(tmp_path / "ours"))
@@ -128,11 +161,24 @@ def _open_clip_batches(urls: str, batch_size: int, is_train: bool, monkeypatch):
         # open_clip#935, webdataset#384). The fix given there: eof_value=None.
         import functools
 
-        monkeypatch.setattr(ocd, "tar_file_expander", functools.partial(ocd.tar_file_expander, eof_value=None))
-    args = SimpleNamespace(train_data=urls if is_train else None, val_data=None if is_train else urls,
-                           train_num_samples=None, val_num_samples=None, dataset_resampled=False,
-                           train_data_upsampling_factors=None, seed=0, batch_size=batch_size, workers=0, world_size=1)
-    return list(ocd.get_wds_dataset(args, preprocess, is_train=is_train, epoch=0, tokenizer=tokenizer).dataloader)
+        monkeypatch.setattr(
+            ocd, "tar_file_expander", functools.partial(ocd.tar_file_expander, eof_value=None)
+        )
+    args = SimpleNamespace(
+        train_data=urls if is_train else None,
+        val_data=None if is_train else urls,
+        train_num_samples=None,
+        val_num_samples=None,
+        dataset_resampled=False,
+        train_data_upsampling_factors=None,
+        seed=0,
+        batch_size=batch_size,
+        workers=0,
+        world_size=1,
+    )
+    return list(
+        ocd.get_wds_dataset(args, preprocess, is_train=is_train, epoch=0, tokenizer=tokenizer).dataloader
+    )
 
 
 @pytest.mark.parametrize("is_train", [False, True])
@@ -151,7 +197,12 @@ def test_fixed_size_option_makes_default_batching_work(tmp_path, mode):
     _mined(tmp_path / "mined")
     out = tmp_path / mode
     export(str(tmp_path / "mined"), str(out), ExportConfig(image_size=24, resize_mode=mode))
-    ds = wds.WebDataset(str(out / "00000.tar"), shardshuffle=False).decode("torchrgb").to_tuple("jpg", "txt").batched(6)
+    ds = (
+        wds.WebDataset(str(out / "00000.tar"), shardshuffle=False)
+        .decode("torchrgb")
+        .to_tuple("jpg", "txt")
+        .batched(6)
+    )
     images, texts = next(iter(ds))
     assert tuple(images.shape) == (6, 3, 24, 24) and texts[0] == "caption 0 é"
     rows = storage.read_parquet(str(out / "00000.parquet")).to_pylist()
@@ -161,18 +212,26 @@ def test_fixed_size_option_makes_default_batching_work(tmp_path, mode):
 def test_export_is_byte_reproducible_and_skips_finished_shards(tmp_path):
     _mined(tmp_path / "mined")
     a, b = tmp_path / "a", tmp_path / "b"
-    export(str(tmp_path / "mined"), str(a), ExportConfig(shard_size=4, image_size=16, resize_mode="center_crop"))
-    export(str(tmp_path / "mined"), str(b), ExportConfig(shard_size=4, image_size=16, resize_mode="center_crop"))
+    export(
+        str(tmp_path / "mined"), str(a), ExportConfig(shard_size=4, image_size=16, resize_mode="center_crop")
+    )
+    export(
+        str(tmp_path / "mined"), str(b), ExportConfig(shard_size=4, image_size=16, resize_mode="center_crop")
+    )
     for name in ("00000.tar", "00001.parquet", "00001_stats.json", "sizes.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     mtime = (a / "00000.tar").stat().st_mtime_ns
-    export(str(tmp_path / "mined"), str(a), ExportConfig(shard_size=4, image_size=16, resize_mode="center_crop"))
+    export(
+        str(tmp_path / "mined"), str(a), ExportConfig(shard_size=4, image_size=16, resize_mode="center_crop")
+    )
     assert (a / "00000.tar").stat().st_mtime_ns == mtime
 
 
 def test_filters_select_a_subset(tmp_path):
     _mined(tmp_path / "mined")
-    s = export(str(tmp_path / "mined"), str(tmp_path / "o"), ExportConfig(domains=["photo"], min_quality=0.15))
+    s = export(
+        str(tmp_path / "mined"), str(tmp_path / "o"), ExportConfig(domains=["photo"], min_quality=0.15)
+    )
     assert (s["read"], s["kept"], s["filtered"]) == (7, 2, 4) and s["rejected"] == {"undecodable_image": 1}
 
 
@@ -188,7 +247,9 @@ def _cluster_shard(run):
 
 def test_cluster_shards_carry_txt_and_export_each_member_once(tmp_path):
     _cluster_shard(tmp_path)
-    raw = next(iter(wds.WebDataset(str(tmp_path / "clusters" / "shards" / "clusters-00000.tar"), shardshuffle=False)))
+    raw = next(
+        iter(wds.WebDataset(str(tmp_path / "clusters" / "shards" / "clusters-00000.tar"), shardshuffle=False))
+    )
     assert raw["txt"] == b"cap a"  # the seed's caption
     s = export(str(tmp_path / "clusters"), str(tmp_path / "o"))
     assert s["kind"] == "clusters" and s["kept"] == 6 and s["filtered"] == 4 and s["accounted"]
@@ -198,7 +259,9 @@ def test_cluster_shards_carry_txt_and_export_each_member_once(tmp_path):
 
 
 def _task_sample(i):
-    ctx = ContextItem(marker="[ref#1]", text="[ref#1] edge map", kind="edge", key=f"s{i}", image=_png(20, 20), ext="png")
+    ctx = ContextItem(
+        marker="[ref#1]", text="[ref#1] edge map", kind="edge", key=f"s{i}", image=_png(20, 20), ext="png"
+    )
     return Sample(task="control_edge" if i else "t2i", instruction="Generate a dog following [ref#1].",
                   target=_jpeg(40, 30, i), target_caption="a dog", target_key=f"t{i}", context=[ctx],
                   lineage=[f"t{i}", f"s{i}"], meta={"order": i})
@@ -211,10 +274,16 @@ def test_task_shards_carry_txt_and_export_with_context(tmp_path):
     raw = next(iter(task_shards.iter_raw(str(shard))))
     assert raw["txt"] == samples[0].instruction.encode()
     assert next(iter(task_shards.iter_samples(str(shard)))).instruction == samples[0].instruction
-    s = export(str(tmp_path), str(tmp_path / "o"), ExportConfig(kind="tasks", tasks=["control_edge"], with_context=True))
+    s = export(
+        str(tmp_path),
+        str(tmp_path / "o"),
+        ExportConfig(kind="tasks", tasks=["control_edge"], with_context=True),
+    )
     assert s["kept"] == 2 and s["filtered"] == 1
     got = list(wds.WebDataset(str(tmp_path / "o" / "00000.tar"), shardshuffle=False))
-    assert {"jpg", "txt", "json", "ctx1.png"} <= set(got[0]) and json.loads(got[0]["json"])["meta"]["task"] == "control_edge"
+    assert {"jpg", "txt", "json", "ctx1.png"} <= set(got[0]) and json.loads(got[0]["json"])["meta"][
+        "task"
+    ] == "control_edge"
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):

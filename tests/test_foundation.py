@@ -60,7 +60,9 @@ def test_parquet_roundtrip_keeps_bytes_and_extra_columns(tmp_path):
 
 def test_atomic_write_leaves_no_partial_file_and_ignores_debris(tmp_path):
     target = tmp_path / "shard-00000.parquet"
-    (tmp_path / ("shard-00001.parquet" + storage.TMP_MARK + "dead")).write_bytes(b"partial")  # a killed writer
+    (tmp_path / ("shard-00001.parquet" + storage.TMP_MARK + "dead")).write_bytes(
+        b"partial"
+    )  # a killed writer
     storage.write_parquet([schema.make_record(key="a", url="u", caption="c", source="t")], str(target))
     listed = storage.list_files(str(tmp_path), "*.parquet*")
     assert listed == [str(target)]

@@ -59,7 +59,9 @@ class _Server:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
 
     def __enter__(self):
         self.thread.start()
@@ -154,8 +156,9 @@ def test_loopback_download_accounts_for_every_url(served, tmp_path):
     resumed = write_records(str(table), str(out2), work_dir=str(out / "_download"), shard_size=4, **DL)
     assert resumed["read"] == len(rows) and resumed["rejected"] == {"download_failed": 2}
     assert sorted(server.requests[len(rows):]) == sorted(u[len(server.base):] for u, _ in rows[5:])
-    assert {os.path.basename(p): storage.read_bytes(p) for p in storage.list_files(str(out2), "records-*")} == {
-        os.path.basename(p): b for p, b in before.items()}
+    assert {
+        os.path.basename(p): storage.read_bytes(p) for p in storage.list_files(str(out2), "records-*")
+    } == {os.path.basename(p): b for p, b in before.items()}
 
     # The img2dataset output folder itself reads back the same rows (reader 1 on its own).
     stats = ReadStats()
@@ -176,7 +179,9 @@ def test_txt_url_list_normalised_without_downloading(tmp_path):
     rows = storage.read_parquet(str(table)).to_pylist()
     assert n == 3 and [r["url"] for r in rows] == ["http://a/x.jpg", "http://b/y.png", "http://a/x.jpg"]
     assert [r["input_row"] for r in rows] == [0, 1, 2]
-    assert rows[0]["record_key"] == url_key("http://a/x.jpg") and rows[2]["record_key"] == url_key("http://a/x.jpg", 1)
+    assert rows[0]["record_key"] == url_key("http://a/x.jpg") and rows[2]["record_key"] == url_key(
+        "http://a/x.jpg", 1
+    )
     assert detect_kind(str(txt)) == "urls"
     # Same input again: the table is byte-identical, so finished img2dataset shards are kept.
     first = table.read_bytes()

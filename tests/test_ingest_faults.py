@@ -91,19 +91,29 @@ def _decodes(data: bytes | None) -> bool:
 
 def test_every_url_is_accounted_for_under_faults(tmp_path):
     coco = shared_subset("coco_mini")
-    files = {f"/img/{i}.jpg": p.read_bytes() for i, p in enumerate(sorted((coco / "val2017").glob("*.jpg"))[:4])}
+    files = {
+        f"/img/{i}.jpg": p.read_bytes() for i, p in enumerate(sorted((coco / "val2017").glob("*.jpg"))[:4])
+    }
     httpd, base, requests = _serve(files)
     try:
         good = [f"{base}{p}" for p in files]
         bad = [f"{base}/{n}.jpg" for n in ("e500", "e403", "missing", "slow", "trunc", "reset", "garbage")]
         urls = good[:2] + bad + good[2:]
         (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
-        summary = write_records(str(tmp_path / "urls.txt"), str(tmp_path / "records"), timeout=2, retries=0, threads=4,
-                                allow_private_addresses=True)  # the hostile server is on loopback
+        summary = write_records(
+            str(tmp_path / "urls.txt"),
+            str(tmp_path / "records"),
+            timeout=2,
+            retries=0,
+            threads=4,
+            allow_private_addresses=True,
+        )  # the hostile server is on loopback
     finally:
         httpd.shutdown()
         httpd.server_close()
-    rows = list(storage.iter_rows(str(tmp_path / "records"), columns=["url", "image", "sha256", "read_error"]))
+    rows = list(
+        storage.iter_rows(str(tmp_path / "records"), columns=["url", "image", "sha256", "read_error"])
+    )
     assert [r["url"] for r in rows] == urls  # one row per URL, in input order
     assert summary["read"] == len(urls) and summary["kept"] + sum(summary["rejected"].values()) == len(urls)
     by_url = {r["url"]: r for r in rows}

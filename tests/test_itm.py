@@ -87,7 +87,9 @@ class FakeSpace:
         return l2_normalize(out)
 
     def embed_images(self, images):
-        return l2_normalize(np.array([im[1] if isinstance(im, tuple) else [0.3, 0.3, 0.3] for im in images], np.float32))
+        return l2_normalize(
+            np.array([im[1] if isinstance(im, tuple) else [0.3, 0.3, 0.3] for im in images], np.float32)
+        )
 
     def embed_image_features(self, feats):
         return l2_normalize(feats)
@@ -143,7 +145,9 @@ class PixelSpace(FakeSpace):
         return l2_normalize(np.array([np.asarray(im, np.float32).mean((0, 1)) + 1 for im in images]))
 
     def embed_texts(self, texts):
-        return l2_normalize(np.array([[1.0, 0.1, 0.1] if "red" in t else [0.1, 0.1, 1.0] for t in texts], np.float32))
+        return l2_normalize(
+            np.array([[1.0, 0.1, 0.1] if "red" in t else [0.1, 0.1, 1.0] for t in texts], np.float32)
+        )
 
 
 class TintStyle:
@@ -160,7 +164,9 @@ def test_styled_task_rejects_misaligned_samples_with_a_reason():
 
     images = {"c": _png((250, 10, 10)), "s": _png((10, 10, 250))}
     job = Job("styled", "c", ["s"], values={"caption": "a red square", "style": "blue"}, style_key="s")
-    aligner = Aligner(PixelSpace(), bank=["blue sky", "the sea", "a blue car", "a cat"], styled_min_caption_rank=0.5)
+    aligner = Aligner(
+        PixelSpace(), bank=["blue sky", "the sea", "a blue car", "a cat"], styled_min_caption_rank=0.5
+    )
     tools = Tools(style=TintStyle(0.3), quality=lambda im: 0.9, max_side=32)
     tools.aligner = aligner
     sample = styled.make(job, images, tools, 0)
@@ -181,8 +187,10 @@ def _embeddings(root, spec="offline"):
     vecs = [np.array([[1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 0, 1], [0.7, 0.7, 0]], np.float32)]
     for i, v in enumerate(vecs):
         storage.atomic_write_bytes(str(root / "embeddings" / "img_emb" / f"img_emb_{i}.npy"), npy_bytes(v))
-        storage.write_parquet([{"key": f"k{i}{j}", "caption": f"c{i}{j}", "url": f"u{i}{j}"} for j in range(2)],
-                              str(root / "embeddings" / "metadata" / f"metadata_{i}.parquet"))
+        storage.write_parquet(
+            [{"key": f"k{i}{j}", "caption": f"c{i}{j}", "url": f"u{i}{j}"} for j in range(2)],
+            str(root / "embeddings" / "metadata" / f"metadata_{i}.parquet"),
+        )
     (root / "summary.json").write_text(json.dumps({"config": {"embedding": {"embedder": spec}}}))
 
 
@@ -191,7 +199,11 @@ def test_text_query_over_clustering_embeddings(tmp_path):
 
     _embeddings(tmp_path)
     vecs, rows, spec = query.load_embeddings(str(tmp_path))
-    assert vecs.shape == (4, 3) and [r["key"] for r in rows] == ["k00", "k01", "k10", "k11"] and spec == "offline"
+    assert (
+        vecs.shape == (4, 3)
+        and [r["key"] for r in rows] == ["k00", "k01", "k10", "k11"]
+        and spec == "offline"
+    )
     hits = query.search(vecs, rows, "pizza", FakeSpace(), spec, k=2)
     assert [h["key"] for h in hits] == ["k01", "k11"] and hits[0]["cosine"] > hits[1]["cosine"]
     assert query.load_embeddings(str(tmp_path / "embeddings"))[2] == "offline"

@@ -46,7 +46,9 @@ def _run_timed(out: Path) -> tuple[subprocess.CompletedProcess, dict[str, float]
             marks.append((line.split()[2], time.monotonic() - t0))
     p.wait()
     end = time.monotonic() - t0
-    durations = {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - t for i, (name, t) in enumerate(marks)}
+    durations = {
+        name: (marks[i + 1][1] if i + 1 < len(marks) else end) - t for i, (name, t) in enumerate(marks)
+    }
     return subprocess.CompletedProcess(p.args, p.returncode, "".join(lines), "".join(err)), durations
 
 

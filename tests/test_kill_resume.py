@@ -85,8 +85,12 @@ def test_kill_points_hit_real_writes_of_every_stage(reference):
     _, writes = reference
     for spec in KILL_POINTS:
         _, n, substring = spec.split(":", 2)
-        assert sum(substring in w for w in writes) >= int(n), f"{spec}: the reference run never makes that write"
-    assert {"corpus", "records", "mined", "clusters", "tasks"} <= {p.split(":", 2)[2].split("/")[0] for p in KILL_POINTS}
+        assert sum(substring in w for w in writes) >= int(n), (
+            f"{spec}: the reference run never makes that write"
+        )
+    assert {"corpus", "records", "mined", "clusters", "tasks"} <= {
+        p.split(":", 2)[2].split("/")[0] for p in KILL_POINTS
+    }
 
 
 @pytest.mark.slow
@@ -95,7 +99,9 @@ def test_sigkill_at_six_points_then_rerun_gives_identical_outputs(reference):
     ref_out, out = base / "reference", base / "run"
     for spec in KILL_POINTS:
         killed = _run(out, {KILL_ENV: spec})
-        assert killed.returncode == -signal.SIGKILL, f"{spec}: not killed (rc {killed.returncode})\n{killed.stderr[-2000:]}"
+        assert killed.returncode == -signal.SIGKILL, (
+            f"{spec}: not killed (rc {killed.returncode})\n{killed.stderr[-2000:]}"
+        )
         _assert_no_partial_shard(out)
     resumed = _run(out)
     assert resumed.returncode == 0, f"rerun failed\n{resumed.stdout[-3000:]}{resumed.stderr[-3000:]}"

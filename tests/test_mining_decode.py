@@ -45,7 +45,9 @@ def _bomb() -> bytes:
 
 GOOD = {
     "cmyk": lambda: _enc(_photo(mode="CMYK"), "JPEG"),
-    "16bit": lambda: _enc(Image.fromarray((np.arange(200 * 150).reshape(150, 200) * 2).astype(np.uint16)), "PNG"),
+    "16bit": lambda: _enc(
+        Image.fromarray((np.arange(200 * 150).reshape(150, 200) * 2).astype(np.uint16)), "PNG"
+    ),
     "palette_transparency": lambda: _enc(_photo().convert("P"), "PNG", transparency=0),
     "rgba": lambda: _enc(_photo(mode="RGBA"), "PNG"),
     "la": lambda: _enc(_photo(mode="LA"), "PNG"),
@@ -139,7 +141,9 @@ def test_image_zoo_all_accounted_zero_crashes():
 def _big_jpeg(w: int, h: int, orientation: int | None = None) -> bytes:
     """A ``w`` x ``h`` JPEG with real structure (smooth gradients plus texture), optionally EXIF-rotated."""
     yy, xx = np.mgrid[0 : h // 4, 0 : w // 4].astype(np.float32)  # drawn at 1/4 scale, then upscaled (fast)
-    a = np.stack([xx / (w // 4) * 255, yy / (h // 4) * 255, 128 + 60 * np.sin(xx / 6.0) * np.cos(yy / 4.0)], -1)
+    a = np.stack(
+        [xx / (w // 4) * 255, yy / (h // 4) * 255, 128 + 60 * np.sin(xx / 6.0) * np.cos(yy / 4.0)], -1
+    )
     im = Image.fromarray(a.clip(0, 255).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BILINEAR)
     kw = {}
     if orientation:
@@ -167,9 +171,13 @@ def test_big_photo_true_size_drives_orientation_and_checks():
     assert (rot.width, rot.height) == (2000, 3000) and rot.image.size == (1024, 1536)
     # min_side / max_aspect use the true size, not the working one
     assert isinstance(decode_record(_rec("m", _big_jpeg(3000, 2400)), MiningConfig(min_side=2000)), Decoded)
-    assert decode_record(_rec("m", _big_jpeg(3000, 1900)), MiningConfig(min_side=2000))["reason"] == "too_small"
+    assert (
+        decode_record(_rec("m", _big_jpeg(3000, 1900)), MiningConfig(min_side=2000))["reason"] == "too_small"
+    )
     assert decode_record(_rec("w", _big_jpeg(8400, 2000)))["reason"] == "extreme_aspect"  # 4.2 > 4
-    png = decode_record(_rec("p", _enc(_photo(2600, 2100), "PNG")))  # no DCT scaling: full decode, then resize
+    png = decode_record(
+        _rec("p", _enc(_photo(2600, 2100), "PNG"))
+    )  # no DCT scaling: full decode, then resize
     assert (png.width, png.height) == (2600, 2100) and png.image.size == (1268, 1024)
 
 

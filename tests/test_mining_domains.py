@@ -31,8 +31,11 @@ def test_clip_path_on_tiny_random_model():
     import open_clip
     from open_clip.model import CLIP
 
-    model = CLIP(embed_dim=16, vision_cfg=dict(layers=1, width=32, patch_size=16, image_size=32, head_width=16),
-                 text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+    model = CLIP(
+        embed_dim=16,
+        vision_cfg=dict(layers=1, width=32, patch_size=16, image_size=32, head_width=16),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
+    )
     clf = ClipDomainClassifier(("animals", "food", "cars"), model=model,
                                preprocess=open_clip.image_transform(32, is_train=False),
                                tokenizer=open_clip.get_tokenizer("ViT-B-32"))

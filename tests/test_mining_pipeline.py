@@ -28,8 +28,16 @@ N_READ = N_REAL + 6
 
 def _records(coco, n_real=N_REAL):
     files = sorted((coco / "val2017").glob("*.jpg"))[:n_real]
-    good = [make_record(key=f"real{i}", url=str(f), caption="a photo of a dog on the grass", image=f.read_bytes(),
-                        source="test") for i, f in enumerate(files)]
+    good = [
+        make_record(
+            key=f"real{i}",
+            url=str(f),
+            caption="a photo of a dog on the grass",
+            image=f.read_bytes(),
+            source="test",
+        )
+        for i, f in enumerate(files)
+    ]
     flat = Image.new("RGB", (300, 200), (128, 128, 128))
     bad = [
         make_record(key="empty", url="x", caption="c", image=b"", source="test"),
@@ -54,14 +62,26 @@ def records_dir(tmp_path_factory):
 def _check(summary, out):
     assert summary["read"] == N_READ and summary["accounted"]
     assert summary["kept"] + sum(summary["rejected"].values()) == N_READ
-    assert {"empty_bytes", "truncated_image", "too_small", "empty_caption", "read_error"} <= set(summary["rejected"])
+    assert {"empty_bytes", "truncated_image", "too_small", "empty_caption", "read_error"} <= set(
+        summary["rejected"]
+    )
     kept = storage.read_parquet(str(out / "kept"))
     assert kept.num_rows == summary["kept"] >= N_REAL
-    for col in ("quality", "quality_technical", "quality_brisque", "quality_learned", "domain", "domain_scores"):
+    for col in (
+        "quality",
+        "quality_technical",
+        "quality_brisque",
+        "quality_learned",
+        "domain",
+        "domain_scores",
+    ):
         assert col in kept.column_names
     q = np.array(kept.column("quality").to_pylist())
     assert ((q >= 0) & (q <= 1)).all()
-    assert all(set(json.loads(s)) == set(mine.MiningConfig().domains) for s in kept.column("domain_scores").to_pylist())
+    assert all(
+        set(json.loads(s)) == set(mine.MiningConfig().domains)
+        for s in kept.column("domain_scores").to_pylist()
+    )
     rej = storage.read_parquet(str(out / "rejects"))
     assert rej.schema.names == ["key", "url", "stage", "reason", "detail"]
     return kept
@@ -74,7 +94,9 @@ def test_fnapi_run_accounts_and_is_deterministic_and_resumable(records_dir, tmp_
     assert s1["metrics"]["read"] == N_READ and s1["metrics"].get("kept") == kept.num_rows
     assert s1["metrics"]["reject_read_error"] == 1
     first = {p: (out / "kept" / p).read_bytes() for p in ("records-00000.parquet", "records-00001.parquet")}
-    s2 = mine.run(str(records_dir), str(out), runner="FnApiRunner", min_quality=0.0, use_brisque=False)  # rerun: both skipped
+    s2 = mine.run(
+        str(records_dir), str(out), runner="FnApiRunner", min_quality=0.0, use_brisque=False
+    )  # rerun: both skipped
     assert s2["metrics"].get("files_skipped") == 2 and s2["kept"] == s1["kept"]
     assert first == {p: (out / "kept" / p).read_bytes() for p in first}
     # a threshold above 1 moves every decoded image to low_quality
@@ -96,7 +118,11 @@ def test_direct_runner_multiprocessing(records_dir, tmp_path):
 def test_big_photo_mined_with_its_true_size(tmp_path):
     """A 6000 x 4000 JPEG is decoded at its 1536 x 1024 working size, but its row keeps the true size."""
     yy, xx = np.mgrid[0:1000, 0:1500].astype(np.float32)
-    a = np.stack([xx / 6, yy / 4, 128 + 60 * np.sin(xx / 6) * np.cos(yy / 4)], -1).clip(0, 255).astype(np.uint8)
+    a = (
+        np.stack([xx / 6, yy / 4, 128 + 60 * np.sin(xx / 6) * np.cos(yy / 4)], -1)
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
     buf = io.BytesIO()
     Image.fromarray(a).resize((6000, 4000), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
     rec = make_record(key="big", url="x", caption="a big photo", image=buf.getvalue(), source="test")

@@ -48,7 +48,10 @@ def test_committed_head_is_small_and_documented():
     note = (DEFAULT_WEIGHTS.parent / "NOTE.md").read_text()
     assert "BIQ2021" in note and "SRCC" in note
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    combo, learned = meta["metrics"]["test"]["combination"]["srcc"], meta["metrics"]["test"]["learned"]["srcc"]
+    combo, learned = (
+        meta["metrics"]["test"]["combination"]["srcc"],
+        meta["metrics"]["test"]["learned"]["srcc"],
+    )
     # measured 0.810 vs 0.812 (ReLU6 Lite0 predictor): the extreme-only gates may cost a little, never 0.03-0.07
     assert combo > 0.78 and combo >= learned - 0.02
 
@@ -101,7 +104,9 @@ def test_gates_act_only_at_extremes():
     sharp = np.array([0.9, 0.6, 0.9, 0.1])  # the last one is far below its floor (0.5)
     q = final_quality(blend, tech_, res, clip, clip_gamma=2.0, clip_floor=0.05, measures={"sharpness": sharp},
                       floors={"sharpness": 0.5}, gate_gamma=1.0)
-    assert q[0] == pytest.approx(0.8) and q[1] == pytest.approx(0.8)  # normal photos keep their order and score
+    assert q[0] == pytest.approx(0.8) and q[1] == pytest.approx(
+        0.8
+    )  # normal photos keep their order and score
     assert q[2] < 0.8 * 0.8 and q[3] == pytest.approx(0.8 * 0.2)
 
 

@@ -19,8 +19,18 @@ def one_thread():
 
 
 def tiny_cfg(use_context: bool) -> UNetConfig:
-    return UNetConfig(image_size=16, base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
-                      heads=2, text_dim=8, cond_dim=16, max_context=1, use_context=use_context)
+    return UNetConfig(
+        image_size=16,
+        base_channels=16,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(8,),
+        heads=2,
+        text_dim=8,
+        cond_dim=16,
+        max_context=1,
+        use_context=use_context,
+    )
 
 
 def blocky(g: torch.Generator, b: int) -> torch.Tensor:
@@ -60,9 +70,14 @@ def test_loss_falls_10x_on_fixed_batch():
 def retrieval_batch(g: torch.Generator, b: int):
     """Toy retrieval: the target is the colour-negated copy of the single context image."""
     src = blocky(g, b)
-    kw = {"text_tokens": torch.zeros(b, 1, 8), "text_mask": torch.ones(b, 1, dtype=torch.bool),
-          "ctx_images": src[:, None], "ctx_tokens": torch.zeros(b, 1, 1, 8),
-          "ctx_text_mask": torch.ones(b, 1, 1, dtype=torch.bool), "ctx_mask": torch.ones(b, 1, dtype=torch.bool)}
+    kw = {
+        "text_tokens": torch.zeros(b, 1, 8),
+        "text_mask": torch.ones(b, 1, dtype=torch.bool),
+        "ctx_images": src[:, None],
+        "ctx_tokens": torch.zeros(b, 1, 1, 8),
+        "ctx_text_mask": torch.ones(b, 1, 1, dtype=torch.bool),
+        "ctx_mask": torch.ones(b, 1, dtype=torch.bool),
+    }
     return -src, kw
 
 

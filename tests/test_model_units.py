@@ -102,8 +102,14 @@ def test_sr_unet_shapes_and_noise_augmentation():
     aug9 = m.prepare_lowres(low, torch.full((2,), 900), d.schedule, torch.randn(2, 3, 32, 32))
     up = torch.nn.functional.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)
     assert (aug0 - up).abs().mean() < 0.05 < (aug9 - up).abs().mean()
-    y = m(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]), torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool),
-          lowres_aug=aug0, aug_t=torch.zeros(2, dtype=torch.long))
+    y = m(
+        torch.randn(2, 3, 32, 32),
+        torch.tensor([1, 2]),
+        torch.randn(2, 3, 8),
+        torch.ones(2, 3, dtype=torch.bool),
+        lowres_aug=aug0,
+        aug_t=torch.zeros(2, dtype=torch.long),
+    )
     assert y.shape == (2, 3, 32, 32)
 
 

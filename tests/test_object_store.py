@@ -29,7 +29,11 @@ pytest.importorskip("moto.server", reason="moto[s3] + flask are not installed (t
 
 BUCKET = "iidata-test"
 N_PAIRS = 40
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+CREDS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _free_port() -> int:
@@ -87,7 +91,9 @@ def test_prefixes_count_as_folders(s3_env):
     base = f"s3://{BUCKET}/unit"
     assert storage.exists(f"{base}/run/mined/kept") and storage.exists(f"{base}/run/mined")
     assert not storage.exists(f"{base}/run/nothing") and not storage.exists(f"{base}/run/mine")
-    assert objectstore.is_dir(f"{base}/run/mined/kept") and not objectstore.is_dir(f"{base}/run/mined/kept/a.parquet")
+    assert objectstore.is_dir(f"{base}/run/mined/kept") and not objectstore.is_dir(
+        f"{base}/run/mined/kept/a.parquet"
+    )
     assert storage.list_files(f"{base}/run/mined/kept", "*.parquet") == [f"{base}/run/mined/kept/a.parquet"]
     assert storage.list_files(f"{base}/run/mined", "*.parquet") == []  # never the files of a subfolder
     assert detect_kind(f"{base}/imgs") == "folder"  # no trailing slash needed
@@ -99,7 +105,11 @@ def test_stage_listings_find_their_inputs(s3_env):
     from datasets.build import TaskInputs, parquet_files
 
     c = boto3.client("s3")
-    for key in ("lst/run/mined/kept/k.parquet", "lst/run/mined/rejects/k.parquet", "lst/run/clusters/clusters.parquet"):
+    for key in (
+        "lst/run/mined/kept/k.parquet",
+        "lst/run/mined/rejects/k.parquet",
+        "lst/run/clusters/clusters.parquet",
+    ):
         c.put_object(Bucket=BUCKET, Key=key, Body=b"x")
     run = f"s3://{BUCKET}/lst/run"
     assert kept_files(f"{run}/mined") == [f"{run}/mined/kept/k.parquet"]
@@ -131,8 +141,17 @@ def s3_chain(s3_env, tmp_path_factory):
         if p.is_file():
             c.upload_file(str(p), BUCKET, f"corpus/{p.relative_to(corpus)}")
     run = f"s3://{BUCKET}/run"
-    _cli("mining.readers", "--input", f"s3://{BUCKET}/corpus/pairs.csv", "--output", f"{run}/records", env=s3_env)
-    _cli("pipelines.mine", "--input", f"{run}/records", "--output", f"{run}/mined", "--no-brisque", env=s3_env)
+    _cli(
+        "mining.readers",
+        "--input",
+        f"s3://{BUCKET}/corpus/pairs.csv",
+        "--output",
+        f"{run}/records",
+        env=s3_env,
+    )
+    _cli(
+        "pipelines.mine", "--input", f"{run}/records", "--output", f"{run}/mined", "--no-brisque", env=s3_env
+    )
     _cli("pipelines.build_clusters", "--mined", f"{run}/mined",
          "--output", f"{run}/clusters", env=s3_env)
     _cli("pipelines.build_tasks", "--input", run, "--output", f"{run}/tasks", "--tasks", "t2i,subject",
@@ -144,7 +163,9 @@ def s3_chain(s3_env, tmp_path_factory):
 def test_read_on_s3(s3_chain):
     s = _summary("run/records/read_summary.json")
     assert s["read"] == N_PAIRS and s["kept"] + sum(s["rejected"].values()) == s["read"]
-    rows = sum(pq.read_table(io.BytesIO(_get(k))).num_rows for k in _keys("run/records/") if k.endswith(".parquet"))
+    rows = sum(
+        pq.read_table(io.BytesIO(_get(k))).num_rows for k in _keys("run/records/") if k.endswith(".parquet")
+    )
     assert rows == s["kept"]
 
 
@@ -152,7 +173,11 @@ def test_read_on_s3(s3_chain):
 def test_mine_on_s3(s3_chain):
     s = _summary("run/mined/summary.json")
     assert s["accounted"] and s["read"] == _summary("run/records/read_summary.json")["kept"]
-    kept = sum(pq.read_table(io.BytesIO(_get(k))).num_rows for k in _keys("run/mined/kept/") if k.endswith(".parquet"))
+    kept = sum(
+        pq.read_table(io.BytesIO(_get(k))).num_rows
+        for k in _keys("run/mined/kept/")
+        if k.endswith(".parquet")
+    )
     rejected = sum(pq.read_table(io.BytesIO(_get(k))).num_rows for k in _keys("run/mined/rejects/"))
     assert kept == s["kept"] > 0 and kept + rejected == s["read"]
 

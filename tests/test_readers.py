@@ -53,7 +53,9 @@ def test_real_pairs_round_trip_through_parquet(name, tmp_path):
 
 def _jpeg_and_png():
     zoo = shared_subset("image_zoo")
-    return (zoo / "base_images" / "ukbench00120.jpg").read_bytes(), (zoo / "alpha_channel_image.png").read_bytes()
+    return (zoo / "base_images" / "ukbench00120.jpg").read_bytes(), (
+        zoo / "alpha_channel_image.png"
+    ).read_bytes()
 
 
 def test_folder_reader_sidecars_and_ignored_files(tmp_path):

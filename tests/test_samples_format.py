@@ -33,8 +33,13 @@ def test_cluster_sample_round_trip_carries_its_format():
 
 
 def test_instruction_sample_round_trip_and_markers():
-    doc = {"task": "subject", "instruction": f"Generate {S.marker(1)} on a beach",
-           "context": [{"marker": "[ref#1]", "text": "[ref#1] a dog", "kind": "subject", "key": "a", "ext": "png"}]}
+    doc = {
+        "task": "subject",
+        "instruction": f"Generate {S.marker(1)} on a beach",
+        "context": [
+            {"marker": "[ref#1]", "text": "[ref#1] a dog", "kind": "subject", "key": "a", "ext": "png"}
+        ],
+    }
     enc = S.encode_instruction_sample("s1", doc, _jpg(0), [("png", b"PNG")])
     assert sorted(k for k in enc if k != "__key__") == ["ctx1.png", "json", "target.jpg", "txt"]
     dec = S.decode_instruction_sample(enc)

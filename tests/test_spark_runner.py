@@ -49,8 +49,18 @@ def _chain(records: Path, out: Path, runner: str, extra: list[str]) -> None:
          "--runner", runner, *extra)
     _cli("pipelines.build_clusters", "--mined", str(out / "mined"),
          "--output", str(out / "clusters"), "--runner", runner, *extra)
-    _cli("pipelines.build_tasks", "--input", str(out), "--output", str(out / "tasks"), "--tasks", "t2i,subject",
-         "--runner", runner, *extra)
+    _cli(
+        "pipelines.build_tasks",
+        "--input",
+        str(out),
+        "--output",
+        str(out / "tasks"),
+        "--tasks",
+        "t2i,subject",
+        "--runner",
+        runner,
+        *extra,
+    )
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -107,7 +107,9 @@ def test_tasks_cli_flags_come_from_the_config(tmp_path, capsys):
     from pipelines import build_tasks
 
     root = _inputs(tmp_path)
-    rc = cli.run(build_tasks.main, ["--input", str(root), "--output", str(tmp_path / "o"), "--max-sample", "3"])
+    rc = cli.run(
+        build_tasks.main, ["--input", str(root), "--output", str(tmp_path / "o"), "--max-sample", "3"]
+    )
     assert rc == 2 and "did you mean --max-samples?" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_tasks.main(["--input", str(root), "--output", str(tmp_path / "o"), "--set", "tasks.seed=5",

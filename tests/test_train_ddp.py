@@ -29,7 +29,9 @@ def worker(rank: int, port: int, shards: str, output: str, result: str) -> None:
     summary = tr.train()
     digest = float(sum(p.double().sum() for p in tr.model.parameters()))
     with open(f"{result}.{rank}", "w") as fh:
-        json.dump({"digest": digest, "steps": summary["steps"], "world": tr.world, "data": summary["data"]}, fh)
+        json.dump(
+            {"digest": digest, "steps": summary["steps"], "world": tr.world, "data": summary["data"]}, fh
+        )
     tr.close()
 
 
@@ -39,7 +41,9 @@ def test_ddp_two_ranks_uneven_shards(tmp_path):
     ctx = mp.get_context("fork")
     port = free_port()
     result = str(tmp_path / "res")
-    procs = [ctx.Process(target=worker, args=(r, port, shards, str(tmp_path / "out"), result)) for r in range(2)]
+    procs = [
+        ctx.Process(target=worker, args=(r, port, shards, str(tmp_path / "out"), result)) for r in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:

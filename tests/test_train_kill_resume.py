@@ -19,12 +19,29 @@ from train import checkpoint as ckpt
 EMB = 16
 STEPS = 9
 SETTINGS = {
-    "model.image_size": 16, "model.base_channels": 16, "model.channel_mults": "[1, 2]", "model.num_res_blocks": 1,
-    "model.attn_resolutions": "[8]", "model.heads": 2, "model.cond_dim": 16, "model.max_context": 2,
-    "text_encoder.kind": "precomputed", "text_encoder.dim": EMB, "text_encoder.max_len": 12,
-    "data.batch_size": 2, "data.shuffle_buffer": 4, "data.num_workers": 0,
-    "train.checkpoint_every": 3, "train.keep_checkpoints": 5, "train.log_every": 1, "train.tensorboard": "false",
-    "train.warmup_steps": 2, "train.lr": 1e-3, "train.cpu_threads": 1, "train.sample_every": 0, "sample.steps": 2,
+    "model.image_size": 16,
+    "model.base_channels": 16,
+    "model.channel_mults": "[1, 2]",
+    "model.num_res_blocks": 1,
+    "model.attn_resolutions": "[8]",
+    "model.heads": 2,
+    "model.cond_dim": 16,
+    "model.max_context": 2,
+    "text_encoder.kind": "precomputed",
+    "text_encoder.dim": EMB,
+    "text_encoder.max_len": 12,
+    "data.batch_size": 2,
+    "data.shuffle_buffer": 4,
+    "data.num_workers": 0,
+    "train.checkpoint_every": 3,
+    "train.keep_checkpoints": 5,
+    "train.log_every": 1,
+    "train.tensorboard": "false",
+    "train.warmup_steps": 2,
+    "train.lr": 1e-3,
+    "train.cpu_threads": 1,
+    "train.sample_every": 0,
+    "sample.steps": 2,
 }
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -109,7 +109,9 @@ def test_demo_run_writes_grid_and_checkpoint(task_shards, tmp_path):
 
     out = train.demo_run(task_shards, str(tmp_path / "demo"), steps=3, overrides=tiny_overrides(3))
     assert out["steps"] == 3 and out["final_loss"] == out["final_loss"]  # not NaN
-    assert out["samples_png"].endswith(".png") and (tmp_path / "demo" / "checkpoints" / "latest.json").exists()
+    assert (
+        out["samples_png"].endswith(".png") and (tmp_path / "demo" / "checkpoints" / "latest.json").exists()
+    )
     from PIL import Image
 
     assert Image.open(out["samples_png"]).size[0] > 16

@@ -59,7 +59,17 @@ def cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def train_args(shards: str, out: Path, steps: int) -> list[str]:
-    args = ["--config", "tiny", "--shards", shards, "--output", str(out), "--steps", str(steps), "--no-progress"]
+    args = [
+        "--config",
+        "tiny",
+        "--shards",
+        shards,
+        "--output",
+        str(out),
+        "--steps",
+        str(steps),
+        "--no-progress",
+    ]
     for k, v in SETTINGS.items():
         args += ["--set", f"{k}={v}"]
     return args
@@ -96,14 +106,18 @@ def test_pickle_checkpoint_named_by_latest_json_is_refused(shards, tmp_path):
     _refused(cli("train", *train_args(shards, run, 4)), marker)
     from train.sample import main as sample_main  # the same file through the sampler, in-process
 
-    assert sample_main(["--checkpoint", str(run), "--prompt", "a dog", "--output", str(tmp_path / "g.png")]) == 2
+    assert (
+        sample_main(["--checkpoint", str(run), "--prompt", "a dog", "--output", str(tmp_path / "g.png")]) == 2
+    )
     assert not marker.exists()
 
 
 def test_pickle_checkpoint_given_to_sampler_is_refused(tmp_path):
     marker = tmp_path / "PWNED"
     evil = evil_checkpoint(tmp_path / "evil.pt", marker)
-    r = cli("train.sample", "--checkpoint", str(evil), "--prompt", "a dog", "--output", str(tmp_path / "g.png"))
+    r = cli(
+        "train.sample", "--checkpoint", str(evil), "--prompt", "a dog", "--output", str(tmp_path / "g.png")
+    )
     _refused(r, marker)
     assert not (tmp_path / "g.png").exists()
 
@@ -115,7 +129,10 @@ def test_checkpoint_round_trip_is_exact_and_plain(tmp_path):
                "rng": ckpt.rng_state(), "step": 7, "config": {"a": [1, 2], "b": None}}
     got = ckpt.loads(ckpt.dumps(payload))
     assert torch.equal(got["model"]["w"], payload["model"]["w"]) and got["model"]["b"].dtype == torch.bfloat16
-    assert list(got["optimizer"]["state"]) == [0] and got["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.99)
+    assert list(got["optimizer"]["state"]) == [0] and got["optimizer"]["param_groups"][0]["betas"] == (
+        0.9,
+        0.99,
+    )
     assert got["step"] == 7 and got["config"] == payload["config"]
     before = (torch.rand(3), np.random.rand(), __import__("random").random())
     ckpt.set_rng_state(got["rng"])
@@ -160,10 +177,14 @@ def test_bad_samples_are_counted_and_training_stays_finite(tmp_path):
     first = next(it)
     assert first["key"] == ["ok"]
     s = first["_stats"]
-    assert s["rejected:bad_json"] == 1 and s["rejected:bad_npy"] == 2 and s["rejected:non_finite_embedding"] == 1
+    assert (
+        s["rejected:bad_json"] == 1 and s["rejected:bad_npy"] == 2 and s["rejected:non_finite_embedding"] == 1
+    )
     assert s["rejected:malformed_sample"] == 1 and s["read"] == s["kept"] + 5
 
-    tr = Trainer(load_config("tiny", tiny_overrides(3)), str(tmp_path / "bad"), str(tmp_path / "run"), progress=False)
+    tr = Trainer(
+        load_config("tiny", tiny_overrides(3)), str(tmp_path / "bad"), str(tmp_path / "run"), progress=False
+    )
     summary = tr.train()
     tr.close()
     assert summary["steps"] == 3 and summary["skipped_steps"] == 0
@@ -219,7 +240,10 @@ def test_four_then_six_steps_equals_six_with_minilm(tmp_path):
     second.close()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert summary["final_loss"] == ref_summary["final_loss"]  # mean of the last steps, across the resume
-    rows = [[ln.split(",")[:4] for ln in (tmp_path / d / "log.csv").read_text().splitlines()] for d in ("one", "two")]
+    rows = [
+        [ln.split(",")[:4] for ln in (tmp_path / d / "log.csv").read_text().splitlines()]
+        for d in ("one", "two")
+    ]
     assert rows[0] == rows[1] and rows[0][0][:2] == ["step", "loss"]  # (samples_per_s is a timing)
 
 

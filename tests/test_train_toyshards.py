@@ -68,9 +68,16 @@ def write_cluster_shards(folder: str, n_shards: int = 2, per_shard: int = 4, siz
                 sample[f"{i}.jpg"] = encode(smooth_image(rng, size))
             if n < corrupt:
                 sample["0.jpg"] = b"\xff\xd8 not a jpeg"
-            sample["json"] = json.dumps({"cluster_id": cid, "domain": "toy", "keys": [f"{cid}-{i}" for i in range(5)],
-                                         "urls": [f"toy://{cid}/{i}" for i in range(5)], "captions": caps,
-                                         "similarities": [1.0, 0.9, 0.8, 0.7, 0.6]}).encode()
+            sample["json"] = json.dumps(
+                {
+                    "cluster_id": cid,
+                    "domain": "toy",
+                    "keys": [f"{cid}-{i}" for i in range(5)],
+                    "urls": [f"toy://{cid}/{i}" for i in range(5)],
+                    "captions": caps,
+                    "similarities": [1.0, 0.9, 0.8, 0.7, 0.6],
+                }
+            ).encode()
             samples.append(sample)
             n += 1
         paths.append(write_tar(storage.join(folder, f"clusters-{s:05d}.tar"), samples))
@@ -87,12 +94,23 @@ def write_task_shards(folder: str, n_shards: int = 2, per_shard: int = 4, size: 
         for _ in range(per_shard):
             key = f"style_transfer-{n:08x}"
             cap = caption(rng)
-            meta = {"task": "style_transfer", "instruction": "Render [ref#2] in the style of [ref#1].",
-                    "target_caption": cap,
-                    "context": [{"marker": "[ref#1]", "text": "[ref#1] style image: watercolor", "kind": "style",
-                                 "key": "k1"},
-                                {"marker": "[ref#2]", "text": "[ref#2] content image", "kind": "content", "key": "k2"}],
-                    "target_key": f"t{n}", "lineage": [f"t{n}", "k1", "k2"], "text_encoder": "all-MiniLM-L6-v2"}
+            meta = {
+                "task": "style_transfer",
+                "instruction": "Render [ref#2] in the style of [ref#1].",
+                "target_caption": cap,
+                "context": [
+                    {
+                        "marker": "[ref#1]",
+                        "text": "[ref#1] style image: watercolor",
+                        "kind": "style",
+                        "key": "k1",
+                    },
+                    {"marker": "[ref#2]", "text": "[ref#2] content image", "kind": "content", "key": "k2"},
+                ],
+                "target_key": f"t{n}",
+                "lineage": [f"t{n}", "k1", "k2"],
+                "text_encoder": "all-MiniLM-L6-v2",
+            }
             sample = {"__key__": key, "target.jpg": encode(smooth_image(rng, size)),
                       "ctx1.jpg": encode(smooth_image(rng, size)),
                       "ctx2.png": encode(smooth_image(rng, size), "PNG"), "json": json.dumps(meta).encode()}

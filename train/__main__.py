@@ -29,12 +29,20 @@ def parse_overrides(items: list[str]) -> dict:
 
 def build_parser() -> cfgsys.Parser:
     ap = cfgsys.parser_for("python -m train", __doc__)
-    ap.add_argument("--config", default="train/configs/base_stage1.yaml",
-                    help="YAML config: a path, or a name in train/configs (base_stage1, base_stage2, base128_stage1, "
-                         "base128_stage2, sr, sr128, tiny, tiny_sr) (default: train/configs/base_stage1.yaml)")
-    ap.add_argument("--shards", default=None,
-                    help="shards: folder, glob, brace pattern or comma-separated list of .tar paths (required)")
-    ap.add_argument("--output", default=None, help="run folder (checkpoints/, samples/, tb/, log.csv) (required)")
+    ap.add_argument(
+        "--config",
+        default="train/configs/base_stage1.yaml",
+        help="YAML config: a path, or a name in train/configs (base_stage1, base_stage2, base128_stage1, "
+        "base128_stage2, sr, sr128, tiny, tiny_sr) (default: train/configs/base_stage1.yaml)",
+    )
+    ap.add_argument(
+        "--shards",
+        default=None,
+        help="shards: folder, glob, brace pattern or comma-separated list of .tar paths (required)",
+    )
+    ap.add_argument(
+        "--output", default=None, help="run folder (checkpoints/, samples/, tb/, log.csv) (required)"
+    )
     ap.add_argument("--set", dest="config_set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. --set data.batch_size=16 --set model.base_channels=64")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -50,7 +58,9 @@ def resolve(argv: list[str] | None) -> tuple:
     ap = build_parser()
     ns, extra = ap.parse_known_args(argv)
     cfgsys.check_extra_args(extra, ap, beam=False)
-    flags = {leaf.path: getattr(ns, leaf.dest) for leaf in cfgsys.leaves(TrainRunConfig) if hasattr(ns, leaf.dest)}
+    flags = {
+        leaf.path: getattr(ns, leaf.dest) for leaf in cfgsys.leaves(TrainRunConfig) if hasattr(ns, leaf.dest)
+    }
     over = deep_merge(parse_overrides(ns.config_set), nested(flags))
     return ns, load_config(ns.config, over)
 

@@ -49,7 +49,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -76,7 +78,9 @@ def _flatten(obj, tensors: dict[str, torch.Tensor]):
         return obj
     if isinstance(obj, np.integer | np.floating | np.bool_):
         return obj.item()
-    raise TypeError(f"checkpoint payload holds a {type(obj).__name__}: only tensors and plain values are stored")
+    raise TypeError(
+        f"checkpoint payload holds a {type(obj).__name__}: only tensors and plain values are stored"
+    )
 
 
 def _unflatten(node, tensors: dict[str, torch.Tensor]):
@@ -91,7 +95,9 @@ def _unflatten(node, tensors: dict[str, torch.Tensor]):
     if "__dict__" in node:
         return {k: _unflatten(v, tensors) for k, v in node["__dict__"].items()}
     if "__items__" in node:
-        return {k if not isinstance(k, list) else tuple(k): _unflatten(v, tensors) for k, v in node["__items__"]}
+        return {
+            k if not isinstance(k, list) else tuple(k): _unflatten(v, tensors) for k, v in node["__items__"]
+        }
     if "__tuple__" in node:
         return tuple(_unflatten(v, tensors) for v in node["__tuple__"])
     raise CheckpointError("checkpoint metadata has an unknown node")
@@ -148,7 +154,9 @@ def save(folder: str, step: int, payload: dict, keep: int = 3) -> str:
                               f"e.g. {bad[0]})")
     path = storage.join(folder, f"ckpt-{step:08d}{SUFFIX}")
     storage.atomic_write_bytes(path, dumps(payload))
-    storage.atomic_write_bytes(storage.join(folder, LATEST), json.dumps({"step": step, "path": path}).encode())
+    storage.atomic_write_bytes(
+        storage.join(folder, LATEST), json.dumps({"step": step, "path": path}).encode()
+    )
     if keep > 0:
         old = storage.list_files(folder, f"ckpt-*{SUFFIX}")[:-keep]
         if old:

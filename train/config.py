@@ -55,7 +55,9 @@ class TextEncoderSection:
     max_len: int = field(default=32, metadata=knob("text tokens kept per string", min=1))
     path: str | None = field(default=None, metadata=knob("minilm: model folder (default: the pip package's)"))
     arch: str | None = field(default=None, metadata=knob("open_clip: model name, e.g. ViT-B-32"))
-    pretrained: str | None = field(default=None, metadata=knob("open_clip: pretrained tag or checkpoint path"))
+    pretrained: str | None = field(
+        default=None, metadata=knob("open_clip: pretrained tag or checkpoint path")
+    )
     dim: int | None = field(default=None, metadata=knob("precomputed: embedding width", min=1))
     model_cfg: dict = field(default_factory=dict)  # open_clip: "tiny" or a model config mapping (YAML only)
 
@@ -70,7 +72,9 @@ class TrainSection:
     warmup_steps: int = field(default=100, metadata=knob("linear learning-rate warm-up", min=0))
     grad_clip: float = field(default=1.0, metadata=knob("max global gradient norm", min=0))
     grad_accum: int = field(default=1, metadata=knob("micro-batches per optimizer step", min=1))
-    ema_decay: float = field(default=0.999, metadata=knob("EMA decay (warmed up as (1+s)/(10+s))", min=0, max=1))
+    ema_decay: float = field(
+        default=0.999, metadata=knob("EMA decay (warmed up as (1+s)/(10+s))", min=0, max=1)
+    )
     precision: str = field(default="auto", metadata=knob(
         "auto (bf16 on CUDA when supported, else fp32), bf16, fp32", choices=("auto", "bf16", "fp32")))
     drop_all_prob: float = field(default=0.1, metadata=knob(
@@ -80,13 +84,20 @@ class TrainSection:
     checkpoint_every: int = field(default=500, metadata=knob(
         "steps between atomic checkpoints (0 = only at the end)", min=0))
     keep_checkpoints: int = field(default=3, metadata=knob("checkpoint files kept", min=1))
-    log_every: int = field(default=10, metadata=knob("steps between scalar logs (TensorBoard + log.csv)", min=1))
+    log_every: int = field(
+        default=10, metadata=knob("steps between scalar logs (TensorBoard + log.csv)", min=1)
+    )
     sample_every: int = field(default=0, metadata=knob("steps between sample grids (0 = never)", min=0))
     num_samples: int = field(default=4, metadata=knob("images in a sample grid", min=1))
     seed: int = field(default=0, metadata=knob("seeds init, data order, noise, dropout"))
     tensorboard: bool = field(default=True, metadata=knob("write TensorBoard events under OUTPUT/tb"))
-    init_from: str | None = field(default=None, metadata=knob(
-        "stage-1 checkpoint file or checkpoints/ folder to start from (default: none = scratch)", flag="--init"))
+    init_from: str | None = field(
+        default=None,
+        metadata=knob(
+            "stage-1 checkpoint file or checkpoints/ folder to start from (default: none = scratch)",
+            flag="--init",
+        ),
+    )
     cpu_threads: int = field(default=0, metadata=knob("torch CPU threads (0 = torch default)", min=0))
     max_skipped_steps: int = field(default=10, metadata=knob(
         "more steps with a non-finite loss or gradient than this stop the run", min=0))
@@ -101,8 +112,12 @@ class SampleSection:
     eta: float = field(default=0.0, metadata=knob("DDIM eta", min=0))
     text_scale: float = field(default=3.0, metadata=knob("classifier-free guidance scale for text"))
     ctx_scale: float = field(default=2.0, metadata=knob("classifier-free guidance scale for context"))
-    threshold: float = field(default=0.995, metadata=knob("dynamic thresholding percentile (>= 1: static clip)"))
-    sr_aug: float = field(default=0.1, metadata=knob("SR: noise-augmentation level of the low-res input", min=0))
+    threshold: float = field(
+        default=0.995, metadata=knob("dynamic thresholding percentile (>= 1: static clip)")
+    )
+    sr_aug: float = field(
+        default=0.1, metadata=knob("SR: noise-augmentation level of the low-res input", min=0)
+    )
 
 
 @dataclass(frozen=True)
@@ -145,7 +160,11 @@ def checked(data: dict | None, source: str) -> dict:
         node = data
         for k in keys[:-1]:
             node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str) and not isinstance(value, str | dict):
+        if (
+            isinstance(node, dict)
+            and isinstance(node.get(keys[-1]), str)
+            and not isinstance(value, str | dict)
+        ):
             node[keys[-1]] = list(value) if isinstance(value, tuple) else value
     return data
 

@@ -47,7 +47,9 @@ class DataConfig:
         "target (and context) resolution (default: model.image_size)", hidden=True))
     lowres_size: int = field(default=0, metadata=knob(
         ">0: also yield the target downsampled to this size (set from sr.lowres_size)", hidden=True))
-    max_context: int = field(default=3, metadata=knob("context slots (set from model.max_context)", hidden=True))
+    max_context: int = field(
+        default=3, metadata=knob("context slots (set from model.max_context)", hidden=True)
+    )
     batch_size: int = field(default=8, metadata=knob("samples per micro-batch per rank", min=1))
     shuffle_buffer: int = field(default=64, metadata=knob(
         "raw samples in the seeded shuffle buffer (0 = off)", min=0))
@@ -91,7 +93,11 @@ def _raw_samples(url: str, stats: Counter) -> Iterator[dict]:
     try:
         with storage.FileSystems.open(url) as fh:
             tar = tarfile.open(fileobj=fh, mode="r|*")
-            files = ({"fname": m.name, "data": tar.extractfile(m).read(), "__url__": url} for m in tar if m.isfile())
+            files = (
+                {"fname": m.name, "data": tar.extractfile(m).read(), "__url__": url}
+                for m in tar
+                if m.isfile()
+            )
             yield from tariterators.group_by_keys(files)
     except (tarfile.TarError, OSError, ValueError):
         stats["read"] += 1

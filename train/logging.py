@@ -24,7 +24,9 @@ class RunLogger:
         if tensorboard and "://" not in output:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(storage.join(output, "tb"), purge_step=resume_step + 1 if resume_step else None)
+            self.tb = SummaryWriter(
+                storage.join(output, "tb"), purge_step=resume_step + 1 if resume_step else None
+            )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -27,7 +27,9 @@ from model.text_encoder import TextEncoder, build_text_encoder
 from train import checkpoint as ckpt
 from train.config import SampleSection
 
-SAMPLE_DEFAULTS = cfgsys.to_dict(SampleSection())  # a training config's ``sample`` section fills in over these
+SAMPLE_DEFAULTS = cfgsys.to_dict(
+    SampleSection()
+)  # a training config's ``sample`` section fills in over these
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ def generate(model, diffusion, text_tokens, text_mask, ctx=None, lowres=None, op
             if use_ctx:
                 feats, fmask = model.encode_context(*(c.to(dev) for c in ctx))
             else:
-                feats, fmask = model.encode_context(None, None, None, torch.zeros(b, model.cfg.max_context,
-                                                                                  dtype=torch.bool, device=dev))
+                feats, fmask = model.encode_context(
+                    None, None, None, torch.zeros(b, model.cfg.max_context, dtype=torch.bool, device=dev)
+                )
             null_fmask = torch.zeros_like(fmask)
             null_fmask[:, 0] = True
         groups = 3 if use_ctx else 2
@@ -115,7 +118,9 @@ def load_for_sampling(path: str, ema: bool = True, text_encoder: TextEncoder | N
     try:
         model.load_state_dict(state["ema" if ema else "model"])
     except (RuntimeError, KeyError) as e:
-        raise ckpt.CheckpointError(f"{path}: weights do not fit the stored config ({str(e).splitlines()[0][:200]})") from e
+        raise ckpt.CheckpointError(
+            f"{path}: weights do not fit the stored config ({str(e).splitlines()[0][:200]})"
+        ) from e
     return model.eval(), build_diffusion(cfg.get("diffusion", {})), enc, cfg
 
 
@@ -123,11 +128,15 @@ def main(argv=None) -> int:
     from train.data import load_image
 
     ap = cfgsys.parser_for("python -m train.sample", __doc__)
-    ap.add_argument("--checkpoint", required=True, help="checkpoint file, or a run's checkpoints/ folder (latest)")
+    ap.add_argument(
+        "--checkpoint", required=True, help="checkpoint file, or a run's checkpoints/ folder (latest)"
+    )
     ap.add_argument("--prompt", action="append", required=True, help="text prompt (repeat for several)")
     ap.add_argument("--context", action="append", default=[],
                     help="context pair IMAGE::TEXT shared by all prompts (repeat, in marker order)")
-    ap.add_argument("--lowres", action="append", default=[], help="low-res image per prompt (super-resolution model)")
+    ap.add_argument(
+        "--lowres", action="append", default=[], help="low-res image per prompt (super-resolution model)"
+    )
     ap.add_argument("--output", required=True, help="PNG grid path")
     cfgsys.add_flags(ap, SampleCommand, "sampling options")
     cfgsys.add_config_args(ap)

@@ -64,8 +64,14 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, shards: str | list[str], output: str, text_encoder: TextEncoder | None = None,
-                 progress: bool = True):
+    def __init__(
+        self,
+        cfg: dict,
+        shards: str | list[str],
+        output: str,
+        text_encoder: TextEncoder | None = None,
+        progress: bool = True,
+    ):
         self.cfg, self.output, self.progress = cfg, output, progress
         # typed, defaults-filled view (train/config.py); self.cfg stays the dict the checkpoint records
         self.run_cfg = resolved(cfg)
@@ -85,11 +91,17 @@ class Trainer:
         self.sr_aug_max = run.sr.aug_max
         given = cfg.get("data", {})  # the data section, with what the other sections decide filled in
         self.data_cfg = dataclasses.replace(
-            run.data, image_size=given.get("image_size", run.model.image_size), max_context=run.model.max_context,
-            seed=given.get("seed", self.tr.seed), lowres_size=run.sr.lowres_size if self.stage == "sr" else run.data.lowres_size)
+            run.data,
+            image_size=given.get("image_size", run.model.image_size),
+            max_context=run.model.max_context,
+            seed=given.get("seed", self.tr.seed),
+            lowres_size=run.sr.lowres_size if self.stage == "sr" else run.data.lowres_size,
+        )
         self.shards = expand_shards(shards)
         torch.manual_seed(self.tr.seed)
-        self.model = build_unet(mcfg, self.stage, text_dim=self.enc.dim, lowres_size=self.data_cfg.lowres_size or 64)
+        self.model = build_unet(
+            mcfg, self.stage, text_dim=self.enc.dim, lowres_size=self.data_cfg.lowres_size or 64
+        )
         self.model.to(self.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.diffusion = build_diffusion(cfg.get("diffusion", {}))
@@ -128,7 +140,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state.get("ema", state["model"]))
         except (RuntimeError, KeyError, TypeError) as e:
-            raise ckpt.CheckpointError(f"checkpoint does not fit this model config: {str(e).splitlines()[0][:200]}") from e
+            raise ckpt.CheckpointError(
+                f"checkpoint does not fit this model config: {str(e).splitlines()[0][:200]}"
+            ) from e
 
     def _restore(self, state: dict) -> None:
         self._load_weights(state)
@@ -241,7 +255,9 @@ class Trainer:
                         lowres=inp.get("lowres", None)[:n] if "lowres" in inp else None,
                         opts=self.cfg.get("sample", {}), generator=gen)
         both = torch.cat([inp["image"][:n].cpu(), imgs.cpu()])
-        path = save_grid(both, storage.join(self.output, "samples", f"step-{self.step:08d}.png"), nrow=len(imgs))
+        path = save_grid(
+            both, storage.join(self.output, "samples", f"step-{self.step:08d}.png"), nrow=len(imgs)
+        )
         self.logger.image("samples", self.step, to_grid(both, nrow=len(imgs)))
         return path
 
@@ -249,7 +265,9 @@ class Trainer:
         total = int(steps if steps is not None else self.tr.steps)
         accum = self.tr.grad_accum
         it = iter(self.loader())
-        losses = self.recent_losses  # restored on resume: logged means and final_loss match an uninterrupted run
+        losses = (
+            self.recent_losses
+        )  # restored on resume: logged means and final_loss match an uninterrupted run
         keep = max(10, self.tr.log_every)
         t0, seen = time.perf_counter(), 0
         samples_png = None
@@ -306,9 +324,15 @@ class Trainer:
         for s in self.data_stats.values():
             for k, v in s.items():
                 stats[k] = stats.get(k, 0) + v
-        return {"steps": self.step, "final_loss": float(np.mean(losses[-10:])) if losses else math.nan,
-                "checkpoint": self.last_ckpt, "samples_png": samples_png, "samples_per_s": seen / max(elapsed, 1e-9),
-                "data": stats, "skipped_steps": self.skipped_steps}
+        return {
+            "steps": self.step,
+            "final_loss": float(np.mean(losses[-10:])) if losses else math.nan,
+            "checkpoint": self.last_ckpt,
+            "samples_png": samples_png,
+            "samples_per_s": seen / max(elapsed, 1e-9),
+            "data": stats,
+            "skipped_steps": self.skipped_steps,
+        }
 
     def _finite_step(self, loss_val: float, gnorm: torch.Tensor) -> bool:
         """False (and the step is dropped) when the loss or gradient norm is NaN/Inf.
@@ -327,9 +351,11 @@ class Trainer:
             log.warning("step %d: non-finite loss or gradient (loss %s); step skipped (%d so far)",
                         self.step + 1, loss_val, self.skipped_steps)
         if self.skipped_steps > self.tr.max_skipped_steps:
-            raise TrainingDiverged(f"{self.skipped_steps} steps had a non-finite loss or gradient "
-                                   f"(train.max_skipped_steps={self.tr.max_skipped_steps}); stopping, the last "
-                                   f"good checkpoint is {self.last_ckpt}")
+            raise TrainingDiverged(
+                f"{self.skipped_steps} steps had a non-finite loss or gradient "
+                f"(train.max_skipped_steps={self.tr.max_skipped_steps}); stopping, the last "
+                f"good checkpoint is {self.last_ckpt}"
+            )
         return False
 
     def close(self) -> None:

@@ -50,7 +50,9 @@ class MasksOptions:
 
 @dataclass(frozen=True)
 class OdsOptions:
-    edges: str | None = field(default=None, metadata=knob("precomputed maps {stem}.npy|png (default: run HED)"))
+    edges: str | None = field(
+        default=None, metadata=knob("precomputed maps {stem}.npy|png (default: run HED)")
+    )
     output: str = field(default="fused", metadata=knob("HED output (merged = late merging)",
                                                          choices=("fused", "merged")))
     weights: str | None = field(default=None, metadata=HED_WEIGHTS)
@@ -136,11 +138,15 @@ def build_parser() -> tuple[cfgsys.Parser, dict[str, cfgsys.Parser]]:
     for kind, (text, cls) in COMMANDS.items():
         p = sub.add_parser(kind, help=text, formatter_class=ap.formatter_class, allow_abbrev=False)
         if kind == "ods":
-            p.add_argument("--images", required=True, help="folder of {stem}.jpg images (BSDS500 data/images/<split>)")
+            p.add_argument(
+                "--images", required=True, help="folder of {stem}.jpg images (BSDS500 data/images/<split>)"
+            )
             p.add_argument("--gt", required=True,
                            help="folder of {stem}.mat ground truth (BSDS500 data/groundTruth/<split>)")
         else:
-            p.add_argument("--images", required=True, help="CSV with a 'file' column (paths relative to the CSV)")
+            p.add_argument(
+                "--images", required=True, help="CSV with a 'file' column (paths relative to the CSV)"
+            )
             p.add_argument("--out", required=True, help="output folder (Beam filesystem path)")
         cfgsys.add_flags(p, cls, f"{kind} options")
         cfgsys.add_config_args(p)

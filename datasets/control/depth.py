@@ -46,9 +46,15 @@ class DepthModel:
 
     @torch.no_grad()
     def predict(self, image: Image.Image | np.ndarray) -> np.ndarray:
-        rgb = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)).convert("RGB")
+        rgb = (
+            image.convert("RGB")
+            if isinstance(image, Image.Image)
+            else Image.fromarray(np.asarray(image)).convert("RGB")
+        )
         w, h = rgb.size
-        x = torch.from_numpy(np.asarray(rgb.resize((self.input_size, self.input_size), Image.BICUBIC), np.float32) / 255.0)
+        x = torch.from_numpy(
+            np.asarray(rgb.resize((self.input_size, self.input_size), Image.BICUBIC), np.float32) / 255.0
+        )
         x = ((x.permute(2, 0, 1)[None] - self.mean) / self.std).to(self.device)
         out = self.net(pixel_values=x) if _is_hf(self.net) else self.net(x)
         depth = out.predicted_depth if hasattr(out, "predicted_depth") else out

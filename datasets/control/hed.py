@@ -33,7 +33,13 @@ from torch import nn
 
 CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 # (block name in the h5, number of convs, channels out)
-VGG_BLOCKS = (("block1", 2, 64), ("block2", 2, 128), ("block3", 3, 256), ("block4", 3, 512), ("block5", 3, 512))
+VGG_BLOCKS = (
+    ("block1", 2, 64),
+    ("block2", 2, 128),
+    ("block3", 3, 256),
+    ("block4", 3, 512),
+    ("block5", 3, 512),
+)
 
 
 def bundled_weights_path() -> str:
@@ -83,7 +89,10 @@ def load_keras_h5(net: HEDNet, path: str) -> HEDNet:
     import h5py
 
     def put(conv: nn.Conv2d, group) -> None:
-        kernel, bias = _kernel(group["vars/0"][()]), torch.from_numpy(np.asarray(group["vars/1"][()], np.float32))
+        kernel, bias = (
+            _kernel(group["vars/0"][()]),
+            torch.from_numpy(np.asarray(group["vars/1"][()], np.float32)),
+        )
         if kernel.shape != conv.weight.shape or bias.shape != conv.bias.shape:
             raise ValueError(f"{group.name}: shape {tuple(kernel.shape)} != {tuple(conv.weight.shape)}")
         conv.weight.data.copy_(kernel)
@@ -190,7 +199,9 @@ class HEDDetector:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_side = max_side
         self.net = load_keras_h5(HEDNet(), self.weights).to(self.device).eval()
-        self.session = onnx_session(_HEDProbs(self.net, output).eval(), threads) if backend == "onnx" else None
+        self.session = (
+            onnx_session(_HEDProbs(self.net, output).eval(), threads) if backend == "onnx" else None
+        )
 
     def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
         rgb = to_rgb_array(image)

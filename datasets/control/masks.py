@@ -68,9 +68,17 @@ class SaliencyMasker:
         grabcut: refine with GrabCut seeded by the saliency core (default True; ~0.3 s at 256 px).
     """
 
-    def __init__(self, method: str = "fine_grained", saliency_fn: SaliencyFn | None = None, work_side: int = 256,
-                 min_threshold: float = 0.25, keep_ratio: float = 0.3, max_components: int = 3,
-                 center_prior: float = 0.35, grabcut: bool = True) -> None:
+    def __init__(
+        self,
+        method: str = "fine_grained",
+        saliency_fn: SaliencyFn | None = None,
+        work_side: int = 256,
+        min_threshold: float = 0.25,
+        keep_ratio: float = 0.3,
+        max_components: int = 3,
+        center_prior: float = 0.35,
+        grabcut: bool = True,
+    ) -> None:
         self.saliency_fn = saliency_fn or opencv_saliency(method)
         self.work_side, self.min_threshold = work_side, min_threshold
         self.keep_ratio, self.max_components, self.grabcut = keep_ratio, max_components, grabcut
@@ -93,7 +101,9 @@ class SaliencyMasker:
         sal = cv2.GaussianBlur(sal8.astype(np.float32) / 255.0, (0, 0), 1.0)
         if self.center_prior > 0:  # photographers centre their subject
             yy, xx = np.mgrid[: sal.shape[0], : sal.shape[1]].astype(np.float32)
-            d2 = ((yy / sal.shape[0] - 0.5) ** 2 + (xx / sal.shape[1] - 0.5) ** 2) / (2 * self.center_prior**2)
+            d2 = ((yy / sal.shape[0] - 0.5) ** 2 + (xx / sal.shape[1] - 0.5) ** 2) / (
+                2 * self.center_prior**2
+            )
             sal = sal * np.exp(-d2)
             sal = sal / max(float(sal.max()), 1e-6)
         return sal
@@ -135,7 +145,9 @@ class SaliencyMasker:
             # GrabCut seeds its colour models from OpenCV's global RNG: reseed so every mask
             # depends on its image alone, not on how many masks this process made before.
             cv2.setRNGSeed(0)
-            cv2.grabCut(cv2.cvtColor(small_rgb, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(
+                cv2.cvtColor(small_rgb, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK
+            )
         except cv2.error:  # degenerate seeds (e.g. no background sample): keep the saliency mask
             return m
         refined = ndimage.binary_fill_holes(np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD)))

@@ -34,7 +34,16 @@ T = TypeVar("T")
 
 
 # 8-neighbour bit weights of skimage's ``thin`` (row-major 3x3, centre 0), as (dy, dx, weight)
-_NEIGHBOURS = ((-1, -1, 8), (-1, 0, 4), (-1, 1, 2), (0, -1, 16), (0, 1, 1), (1, -1, 32), (1, 0, 64), (1, 1, 128))
+_NEIGHBOURS = (
+    (-1, -1, 8),
+    (-1, 0, 4),
+    (-1, 1, 2),
+    (0, -1, 16),
+    (0, 1, 1),
+    (1, -1, 32),
+    (1, 0, 64),
+    (1, 1, 128),
+)
 
 
 def thin_sparse(mask: np.ndarray) -> np.ndarray:
@@ -200,7 +209,9 @@ def evaluate_many(fn: Callable[[T], ImageCounts], items: Sequence[T], workers: i
     """
     if workers <= 1 or len(items) <= 1:
         return [fn(x) for x in tqdm(items, desc=desc, unit="img")]
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     with ctx.Pool(min(workers, len(items))) as pool:
         return list(tqdm(pool.imap(fn, items), total=len(items), desc=desc, unit="img"))
 

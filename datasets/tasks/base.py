@@ -157,7 +157,9 @@ def build(task: str, job: Job, seed: int, target: Image.Image, ctx_images: list[
     """Render the templates and assemble the Sample (images encoded JPEG/PNG)."""
     instruction, ctx_text, idx = render(task, job.values, seed, job.target_key + "|" + "|".join(ctx_keys))
     if len(ctx_text) != len(ctx_images):
-        raise TaskSkip("template_context_mismatch", f"{task}: {len(ctx_text)} texts, {len(ctx_images)} images")
+        raise TaskSkip(
+            "template_context_mismatch", f"{task}: {len(ctx_text)} texts, {len(ctx_images)} images"
+        )
     context = [
         ContextItem(marker=m, text=t, kind=kind, key=k, image=encode_image(img, ext), ext=ext)
         for (m, t, kind), (img, ext), k in zip(ctx_text, ctx_images, ctx_keys)

@@ -28,7 +28,9 @@ def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
     keys = captioned(inputs.rows)
     out = {t: [Job(t, k, values={"caption": inputs.rows[k]["caption"]}) for k in keys] for t in TASKS[:3]}
     if inputs.depth_available:
-        out["control_depth"] = [Job("control_depth", k, values={"caption": inputs.rows[k]["caption"]}) for k in keys]
+        out["control_depth"] = [
+            Job("control_depth", k, values={"caption": inputs.rows[k]["caption"]}) for k in keys
+        ]
     else:
         log.warning("control_depth skipped: no depth model weights (MiDaS/DPT) available offline")
         out["control_depth"] = []
@@ -107,7 +109,19 @@ def make(job: Job, images: dict[str, bytes], tools: Tools, seed: int):
     img = to_gray_png(cmap)
     if img.size != (rgb.shape[1], rgb.shape[0]):
         img = img.resize((rgb.shape[1], rgb.shape[0]), Image.BILINEAR)
-    coverage = float((np.asarray(img) > 127).mean()) if job.task == "control_mask" else float(np.asarray(img).mean() / 255)
+    coverage = (
+        float((np.asarray(img) > 127).mean())
+        if job.task == "control_mask"
+        else float(np.asarray(img).mean() / 255)
+    )
     if coverage < MIN_COVERAGE:
         raise TaskSkip("empty_control_map", f"{job.task}: signal {coverage:.4f} < {MIN_COVERAGE}")
-    return build(job.task, job, seed, target, [(img, "png")], [job.target_key], meta={"control_signal": round(coverage, 4)})
+    return build(
+        job.task,
+        job,
+        seed,
+        target,
+        [(img, "png")],
+        [job.target_key],
+        meta={"control_signal": round(coverage, 4)},
+    )

@@ -25,9 +25,21 @@ def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
             if len(keys) < N_REFS + 1:
                 continue
             for target in keys:
-                others = sorted((k for k in keys if k != target), key=lambda k: pick(seed, task, target, k, n=1 << 30))
-                jobs.append(Job(task, target, others[:N_REFS], values={
-                    "caption": person["captions"][target], "subject": person["word"], "person": person["person"]}))
+                others = sorted(
+                    (k for k in keys if k != target), key=lambda k: pick(seed, task, target, k, n=1 << 30)
+                )
+                jobs.append(
+                    Job(
+                        task,
+                        target,
+                        others[:N_REFS],
+                        values={
+                            "caption": person["captions"][target],
+                            "subject": person["word"],
+                            "person": person["person"],
+                        },
+                    )
+                )
         out[task] = jobs
     return out
 

@@ -66,4 +66,8 @@ def default_scorer() -> Scorer:
 
 
 def default_scorer_name() -> str:
-    return "mining.quality.technical:technical" if _mining_scorer() else "datasets.tasks.quality:technical_quality"
+    return (
+        "mining.quality.technical:technical"
+        if _mining_scorer()
+        else "datasets.tasks.quality:technical_quality"
+    )

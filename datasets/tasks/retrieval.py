@@ -17,7 +17,9 @@ def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
         if len(keys) < N_CTX + 1:
             continue
         for target in keys:  # like the trainer: any member is a target, 3 others its context
-            others = sorted((k for k in keys if k != target), key=lambda k: pick(seed, "retrieval", target, k, n=1 << 30))
+            others = sorted(
+                (k for k in keys if k != target), key=lambda k: pick(seed, "retrieval", target, k, n=1 << 30)
+            )
             ctx = others[:N_CTX]
             values = {"caption": inputs.rows[target]["caption"], "cluster_id": cl["cluster_id"]}
             values.update({f"ctx{i + 1}_caption": inputs.rows[k]["caption"] for i, k in enumerate(ctx)})

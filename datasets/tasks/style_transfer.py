@@ -14,8 +14,15 @@ def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
         st = style_for(inputs, seed, "style_transfer", k)
         if st is None:
             break
-        jobs.append(Job("style_transfer", k, [st["key"], k],
-                        values={"caption": inputs.rows[k]["caption"], "style": st["style"]}, style_key=st["key"]))
+        jobs.append(
+            Job(
+                "style_transfer",
+                k,
+                [st["key"], k],
+                values={"caption": inputs.rows[k]["caption"], "style": st["style"]},
+                style_key=st["key"],
+            )
+        )
     return {"style_transfer": jobs}
 
 

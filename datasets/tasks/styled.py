@@ -33,8 +33,15 @@ def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
         st = style_for(inputs, seed, "styled", k)
         if st is None:
             break
-        jobs.append(Job("styled", k, [st["key"]], values={"caption": inputs.rows[k]["caption"], "style": st["style"]},
-                        style_key=st["key"]))
+        jobs.append(
+            Job(
+                "styled",
+                k,
+                [st["key"]],
+                values={"caption": inputs.rows[k]["caption"], "style": st["style"]},
+                style_key=st["key"],
+            )
+        )
     return {"styled": jobs}
 
 

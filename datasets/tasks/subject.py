@@ -45,10 +45,21 @@ def plan(inputs: PlanInputs, seed: int) -> dict[str, list[Job]]:
             continue
         name = subject_name([inputs.rows[k].get("caption") or "" for k in keys])
         for target in keys:  # every member can be the target once; refs: 3 of the others, seeded
-            others = sorted((k for k in keys if k != target), key=lambda k: pick(seed, "subject", target, k, n=1 << 30))
-            jobs.append(Job("subject", target, others[:N_REFS], values={
-                "caption": inputs.rows[target].get("caption") or "", "subject": name, "cluster_id": cl["cluster_id"],
-            }))
+            others = sorted(
+                (k for k in keys if k != target), key=lambda k: pick(seed, "subject", target, k, n=1 << 30)
+            )
+            jobs.append(
+                Job(
+                    "subject",
+                    target,
+                    others[:N_REFS],
+                    values={
+                        "caption": inputs.rows[target].get("caption") or "",
+                        "subject": name,
+                        "cluster_id": cl["cluster_id"],
+                    },
+                )
+            )
     return {"subject": jobs}
 
 

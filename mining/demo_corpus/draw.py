@@ -75,7 +75,9 @@ def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(ax, ax, indexing="xy")
 
 
-def _pattern_mask(kind: str, freq: float, angle: float, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+def _pattern_mask(
+    kind: str, freq: float, angle: float, x: np.ndarray, y: np.ndarray, seed: int
+) -> np.ndarray:
     """A [0,1] two-colour pattern mask on the coordinate grid."""
     u = x * np.cos(angle) + y * np.sin(angle)
     v = -x * np.sin(angle) + y * np.cos(angle)
@@ -105,7 +107,9 @@ def _pattern_mask(kind: str, freq: float, angle: float, x: np.ndarray, y: np.nda
         return 0.5 * (np.sin(f * u) > 0.3) + 0.5 * (np.sin(0.5 * f * v) > 0.3)
     elif kind == "bricks":
         row = np.floor(v * f / 5)
-        m = 0.6 - np.maximum(np.abs(np.sin(np.pi * v * f / 5)) < 0.15, np.abs(np.sin(np.pi * (u * f / 10 + 0.5 * row))) < 0.12)
+        m = 0.6 - np.maximum(
+            np.abs(np.sin(np.pi * v * f / 5)) < 0.15, np.abs(np.sin(np.pi * (u * f / 10 + 0.5 * row))) < 0.12
+        )
     elif kind == "solid":
         return np.clip(0.5 + 0.5 * y, 0.0, 1.0) ** 3
     else:  # blobs, speckle, leopard: random fields fixed per subject

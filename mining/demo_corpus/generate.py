@@ -59,9 +59,20 @@ def plan_and_render(n: int, seed: int, progress: bool = True) -> list[dict[str, 
             img, phrase = render_view(seed, subjects[g], sprites[g], v)
             png = r.random() < PNG_FRACTION
             data = dg.encode(img, "PNG") if png else dg.encode(img, quality=int(r.integers(85, 96)))
-            rows.append({"group": g, "view": v, "role": "original", "degradation": "", "dup": None,
-                         "data": data, "ext": "png" if png else "jpg", "url": _url(g, v, "png" if png else "jpg"),
-                         "caption": caption_for(r, subjects[g], phrase).encode("utf-8"), "phrase": phrase})
+            rows.append(
+                {
+                    "group": g,
+                    "view": v,
+                    "role": "original",
+                    "degradation": "",
+                    "dup": None,
+                    "data": data,
+                    "ext": "png" if png else "jpg",
+                    "url": _url(g, v, "png" if png else "jpg"),
+                    "caption": caption_for(r, subjects[g], phrase).encode("utf-8"),
+                    "phrase": phrase,
+                }
+            )
             bar.update()
     originals = len(rows)
     order = rng_for(seed, 5).permutation(originals)
@@ -71,10 +82,19 @@ def plan_and_render(n: int, seed: int, progress: bool = True) -> list[dict[str, 
         src = rows[int(order[i % originals])]
         r = rng_for(seed, 6, i)
         g = src["group"]
-        row = {"group": g, "view": src["view"], "role": role, "degradation": kind, "dup": int(order[i % originals]),
-               "data": dg.degrade(src["data"], kind, r), "ext": "jpg"}
+        row = {
+            "group": g,
+            "view": src["view"],
+            "role": role,
+            "degradation": kind,
+            "dup": int(order[i % originals]),
+            "data": dg.degrade(src["data"], kind, r),
+            "ext": "jpg",
+        }
         if kind == "same_url":
-            row.update(url=src["url"], ext=src["ext"], caption=recaption(r, subjects[g], src["phrase"]).encode())
+            row.update(
+                url=src["url"], ext=src["ext"], caption=recaption(r, subjects[g], src["phrase"]).encode()
+            )
         else:
             host = ["cdn.demo.invalid", "img.mirror.invalid", "static.blog.invalid"][int(r.integers(3))]
             row.update(url=_url(g, src["view"], "jpg", host, copy=i), caption=src["caption"])
@@ -168,12 +188,22 @@ def generate(output_dir: str, n: int = 1000, seed: int = 0, progress: bool = Tru
     groups = sorted({row["group"] for row in rows if row["role"] == "original"})
     sizes = group_sizes(counts["original"][""])
     summary = {
-        "stage": "demo_corpus", "version": VERSION, "n": n, "seed": seed, "rows": len(rows),
+        "stage": "demo_corpus",
+        "version": VERSION,
+        "n": n,
+        "seed": seed,
+        "rows": len(rows),
         "roles": {role: sum(c.values()) for role, c in counts.items()},
-        "degradations": {k: c for role in ("near_duplicate", "low_quality", "broken") for k, c in counts[role].items()},
-        "groups": len(groups), "views_per_group": {"min": min(sizes), "max": max(sizes)},
-        "groups_per_domain": {d: sum(1 for g in groups if g % len(DOMAINS) == i) for i, d in enumerate(DOMAINS)},
-        "image_files": len(written), "png_files": sum(1 for p in written if p.endswith(".png")),
+        "degradations": {
+            k: c for role in ("near_duplicate", "low_quality", "broken") for k, c in counts[role].items()
+        },
+        "groups": len(groups),
+        "views_per_group": {"min": min(sizes), "max": max(sizes)},
+        "groups_per_domain": {
+            d: sum(1 for g in groups if g % len(DOMAINS) == i) for i, d in enumerate(DOMAINS)
+        },
+        "image_files": len(written),
+        "png_files": sum(1 for p in written if p.endswith(".png")),
         "files": {"pairs": "pairs.csv", "truth": "truth.csv", "images": "images/"},
     }
     storage.atomic_write_bytes(summary_path, json.dumps(summary, indent=2, sort_keys=True).encode())

@@ -111,7 +111,9 @@ def view_params(seed: int, group: int, view: int) -> dict:
     }
 
 
-def render_view(seed: int, subject: Subject, sprite: Image.Image, view: int, with_subject: bool = True) -> tuple[Image.Image, str]:
+def render_view(
+    seed: int, subject: Subject, sprite: Image.Image, view: int, with_subject: bool = True
+) -> tuple[Image.Image, str]:
     """One view of ``subject`` (RGB image) and its background caption phrase."""
     p = view_params(seed, subject.group, view)
     w, h = p["size"]
@@ -132,7 +134,9 @@ def render_view(seed: int, subject: Subject, sprite: Image.Image, view: int, wit
         canvas_rgb[ys:ye, xs:xe] = rgb[ys - y0:ye - y0, xs - x0:xe - x0]
         canvas_a[ys:ye, xs:xe] = a[ys - y0:ye - y0, xs - x0:xe - x0]
         if subject.domain in ("products", "food", "vehicles"):  # soft contact shadow
-            sha = Image.fromarray((canvas_a[..., 0] * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(8))
+            sha = Image.fromarray((canvas_a[..., 0] * 255).astype(np.uint8)).filter(
+                ImageFilter.GaussianBlur(8)
+            )
             shadow = np.roll(np.asarray(sha, np.float32)[..., None] / 255.0, (6, 6), axis=(0, 1))
             img = img * (1 - 0.35 * shadow)
         img = img * (1 - canvas_a) + canvas_rgb * canvas_a

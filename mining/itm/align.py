@@ -60,16 +60,28 @@ class Aligner:
         """Per pair: ``itm_score`` (cosine), ``itm_rank`` (in [0, 1]) and ``itm_ok``."""
         if not images:
             return []
-        cos, rank = self.caption_rank_from_vectors(self.space.embed_images(images), self.space.embed_texts(captions))
-        return [{"itm_score": round(float(c), 4), "itm_rank": round(float(r), 4), "itm_ok": bool(r >= self.min_caption_rank)}
-                for c, r in zip(cos, rank)]
+        cos, rank = self.caption_rank_from_vectors(
+            self.space.embed_images(images), self.space.embed_texts(captions)
+        )
+        return [
+            {
+                "itm_score": round(float(c), 4),
+                "itm_rank": round(float(r), 4),
+                "itm_ok": bool(r >= self.min_caption_rank),
+            }
+            for c, r in zip(cos, rank)
+        ]
 
     def styled(self, target, style, content, caption: str) -> StyledCheck:
         """Whether a stylised ``target`` matches both its ``style`` image and its ``caption``."""
         t, s, c = self.space.embed_images([target, style, content])
         cos, rank = self.caption_rank_from_vectors(t[None], self.space.embed_texts([caption]))
-        return StyledCheck(style_gain=float(t @ s - c @ s), caption_rank=float(rank[0]), caption_cos=float(cos[0]),
-                           min_caption_rank=self.styled_min_caption_rank)
+        return StyledCheck(
+            style_gain=float(t @ s - c @ s),
+            caption_rank=float(rank[0]),
+            caption_cos=float(cos[0]),
+            min_caption_rank=self.styled_min_caption_rank,
+        )
 
 
 @dataclass

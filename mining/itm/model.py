@@ -31,8 +31,14 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "itm_project
 class Projection:
     """The learned linear maps (numpy; loaded from an ``.npz`` without pickle)."""
 
-    def __init__(self, image_w: np.ndarray, image_b: np.ndarray, text_a: np.ndarray | None, logit_scale: float,
-                 meta: dict | None = None):
+    def __init__(
+        self,
+        image_w: np.ndarray,
+        image_b: np.ndarray,
+        text_a: np.ndarray | None,
+        logit_scale: float,
+        meta: dict | None = None,
+    ):
         self.image_w = np.asarray(image_w, np.float32)
         self.image_b = np.asarray(image_b, np.float32)
         self.text_a = None if text_a is None else np.asarray(text_a, np.float32)
@@ -85,7 +91,9 @@ class ItmSpace:
             from core.features import ImageFeatures
 
             self._img = ImageFeatures()
-        return self.proj.image(self._img.embed(list(images))) if len(images) else np.zeros((0, 384), np.float32)
+        return (
+            self.proj.image(self._img.embed(list(images))) if len(images) else np.zeros((0, 384), np.float32)
+        )
 
     def embed_image_features(self, feats: np.ndarray) -> np.ndarray:
         """Project stored EfficientNet-Lite0 vectors (the offline clustering embeddings)."""
@@ -105,8 +113,14 @@ class ClipSpace:
 
     shared_space = True
 
-    def __init__(self, model_name: str | None = None, pretrained: str | None = None, model=None, preprocess=None,
-                 tokenizer=None):
+    def __init__(
+        self,
+        model_name: str | None = None,
+        pretrained: str | None = None,
+        model=None,
+        preprocess=None,
+        tokenizer=None,
+    ):
         import open_clip
         import torch
 
@@ -130,7 +144,9 @@ class ClipSpace:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         with self.torch.inference_mode():
-            return l2_normalize(self.model.encode_text(self.tokenizer([t or "" for t in texts])).float().numpy())
+            return l2_normalize(
+                self.model.encode_text(self.tokenizer([t or "" for t in texts])).float().numpy()
+            )
 
 
 def make_space(spec: str | None = None):
@@ -142,7 +158,9 @@ def make_space(spec: str | None = None):
     if spec.startswith("openclip:"):
         _, model, pretrained = (spec.split(":", 2) + [""])[:3]
         return ClipSpace(model, pretrained or None)
-    raise ValueError(f"unknown image-text space {spec!r} (use 'itm', 'itm:PATH' or 'openclip:MODEL:PRETRAINED')")
+    raise ValueError(
+        f"unknown image-text space {spec!r} (use 'itm', 'itm:PATH' or 'openclip:MODEL:PRETRAINED')"
+    )
 
 
 def recall_at(sim: np.ndarray, gt: list[set[int]], ks=(1, 5, 10)) -> dict[int, float]:

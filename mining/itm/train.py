@@ -84,16 +84,25 @@ def fit(img: np.ndarray, txt: np.ndarray, cfg: FitConfig, val: tuple[np.ndarray,
     a = torch.nn.Parameter(torch.zeros(txt.shape[2], txt.shape[2]))
     t_scale = torch.nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
     params = [w, b, t_scale] + ([a] if cfg.text_residual else [])
-    opt = torch.optim.AdamW([{"params": [w] + ([a] if cfg.text_residual else []), "weight_decay": cfg.weight_decay},
-                             {"params": [b, t_scale], "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [w] + ([a] if cfg.text_residual else []), "weight_decay": cfg.weight_decay},
+            {"params": [b, t_scale], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
     x = torch.from_numpy(l2_normalize(img))
     t_all = torch.from_numpy(l2_normalize(txt))
     n, c = txt.shape[:2]
     labels = torch.arange(n)
 
     def current() -> Projection:
-        return Projection(w.detach().numpy().copy(), b.detach().numpy().copy(),
-                          a.detach().numpy().copy() if cfg.text_residual else None, float(t_scale.detach().exp()))
+        return Projection(
+            w.detach().numpy().copy(),
+            b.detach().numpy().copy(),
+            a.detach().numpy().copy() if cfg.text_residual else None,
+            float(t_scale.detach().exp()),
+        )
 
     best, best_r, best_step = current(), None, 0
     if val is not None:
@@ -113,7 +122,9 @@ def fit(img: np.ndarray, txt: np.ndarray, cfg: FitConfig, val: tuple[np.ndarray,
             if _score(r) > _score(best_r):
                 best, best_r, best_step = current(), r, step
             if log:
-                log(f"  step {step} loss {loss.item():.3f} val r5 i2t {r['i2t_r5']:.3f} t2i {r['t2i_r5']:.3f}")
+                log(
+                    f"  step {step} loss {loss.item():.3f} val r5 i2t {r['i2t_r5']:.3f} t2i {r['t2i_r5']:.3f}"
+                )
     if val is None:
         best, best_step = current(), cfg.steps
     del params
@@ -130,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding coco_mini/ and flickr8k_1k/")
     ap.add_argument("--out", default=str(DEFAULT_WEIGHTS), help="weights .npz")
     ap.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache folder")
-    ap.add_argument("--report", action="store_true", help="also print test-split recall (never used for choices)")
+    ap.add_argument(
+        "--report", action="store_true", help="also print test-split recall (never used for choices)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (full-batch steps are small)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -163,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             te = split_arrays(pairs, img, txt, "test", ds)
             r = retrieval(Projection.load(a.out), *te)
             base = random_recall(len(te[0]))
-            print(f"test {ds or 'both'} (pool {len(te[0])} images): " + json.dumps({k: round(v, 3) for k, v in r.items()})
-                  + f" | random r5: i2t {base['i2t']:.3f} t2i {base['t2i']:.3f}"
-                  + f" | ridge init: {json.dumps({k: round(v, 3) for k, v in retrieval(Projection(w0, b0, None, 14.3), *te).items()})}")
+            print(
+                f"test {ds or 'both'} (pool {len(te[0])} images): "
+                + json.dumps({k: round(v, 3) for k, v in r.items()})
+                + f" | random r5: i2t {base['i2t']:.3f} t2i {base['t2i']:.3f}"
+                + f" | ridge init: {json.dumps({k: round(v, 3) for k, v in retrieval(Projection(w0, b0, None, 14.3), *te).items()})}"
+            )
     return 0
 
 

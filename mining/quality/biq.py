@@ -31,8 +31,13 @@ def load_biq(root: str | Path) -> list[dict]:
     with open(root / "metadata.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return [
-        {"file": str(root / r["file"]), "name": r["file"], "mos": float(r["mos"]), "subset": r.get("subset", ""),
-         "split": split_of(r["file"])}
+        {
+            "file": str(root / r["file"]),
+            "name": r["file"],
+            "mos": float(r["mos"]),
+            "subset": r.get("subset", ""),
+            "split": split_of(r["file"]),
+        }
         for r in rows
     ]
 

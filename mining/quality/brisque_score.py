@@ -47,7 +47,12 @@ def features_one_scale(gray: np.ndarray) -> list[float]:
     m = _mscn(gray)
     alpha, _, l2, r2 = _aggd(m)
     feats = [alpha, (l2 + r2) / 2]
-    for a, b in ((m[:, :-1], m[:, 1:]), (m[:-1, :], m[1:, :]), (m[:-1, :-1], m[1:, 1:]), (m[1:, :-1], m[:-1, 1:])):
+    for a, b in (
+        (m[:, :-1], m[:, 1:]),
+        (m[:-1, :], m[1:, :]),
+        (m[:-1, :-1], m[1:, 1:]),
+        (m[1:, :-1], m[:-1, 1:]),
+    ):
         feats.extend(_aggd(a * b))
     return feats
 

@@ -93,7 +93,9 @@ def column_layout(views=None, taps=None, stats=None) -> dict[str, np.ndarray]:
 def global_pool_columns(view_index: int = 0) -> np.ndarray:
     """Column indices of the head-output channel means of one view (plain global pooling)."""
     lay = column_layout()
-    return np.where((lay["view"] == view_index) & (lay["tap"] == len(TAPS)) & (lay["stat"] == STATS.index("mean")))[0]
+    return np.where(
+        (lay["view"] == view_index) & (lay["tap"] == len(TAPS)) & (lay["stat"] == STATS.index("mean"))
+    )[0]
 
 
 # Per-channel statistics a tap can be pooled by (every one exports to ONNX with dynamic H/W):
@@ -159,8 +161,16 @@ def onnx_session(module, threads: int | None = None):
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, torch.zeros(1, 3, 224, 224), buf, input_names=["x"], output_names=["f"],
-                          opset_version=17, dynamo=False, dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "f": {0: "n"}})
+        torch.onnx.export(
+            module,
+            torch.zeros(1, 3, 224, 224),
+            buf,
+            input_names=["x"],
+            output_names=["f"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "f": {0: "n"}},
+        )
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads

@@ -39,4 +39,10 @@ def overexpose(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
-DEGRADATIONS = {"blur": blur, "noise": noise, "jpeg_q10": jpeg, "downscale_x4": downscale, "overexpose": overexpose}
+DEGRADATIONS = {
+    "blur": blur,
+    "noise": noise,
+    "jpeg_q10": jpeg,
+    "downscale_x4": downscale,
+    "overexpose": overexpose,
+}

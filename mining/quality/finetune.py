@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 SPLIT = 5  # blocks SPLIT..15 (stride 16 and 32) are adapted; 0..SPLIT-1 are frozen and cached
-TAPS = tuple(range(SPLIT - 1, 16))  # pooled taps of the tuned predictor (the split input, then every tuned block)
+TAPS = tuple(
+    range(SPLIT - 1, 16)
+)  # pooled taps of the tuned predictor (the split input, then every tuned block)
 ACT_VERSION = f"lite0-relu6-act-b{SPLIT - 1}-native512-fp16-v1"
 DEFAULT_DELTA = Path(__file__).resolve().parents[1] / "weights" / "quality_finetune.npz"
 RIDGE_ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
@@ -268,12 +270,30 @@ def _pooled(m, acts, batch: int = 16, crop: int = 0) -> np.ndarray:
     o = (side - crop) // 2 if crop else 0
     sl = slice(o, o + crop) if crop else slice(None)
     with torch.no_grad():
-        return np.concatenate([pooled_from_split(m, torch.from_numpy(np.asarray(acts[s: s + batch], np.float32))
-                                                 [:, :, sl, sl]).numpy() for s in range(0, len(acts), batch)])
+        return np.concatenate(
+            [
+                pooled_from_split(
+                    m, torch.from_numpy(np.asarray(acts[s : s + batch], np.float32))[:, :, sl, sl]
+                ).numpy()
+                for s in range(0, len(acts), batch)
+            ]
+        )
 
 
-def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: float = 1e-3, head_lr: float = 1e-4,
-          batch: int = 16, crop: int = 48, rank_weight: float = 1.0, seed: int = 0, threads: int = 1) -> dict:
+def train(
+    biq: str,
+    out: str,
+    cache: str,
+    rank: int = 8,
+    epochs: int = 3,
+    lr: float = 1e-3,
+    head_lr: float = 1e-4,
+    batch: int = 16,
+    crop: int = 48,
+    rank_weight: float = 1.0,
+    seed: int = 0,
+    threads: int = 1,
+) -> dict:
     """Fine-tune on BIQ2021 train, select the epoch on val SRCC, write the delta + a .json summary."""
     import torch
     from tqdm import tqdm
@@ -314,7 +334,12 @@ def train(biq: str, out: str, cache: str, rank: int = 8, epochs: int = 3, lr: fl
     hist = [{"epoch": 0, "val_srcc": r0}]
 
     def head_state():
-        return {"mu": mu, "sd": sd, "w": lin.weight.detach().numpy()[0].copy(), "b": np.float32(lin.bias.item())}
+        return {
+            "mu": mu,
+            "sd": sd,
+            "w": lin.weight.detach().numpy()[0].copy(),
+            "b": np.float32(lin.bias.item()),
+        }
 
     best = (r0, 0, delta_arrays(m, wrapped, head_state()))
     side = a_tr.shape[-1]
@@ -369,16 +394,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=DEFAULT_CACHE, help="activation cache folder (gitignored)")
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank of the adapted 1x1 convolutions")
     ap.add_argument("--epochs", type=int, default=3, help="training epochs (the best val-SRCC epoch is kept)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of LoRA + BN affine (one-cycle)")
+    ap.add_argument(
+        "--lr", type=float, default=1e-3, help="peak learning rate of LoRA + BN affine (one-cycle)"
+    )
     ap.add_argument("--head-lr", type=float, default=1e-4, help="peak learning rate of the linear head")
     ap.add_argument("--batch", type=int, default=16, help="images per step")
-    ap.add_argument("--crop", type=int, default=48, help="training crop of the 64x64 activation map (8 px per cell)")
-    ap.add_argument("--rank-weight", type=float, default=1.0, help="weight of the (1 - batch Pearson) loss term")
+    ap.add_argument(
+        "--crop", type=int, default=48, help="training crop of the 64x64 activation map (8 px per cell)"
+    )
+    ap.add_argument(
+        "--rank-weight", type=float, default=1.0, help="weight of the (1 - batch Pearson) loss term"
+    )
     ap.add_argument("--seed", type=int, default=0, help="random seed (adapters, crops, order)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU more threads spin and slow down)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a shared CPU more threads spin and slow down)",
+    )
     a = ap.parse_args(argv)
-    s = train(a.biq, a.out, a.cache, a.rank, a.epochs, a.lr, a.head_lr, a.batch, a.crop, a.rank_weight, a.seed,
-              a.threads)
+    s = train(
+        a.biq,
+        a.out,
+        a.cache,
+        a.rank,
+        a.epochs,
+        a.lr,
+        a.head_lr,
+        a.batch,
+        a.crop,
+        a.rank_weight,
+        a.seed,
+        a.threads,
+    )
     print(json.dumps(s, indent=2))
     return 0
 

@@ -22,7 +22,9 @@ def signed_power(x: np.ndarray, p: float) -> np.ndarray:
 
 def ridge_predict(head: dict, feats: np.ndarray) -> np.ndarray:
     """The head's (unclipped) ridge output: standardise the signed-power features, dot ``w``."""
-    return ((signed_power(feats, float(head.get("power", 1.0))) - head["mu"]) / head["sd"]) @ head["w"] + head["b"]
+    return ((signed_power(feats, float(head.get("power", 1.0))) - head["mu"]) / head["sd"]) @ head[
+        "w"
+    ] + head["b"]
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,

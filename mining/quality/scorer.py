@@ -79,7 +79,11 @@ class LearnedHead:
         self.share = float(z["technical_share"]) if "technical_share" in z else 0.35
         self.clip_gamma = float(z["clip_gamma"]) if "clip_gamma" in z else 0.0
         self.clip_floor = float(z["clip_floor"]) if "clip_floor" in z else 0.0
-        self.floors = dict(zip(map(str, z["gate_measures"]), map(float, z["gate_floors"]))) if "gate_floors" in z else {}
+        self.floors = (
+            dict(zip(map(str, z["gate_measures"]), map(float, z["gate_floors"])))
+            if "gate_floors" in z
+            else {}
+        )
         self.gate_gamma = float(z["gate_gamma"]) if "gate_gamma" in z else 0.0
         self.tuned_weight = float(z["tuned_weight"]) if "tuned_weight" in z else 0.0
         self.tuned_file = path.parent / str(z["tuned_file"]) if "tuned_file" in z else None
@@ -87,9 +91,18 @@ class LearnedHead:
 
     def final(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The combined ``quality`` from every part (``parts`` as returned by :meth:`QualityScorer.parts`)."""
-        return final_quality(self.blend(parts), parts["technical"], parts["m_resolution"], parts["clip_high"],
-                             self.share, self.clip_gamma, self.clip_floor, {k: parts[f"m_{k}"] for k in self.floors},
-                             self.floors, self.gate_gamma)
+        return final_quality(
+            self.blend(parts),
+            parts["technical"],
+            parts["m_resolution"],
+            parts["clip_high"],
+            self.share,
+            self.clip_gamma,
+            self.clip_floor,
+            {k: parts[f"m_{k}"] for k in self.floors},
+            self.floors,
+            self.gate_gamma,
+        )
 
     def predict(self, feats: np.ndarray | None, tuned: np.ndarray | None = None) -> np.ndarray:
         """``(1 - t) * ridge(feats) + t * tuned`` clipped to [0, 1] (``t = tuned_weight``; feats may be None at t = 1)."""
@@ -110,7 +123,9 @@ def get_scorer(weights: str | None = None, use_brisque: bool = True) -> QualityS
 class QualityScorer:
     """Scores PIL RGB images; loads the network and weights once (use one per worker)."""
 
-    def __init__(self, weights: str | Path | None = None, use_brisque: bool = True, threads: int | None = None):
+    def __init__(
+        self, weights: str | Path | None = None, use_brisque: bool = True, threads: int | None = None
+    ):
         from mining.quality.deep import FEATURE_VERSION, QualityFeatures
 
         self.head = LearnedHead(weights)
@@ -122,7 +137,9 @@ class QualityScorer:
             from mining.quality.finetune import TunedQuality, file_sha1
 
             if file_sha1(self.head.tuned_file) != self.head.tuned_sha1:
-                raise ValueError(f"{self.head.tuned_file} is not the fine-tune delta the head was fitted with")
+                raise ValueError(
+                    f"{self.head.tuned_file} is not the fine-tune delta the head was fitted with"
+                )
             self.tuned = TunedQuality(self.head.tuned_file, threads=threads)
         self.brisque = None
         if use_brisque:

@@ -79,7 +79,9 @@ def hand_parts(rows: list[dict], cache_dir: str = DEFAULT_CACHE) -> dict[str, np
     def clip_fn(paths):
         return np.array([[tech.raw_measures(np.asarray(load_image(p)))["clip_high"]] for p in paths])
 
-    out["clip_high"] = cached_matrix(rows, "clip-high-v1", clip_fn, cache_dir, chunk=100, desc="clipping")[:, 0]
+    out["clip_high"] = cached_matrix(rows, "clip-high-v1", clip_fn, cache_dir, chunk=100, desc="clipping")[
+        :, 0
+    ]
     return out
 
 
@@ -95,7 +97,9 @@ def tuned_predictions(rows: list[dict], delta: str, cache_dir: str = DEFAULT_CAC
             model.append(TunedQuality(delta, threads=1))
         return model[0]([load_image(p) for p in paths])[:, None]
 
-    return cached_matrix(rows, f"tuned-{file_sha1(delta)[:12]}", fn, cache_dir, desc="fine-tuned predictor")[:, 0]
+    return cached_matrix(rows, f"tuned-{file_sha1(delta)[:12]}", fn, cache_dir, desc="fine-tuned predictor")[
+        :, 0
+    ]
 
 
 def mix(ridge: np.ndarray, tuned: np.ndarray | None, t: float) -> np.ndarray:
@@ -137,13 +141,24 @@ def default_gates() -> dict:
             "gate_gamma": 0.0}
 
 
-def combined(parts: dict[str, np.ndarray], learned: np.ndarray, blend_w, blend_b, fill: float, gates: dict) -> np.ndarray:
+def combined(
+    parts: dict[str, np.ndarray], learned: np.ndarray, blend_w, blend_b, fill: float, gates: dict
+) -> np.ndarray:
     """The scorer's ``quality`` from cached parts (same formula as :meth:`LearnedHead.final`)."""
     p = dict(parts, learned=learned)
     blend = np.clip(blend_matrix(p, fill) @ blend_w + blend_b, 0, 1)
-    return final_quality(blend, p["technical"], p["m_resolution"], p["clip_high"], gates["share"], gates["clip_gamma"],
-                         gates["clip_floor"], {k: p[f"m_{k}"] for k in gates["floors"]}, gates["floors"],
-                         gates["gate_gamma"])
+    return final_quality(
+        blend,
+        p["technical"],
+        p["m_resolution"],
+        p["clip_high"],
+        gates["share"],
+        gates["clip_gamma"],
+        gates["clip_floor"],
+        {k: p[f"m_{k}"] for k in gates["floors"]},
+        gates["floors"],
+        gates["gate_gamma"],
+    )
 
 
 def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5,
@@ -161,15 +176,20 @@ def evaluate(rows, feats, parts, head, blend_w, blend_b, fill: float = 0.5,
     return res
 
 
-def degradation_parts(coco: str, subset: str, cache: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+def degradation_parts(
+    coco: str, subset: str, cache: str
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """(hand parts, deep features, degradation names) for every COCO image of ``subset`` and its degraded
     copies: arrays of shape (n_images, 1 + n_degradations, ...); column 0 is the original."""
     from mining.quality.degradations import DEGRADATIONS
 
     files = sorted(Path(coco).glob(f"{subset}/*.jpg"))
     kinds = [""] + list(DEGRADATIONS)
-    rows = [{"file": f"{f}#{k}" if k else str(f), "name": f"coco/{f.parent.name}/{f.name}#{k}", "split": "train"}
-            for f in files for k in kinds]
+    rows = [
+        {"file": f"{f}#{k}" if k else str(f), "name": f"coco/{f.parent.name}/{f.name}#{k}", "split": "train"}
+        for f in files
+        for k in kinds
+    ]
     parts = hand_parts(rows, cache)
     feats = deep_features(rows, cache, loader=load_image)
     n, v = len(files), len(kinds)
@@ -181,7 +201,9 @@ def degradation_fractions(quality: np.ndarray, names: list[str]) -> dict[str, fl
     return {d: float((quality[:, i + 1] < quality[:, 0]).mean()) for i, d in enumerate(names)}
 
 
-def choose_gates(val: tuple, deg: tuple, target: float = DEGRADATION_TARGET, share: float = TECHNICAL_SHARE) -> tuple:
+def choose_gates(
+    val: tuple, deg: tuple, target: float = DEGRADATION_TARGET, share: float = TECHNICAL_SHARE
+) -> tuple:
     """Grid search: among gate settings whose every degradation fraction on ``deg`` is >= ``target``, the best
     val SRCC (else the setting with the highest worst-case fraction). ``val`` = (parts, learned, mos, blend_w,
     blend_b, fill); ``deg`` = (parts, learned, names). Returns (gates, val SRCC, fractions, table)."""
@@ -194,7 +216,9 @@ def choose_gates(val: tuple, deg: tuple, target: float = DEGRADATION_TARGET, sha
             for gg in GATE_GAMMAS:
                 g = default_gates() | {"share": share, "clip_floor": cf, "clip_gamma": cg, "gate_gamma": gg}
                 r = float(stats.spearmanr(combined(vp, vl, bw, bb, fill, g), mos).statistic)
-                fr = degradation_fractions(combined(flat, dl.reshape(-1), bw, bb, fill, g).reshape(dl.shape), names)
+                fr = degradation_fractions(
+                    combined(flat, dl.reshape(-1), bw, bb, fill, g).reshape(dl.shape), names
+                )
                 worst = min(fr.values())
                 key = (worst >= target, r if worst >= target else worst)
                 table.append((cf, cg, gg, r, worst))
@@ -266,13 +290,20 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
     sel = lambda m: {k: v[m] for k, v in parts.items()}  # noqa: E731
     blend_w, blend_b = fit_blend(sel(va) | {"learned": learned[va]}, mos[va])
     fill = float(np.nanmean(parts["brisque"][va]))
-    blend_val = stats.spearmanr(combined(sel(va), learned[va], blend_w, blend_b, fill, default_gates()), mos[va]).statistic
-    if blend_val < stats.spearmanr(learned[va], mos[va]).statistic:  # the MSE-fitted blend must earn its place
+    blend_val = stats.spearmanr(
+        combined(sel(va), learned[va], blend_w, blend_b, fill, default_gates()), mos[va]
+    ).statistic
+    if (
+        blend_val < stats.spearmanr(learned[va], mos[va]).statistic
+    ):  # the MSE-fitted blend must earn its place
         blend_w, blend_b = np.eye(len(BLEND_INPUTS), dtype=np.float32)[0], 0.0
     gates, gate_info = default_gates() | {"share": share}, {}
     if gates_from:  # keep the gates of an earlier fit (stored priors) instead of searching them again
         prev = json.loads(Path(gates_from).read_text())
-        gates, gate_info = prev["gates"], dict(prev.get("gate_selection", {}), reused_from=Path(gates_from).name)
+        gates, gate_info = (
+            prev["gates"],
+            dict(prev.get("gate_selection", {}), reused_from=Path(gates_from).name),
+        )
     elif coco and sorted(Path(coco).glob(f"{coco_subset}/*.jpg")):
         dp, df, names = degradation_parts(coco, coco_subset, cache)
         dt = None
@@ -283,37 +314,97 @@ def train(biq: str, out: str, cache: str = DEFAULT_CACHE, max_train: int = 0, tr
                      for f in files for k in kinds]
             dt = tuned_predictions(drows, finetune, cache).reshape(df.shape[:2])
         gates, val_srcc, fractions, table = choose_gates(
-            (sel(va), learned[va], mos[va], blend_w, blend_b, fill), (dp, predict(df, dt), names), target, share)
-        gate_info = {"coco_subset": coco_subset, "images": int(df.shape[0]), "target": target,
-                     "val_srcc": val_srcc, "fractions": fractions,
-                     "grid": [dict(zip(("clip_floor", "clip_gamma", "gate_gamma", "val_srcc", "worst_fraction"), t))
-                              for t in table]}
+            (sel(va), learned[va], mos[va], blend_w, blend_b, fill),
+            (dp, predict(df, dt), names),
+            target,
+            share,
+        )
+        gate_info = {
+            "coco_subset": coco_subset,
+            "images": int(df.shape[0]),
+            "target": target,
+            "val_srcc": val_srcc,
+            "fractions": fractions,
+            "grid": [
+                dict(zip(("clip_floor", "clip_gamma", "gate_gamma", "val_srcc", "worst_fraction"), t))
+                for t in table
+            ],
+        }
     rows_te = [r for r, t in zip(rows, te) if t]
     metrics = {
-        "val": evaluate([r for r, t in zip(rows, va) if t], feats[va], sel(va), val_head, blend_w, blend_b, fill, gates,
-                        None if tuned is None else tuned[va], tw),
-        "test": evaluate(rows_te, feats[te], sel(te), head, blend_w, blend_b, fill, gates,
-                         None if tuned is None else tuned[te], tw),
+        "val": evaluate(
+            [r for r, t in zip(rows, va) if t],
+            feats[va],
+            sel(va),
+            val_head,
+            blend_w,
+            blend_b,
+            fill,
+            gates,
+            None if tuned is None else tuned[va],
+            tw,
+        ),
+        "test": evaluate(
+            rows_te,
+            feats[te],
+            sel(te),
+            head,
+            blend_w,
+            blend_b,
+            fill,
+            gates,
+            None if tuned is None else tuned[te],
+            tw,
+        ),
     }
     buf = io.BytesIO()
-    np.savez_compressed(buf, mu=head["mu"], sd=head["sd"], w=head["w"], b=head["b"], blend_w=blend_w,
-                        blend_b=np.float32(blend_b), blend_inputs=np.array(BLEND_INPUTS),
-                        feature_version=np.array(FEATURE_VERSION), alpha=head["alpha"],
-                        max_train=np.int64(max_train), brisque_fill=np.float32(fill),
-                        technical_share=np.float32(gates["share"]), clip_gamma=np.float32(gates["clip_gamma"]),
-                        clip_floor=np.float32(gates["clip_floor"]), gate_measures=np.array(list(gates["floors"])),
-                        gate_floors=np.array(list(gates["floors"].values()), np.float32),
-                        gate_gamma=np.float32(gates["gate_gamma"]), tuned_weight=np.float32(tw),
-                        power=np.float32(power), refit_train_val=np.bool_(refit),
-                        **({"tuned_file": np.array(Path(finetune).name), "tuned_sha1": np.array(file_sha1(finetune))}
-                           if tw > 0 else {}))
+    np.savez_compressed(
+        buf,
+        mu=head["mu"],
+        sd=head["sd"],
+        w=head["w"],
+        b=head["b"],
+        blend_w=blend_w,
+        blend_b=np.float32(blend_b),
+        blend_inputs=np.array(BLEND_INPUTS),
+        feature_version=np.array(FEATURE_VERSION),
+        alpha=head["alpha"],
+        max_train=np.int64(max_train),
+        brisque_fill=np.float32(fill),
+        technical_share=np.float32(gates["share"]),
+        clip_gamma=np.float32(gates["clip_gamma"]),
+        clip_floor=np.float32(gates["clip_floor"]),
+        gate_measures=np.array(list(gates["floors"])),
+        gate_floors=np.array(list(gates["floors"].values()), np.float32),
+        gate_gamma=np.float32(gates["gate_gamma"]),
+        tuned_weight=np.float32(tw),
+        power=np.float32(power),
+        refit_train_val=np.bool_(refit),
+        **(
+            {"tuned_file": np.array(Path(finetune).name), "tuned_sha1": np.array(file_sha1(finetune))}
+            if tw > 0
+            else {}
+        ),
+    )
     atomic_write_bytes(out, buf.getvalue())
-    summary = {"max_train": max_train, "train_list": train_list, "n": {"train": int(tr.sum()), "val": int(va.sum()), "test": int(te.sum())},
-               "ridge_alpha": float(head["alpha"]), "power": power, "group_norm": group_norm,
-               "refit_train_val": refit, "blend": dict(zip(BLEND_INPUTS, map(float, blend_w))),
-               "blend_bias": blend_b, "gates": gates, "gate_selection": gate_info, "metrics": metrics,
-               "feature_version": FEATURE_VERSION, "tuned_weight": tw, "tuned_val_srcc": tuned_val,
-               "finetune": Path(finetune).name if finetune else None}
+    summary = {
+        "max_train": max_train,
+        "train_list": train_list,
+        "n": {"train": int(tr.sum()), "val": int(va.sum()), "test": int(te.sum())},
+        "ridge_alpha": float(head["alpha"]),
+        "power": power,
+        "group_norm": group_norm,
+        "refit_train_val": refit,
+        "blend": dict(zip(BLEND_INPUTS, map(float, blend_w))),
+        "blend_bias": blend_b,
+        "gates": gates,
+        "gate_selection": gate_info,
+        "metrics": metrics,
+        "feature_version": FEATURE_VERSION,
+        "tuned_weight": tw,
+        "tuned_val_srcc": tuned_val,
+        "finetune": Path(finetune).name if finetune else None,
+    }
     atomic_write_bytes(str(Path(out).with_suffix(".json")), json.dumps(summary, indent=2).encode())
     atomic_write_bytes(str(Path(out).parent / "NOTE.md"), note(summary, Path(out).name).encode())
     return summary
@@ -345,19 +436,27 @@ def note(s: dict, name: str) -> str:
     """The NOTE.md beside the weights: data, split, metric."""
     t, g, gi = s["metrics"]["test"], s["gates"], s["gate_selection"]
     lines = [
-        f"# `{name}`: learned quality head + blend", "",
+        f"# `{name}`: learned quality head + blend",
+        "",
         "Data: BIQ2021 (`../shared/data/biq2021`, a stratified 3,000-image sample of its official train split,",
-        "512x512, human mean opinion score `mos` in [0, 1]).", "",
+        "512x512, human mean opinion score `mos` in [0, 1]).",
+        "",
         "Split: sha1 of the file name (`mining/quality/biq.py`): 80% train / 10% val / 10% test.",
         f"Used: train {s['n']['train']} images (train_list={s['train_list']}, max_train={s['max_train']};",
-        f"no list and 0 = all 2,387), val {s['n']['val']}, test {s['n']['test']} (never used for fitting).", "",
+        f"no list and 0 = all 2,387), val {s['n']['val']}, test {s['n']['test']} (never used for fitting).",
+        "",
         f"Features: `{s['feature_version']}` (`mining/quality/deep.py`): EfficientNet-Lite0 ImageNet weights",
         "with its own ReLU6, mean, std, max and 4x4-patch std pooled outputs of all 16 blocks and the head,",
-        "for the image at its native resolution (short side capped at 512, centre crop <= 512x512).", "",
+        "for the image at its native resolution (short side capped at 512, centre crop <= 512x512).",
+        "",
         f"Head: ridge on standardised features (signed power {s.get('power', 1.0):g} first; "
         f"{'each (view, statistic, depth) group weighted equally' if s.get('group_norm') else 'no group weights'}),",
         f"penalty {s['ridge_alpha']:g} chosen by SRCC on val with the head fitted on train"
-        + ("; the shipped head is refitted on train + val with that penalty." if s.get("refit_train_val") else "."),
+        + (
+            "; the shipped head is refitted on train + val with that penalty."
+            if s.get("refit_train_val")
+            else "."
+        ),
         f"Learned part: (1 - t) * ridge + t * fine-tuned predictor (`{s.get('finetune')}`, see",
         "`quality_finetune.json` and `mining/quality/finetune.py`), t = "
         f"{s.get('tuned_weight', 0.0):g} chosen by val SRCC over 0, 0.1, .., 1.",
@@ -371,45 +470,95 @@ def note(s: dict, name: str) -> str:
     if gi:
         fr = ", ".join(f"{k} {v:.3f}" for k, v in gi["fractions"].items())
         if gi.get("reused_from"):
-            lines += [f"Gates kept from `{gi['reused_from']}` (`--gates-from`, not searched again); when they were chosen:"]
-        lines += [f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: best val SRCC",
-                  f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} of them ({fr})."]
+            lines += [
+                f"Gates kept from `{gi['reused_from']}` (`--gates-from`, not searched again); when they were chosen:"
+            ]
+        lines += [
+            f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: best val SRCC",
+            f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} of them ({fr}).",
+        ]
     lines += ["", "Metric (held-out test split, Spearman SRCC / Pearson PLCC against MOS):", "",
               "| scorer | SRCC | PLCC |", "|---|---|---|"]
     for k in ("technical", "brisque", "learned", "combination"):
         lines.append(f"| {k} | {t[k]['srcc']:.3f} | {t[k]['plcc']:.3f} |")
-    lines += ["", "Reproduce: `make train-quality-head` (see `mk/mining.mk`; features cached in out/quality_cache).", ""]
+    lines += [
+        "",
+        "Reproduce: `make train-quality-head` (see `mk/mining.mk`; features cached in out/quality_cache).",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--biq", default="../shared/data/biq2021", help="BIQ2021 folder with metadata.csv")
-    ap.add_argument("--out", default=str(DEFAULT_WEIGHTS), help="weights file to write (.npz; a .json beside)")
+    ap.add_argument(
+        "--out", default=str(DEFAULT_WEIGHTS), help="weights file to write (.npz; a .json beside)"
+    )
     ap.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache folder (gitignored)")
     ap.add_argument("--max-train", type=int, default=0,
                     help="use only this many train images (smallest name hash first); 0 = all")
     ap.add_argument("--train-list", default=None, help="text file of train image names to use (default: all)")
     ap.add_argument("--technical-share", type=float, default=TECHNICAL_SHARE,
                     help="fixed share of the technical score mixed into the blend")
-    ap.add_argument("--coco", default=DEFAULT_COCO, help="coco_mini folder for choosing the gates ('' = no gates)")
-    ap.add_argument("--coco-subset", default="train2017", help="COCO folder whose degradations choose the gates")
-    ap.add_argument("--degradation-target", type=float, default=DEGRADATION_TARGET,
-                    help="minimum fraction of COCO images whose degraded copy must score lower, per degradation")
-    ap.add_argument("--finetune", default=str(DEFAULT_DELTA) if DEFAULT_DELTA.exists() else "",
-                    help="fine-tune delta (make train-quality-finetune) mixed into the learned part ('' = ridge only)")
-    ap.add_argument("--power", type=float, default=POWER, help="signed power on the pooled features (1 = none)")
-    ap.add_argument("--group-norm", action="store_true", help="weigh each (view, statistic, depth) group equally")
-    ap.add_argument("--no-refit", action="store_true", help="ship the train-only head (default: refit on train + val)")
-    ap.add_argument("--gates-from", default="", help="an earlier quality_head.json whose gates are kept (no search)")
+    ap.add_argument(
+        "--coco", default=DEFAULT_COCO, help="coco_mini folder for choosing the gates ('' = no gates)"
+    )
+    ap.add_argument(
+        "--coco-subset", default="train2017", help="COCO folder whose degradations choose the gates"
+    )
+    ap.add_argument(
+        "--degradation-target",
+        type=float,
+        default=DEGRADATION_TARGET,
+        help="minimum fraction of COCO images whose degraded copy must score lower, per degradation",
+    )
+    ap.add_argument(
+        "--finetune",
+        default=str(DEFAULT_DELTA) if DEFAULT_DELTA.exists() else "",
+        help="fine-tune delta (make train-quality-finetune) mixed into the learned part ('' = ridge only)",
+    )
+    ap.add_argument(
+        "--power", type=float, default=POWER, help="signed power on the pooled features (1 = none)"
+    )
+    ap.add_argument(
+        "--group-norm", action="store_true", help="weigh each (view, statistic, depth) group equally"
+    )
+    ap.add_argument(
+        "--no-refit", action="store_true", help="ship the train-only head (default: refit on train + val)"
+    )
+    ap.add_argument(
+        "--gates-from", default="", help="an earlier quality_head.json whose gates are kept (no search)"
+    )
     a = ap.parse_args(argv)
     if a.finetune and not Path(a.finetune).exists():
-        print(f"note: {a.finetune} is absent (make train-quality-finetune): fitting the frozen ridge head only")
+        print(
+            f"note: {a.finetune} is absent (make train-quality-finetune): fitting the frozen ridge head only"
+        )
         a.finetune = ""
-    s = train(a.biq, a.out, a.cache, a.max_train, a.train_list or None, a.technical_share, a.coco, a.coco_subset,
-              a.degradation_target, a.finetune or None, a.power, a.group_norm, not a.no_refit,
-              a.gates_from or None)
-    print(json.dumps({k: v for k, v in s.items() if k != "gate_selection"} | {"gate_fractions": s["gate_selection"].get("fractions")}, indent=2))
+    s = train(
+        a.biq,
+        a.out,
+        a.cache,
+        a.max_train,
+        a.train_list or None,
+        a.technical_share,
+        a.coco,
+        a.coco_subset,
+        a.degradation_target,
+        a.finetune or None,
+        a.power,
+        a.group_norm,
+        not a.no_refit,
+        a.gates_from or None,
+    )
+    print(
+        json.dumps(
+            {k: v for k, v in s.items() if k != "gate_selection"}
+            | {"gate_fractions": s["gate_selection"].get("fractions")},
+            indent=2,
+        )
+    )
     return 0
 
 

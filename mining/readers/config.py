@@ -24,18 +24,34 @@ class DownloadConfig:
     timeout: int = field(default=U["timeout"], metadata=knob("seconds per request", min=1))
     retries: int = field(default=U["retries"], metadata=knob("retries per URL", min=0))
     shard_samples: int = field(default=U["shard_samples"], metadata=knob("URLs per img2dataset shard", min=1))
-    reencode: str = field(default=U["reencode"], metadata=knob(
-        "none: keep downloaded bytes exactly; skip: decode-check, re-encode non-JPEG", choices=("none", "skip")))
-    allow_private_addresses: bool = field(default=U["allow_private_addresses"], metadata=knob(
-        "fetch loopback/link-local/private hosts too (default: private_address reject)", flag="--allow-private-addresses"))
-    user_agent_token: str | None = field(default=U["user_agent_token"], metadata=knob("token added to the user agent"))
+    reencode: str = field(
+        default=U["reencode"],
+        metadata=knob(
+            "none: keep downloaded bytes exactly; skip: decode-check, re-encode non-JPEG",
+            choices=("none", "skip"),
+        ),
+    )
+    allow_private_addresses: bool = field(
+        default=U["allow_private_addresses"],
+        metadata=knob(
+            "fetch loopback/link-local/private hosts too (default: private_address reject)",
+            flag="--allow-private-addresses",
+        ),
+    )
+    user_agent_token: str | None = field(
+        default=U["user_agent_token"], metadata=knob("token added to the user agent")
+    )
 
 
 @dataclass(frozen=True)
 class ReadersConfig:
     shard_size: int = field(default=1000, metadata=knob("records per output shard", min=1))
-    kind: str | None = field(default=None, metadata=knob("force the input kind (default: detect it)", choices=KINDS))
-    limit: int | None = field(default=None, metadata=knob("read at most this many input rows (default: all)", min=0))
+    kind: str | None = field(
+        default=None, metadata=knob("force the input kind (default: detect it)", choices=KINDS)
+    )
+    limit: int | None = field(
+        default=None, metadata=knob("read at most this many input rows (default: all)", min=0)
+    )
     work_dir: str | None = field(default=None, metadata=knob(
         "download folder for URL inputs (default: OUTPUT/_download)"))
     caption_col: str | None = field(default=None, metadata=knob(
@@ -55,11 +71,20 @@ class ReadersConfig:
     def reader_options(self) -> dict:
         """Keyword options for :func:`mining.readers.writer.write_records` (beyond shard/work/kind/limit)."""
         d = self.download
-        opts = {"caption_col": self.caption_col, "url_col": self.url_col, "processes": d.processes,
-                "threads": d.threads, "timeout": d.timeout, "retries": d.retries,
-                "shard_samples": d.shard_samples, "reencode": d.reencode, "user_agent_token": d.user_agent_token,
-                "allow_private_addresses": d.allow_private_addresses, "max_image_bytes": self.max_image_bytes,
-                "follow_symlinks": self.follow_symlinks}
+        opts = {
+            "caption_col": self.caption_col,
+            "url_col": self.url_col,
+            "processes": d.processes,
+            "threads": d.threads,
+            "timeout": d.timeout,
+            "retries": d.retries,
+            "shard_samples": d.shard_samples,
+            "reencode": d.reencode,
+            "user_agent_token": d.user_agent_token,
+            "allow_private_addresses": d.allow_private_addresses,
+            "max_image_bytes": self.max_image_bytes,
+            "follow_symlinks": self.follow_symlinks,
+        }
         if self.path_col:
             opts["path_col"] = self.path_col
         if not self.load_bytes:

@@ -45,7 +45,9 @@ def detect_kind(input: str) -> str:
         try:
             columns = set(table_rows.table_columns(path))
         except Exception as exc:  # noqa: BLE001 - a corrupt footer, a non-Parquet file
-            raise InputError(f"input {input} is not a readable Parquet file ({type(exc).__name__}: {exc})"[:300]) from None
+            raise InputError(
+                f"input {input} is not a readable Parquet file ({type(exc).__name__}: {exc})"[:300]
+            ) from None
         if {"key", "status", "error_message"} <= columns:
             return "img2dataset_shard"
     if ext in URL_LIST_EXTENSIONS:
@@ -75,7 +77,9 @@ def read_any(input: str, work_dir: str | None = None, stats: ReadStats | None = 
     elif kind == "table":
         yield from table.read_table(input, work_dir=work_dir, stats=stats, limit=limit, **opts)
     elif kind == "urls":
-        yield from urls.read_url_list(input, work_dir=work_dir, stats=stats, limit=limit, **_download_opts(opts))
+        yield from urls.read_url_list(
+            input, work_dir=work_dir, stats=stats, limit=limit, **_download_opts(opts)
+        )
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
 

@@ -101,7 +101,9 @@ def read_image_file(image_path: str, sidecar: str | None, root: str | None = Non
     caption: bytes | None = None
     meta: dict[str, Any] = {"sidecar": sidecar}
     if root:
-        meta["relpath"] = image_path[len(root.rstrip("/")) + 1:] if image_path.startswith(root) else image_path
+        meta["relpath"] = (
+            image_path[len(root.rstrip("/")) + 1 :] if image_path.startswith(root) else image_path
+        )
     if sidecar is not None and sidecar.startswith(ERROR_MARK):  # an unreadable subfolder
         meta["sidecar"] = None
         return make_record(key=url_key(image_path), url=image_path, caption=None, path=image_path,
@@ -113,14 +115,20 @@ def read_image_file(image_path: str, sidecar: str | None, root: str | None = Non
             meta["sidecar_error"] = err
         else:
             caption = raw.strip()
-    image, error = read_file_bytes(image_path, **read) if load_bytes else (None, local_check(image_path, read))
+    image, error = (
+        read_file_bytes(image_path, **read) if load_bytes else (None, local_check(image_path, read))
+    )
     return make_record(key=url_key(image_path), url=image_path, caption=caption, image=image,
                        path=image_path, source=SOURCE, source_meta=meta, read_error=error)
 
 
 def local_check(path: str, read: dict[str, Any]) -> str | None:
     """With ``--no-bytes`` the file is still checked (regular, size, symlink) so mining never opens a FIFO."""
-    return None if "://" in path else local_file_error(path, read["max_bytes"], read["root"], read["follow_symlinks"])
+    return (
+        None
+        if "://" in path
+        else local_file_error(path, read["max_bytes"], read["root"], read["follow_symlinks"])
+    )
 
 
 def read_folder(folder: str, stats: ReadStats | None = None, load_bytes: bool = True,

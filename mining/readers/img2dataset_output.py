@@ -50,7 +50,9 @@ def list_shards(folder: str) -> list[str]:
     return sorted(names, key=lambda s: (len(s), s))
 
 
-def read_output(folder: str, stats: ReadStats | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def read_output(
+    folder: str, stats: ReadStats | None = None, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Records for every row of every shard, shard by shard (keys unique across the folder)."""
     keys = OccurrenceKeys()
     n = 0
@@ -76,7 +78,9 @@ def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
     folder = absolute(folder).rstrip("/")
     parquet_path = FileSystems.join(folder, f"{shard}.parquet")
     tar_path = FileSystems.join(folder, f"{shard}.tar")
-    tar_fh = FileSystems.open(tar_path, compression_type="uncompressed") if FileSystems.exists(tar_path) else None
+    tar_fh = (
+        FileSystems.open(tar_path, compression_type="uncompressed") if FileSystems.exists(tar_path) else None
+    )
     try:
         members, tar = _index_tar(tar_fh, tar_path, stats) if tar_fh is not None else ({}, None)
         rows = None
@@ -143,7 +147,9 @@ def _parquet_rows(path: str) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def _tar_json_rows(tar: tarfile.TarFile | None, members: dict, stats: ReadStats | None) -> list[dict[str, Any]]:
+def _tar_json_rows(
+    tar: tarfile.TarFile | None, members: dict, stats: ReadStats | None
+) -> list[dict[str, Any]]:
     rows = []
     for key, exts in members.items():
         row: dict[str, Any] = {"key": key, "status": "success"}
@@ -183,7 +189,9 @@ def _row_record(row: dict[str, Any], shard: str, members: dict, tar: tarfile.Tar
     if status == "success":
         image = next((row[e] for e in IMAGE_MEMBER_EXTS if isinstance(row.get(e), bytes)), None)
         if image is None:
-            image = next((b for e in IMAGE_MEMBER_EXTS if (b := _member_bytes(tar, exts, e)) is not None), None)
+            image = next(
+                (b for e in IMAGE_MEMBER_EXTS if (b := _member_bytes(tar, exts, e)) is not None), None
+            )
         if image is None:
             error = "missing_in_shard"
     else:

@@ -63,8 +63,10 @@ def read_table(path: str, work_dir: str | None = None, caption_col: str | None =
             raise InputError(f"{path}: no column {path_col!r}{closest(path_col, columns)} "
                              f"(columns: {', '.join(columns)[:200]})")
         if url_col not in columns:
-            raise InputError(f"{path}: needs a path column ({', '.join(PATH_COLUMNS)}) or a '{url_col}' column "
-                             f"(columns: {', '.join(columns)[:200]})")
+            raise InputError(
+                f"{path}: needs a path column ({', '.join(PATH_COLUMNS)}) or a '{url_col}' column "
+                f"(columns: {', '.join(columns)[:200]})"
+            )
         yield from read_url_rows(_limited(iter_table_rows(path), limit), path, work_dir=work_dir,
                                  caption_col=caption_col, url_col=url_col, stats=stats,
                                  max_image_bytes=max_image_bytes, **download_opts)

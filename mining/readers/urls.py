@@ -99,8 +99,11 @@ def read_url_rows(rows: Iterable[dict[str, Any]], input_path: str, work_dir: str
     n_shards = -(-n_rows // shard_samples)
     if n_shards and _fetchable(table_path) and not finished_shards(out_dir) >= set(range(n_shards)):
         # every fetch (redirects included) goes through the guard proxy: see mining/readers/url_guard.py
-        with url_guard.guarded_environment(allow_private, timeout_s=float(opts.get("timeout", 10)) + 5,
-                                           max_bytes=int(opts.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES))):
+        with url_guard.guarded_environment(
+            allow_private,
+            timeout_s=float(opts.get("timeout", 10)) + 5,
+            max_bytes=int(opts.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)),
+        ):
             run_img2dataset(table_path, out_dir, **opts)
     yield from merge_with_input(table_path, out_dir, stats)
 
@@ -194,7 +197,9 @@ def _no_signal_handler(module: types.ModuleType):
         module.signal = original
 
 
-def merge_with_input(table_path: str, out_dir: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
+def merge_with_input(
+    table_path: str, out_dir: str, stats: ReadStats | None = None
+) -> Iterator[dict[str, Any]]:
     """img2dataset's records in input order, plus a failure record for any input row it lost."""
     out = i2d_out.read_output(out_dir, stats=stats) if i2d_out.is_output_folder(out_dir) else iter(())
     inputs = _iter_input(table_path)
