@@ -10,8 +10,11 @@ Every file under either folder is classified:
   format key the redesign added), or a Parquet file whose rows are equal;
 - ``volatile``: a summary/card JSON equal once run-dependent keys are dropped (seconds, rates,
   absolute paths, the config dump, code version);
+- ``listed change``: a Parquet file whose rows differ only in ``--allow-column`` columns (a
+  deliberate change named in the issue note);
 - ``differ`` or ``only in BEFORE/AFTER``: a real difference, listed with what differs.
 
+Run both sides at the same folder path (absolute paths are recorded in records and summaries).
 Exit status 1 when anything differs, so it can gate a refactor.
 """
 
@@ -81,7 +84,7 @@ def compare_tar(a: bytes, b: bytes, allow: set[str]) -> tuple[str, str]:
     return "same content", f"{len(ma)} members equal (JSON keys allowed to differ: {sorted(allow)})"
 
 
-def compare_parquet(a: bytes, b: bytes) -> tuple[str, str]:
+def compare_parquet(a: bytes, b: bytes, allow_columns: set[str] = frozenset()) -> tuple[str, str]:
     import pyarrow.parquet as pq
 
     ta, tb = pq.read_table(io.BytesIO(a)), pq.read_table(io.BytesIO(b))
@@ -92,6 +95,8 @@ def compare_parquet(a: bytes, b: bytes) -> tuple[str, str]:
     if ta.num_rows != tb.num_rows:
         return "differ", f"{ta.num_rows} vs {tb.num_rows} rows"
     cols = [c for c in ta.schema.names if ta.column(c).to_pylist() != tb.column(c).to_pylist()]
+    if set(cols) <= allow_columns:
+        return "listed change", f"only the listed columns differ: {cols}"
     return "differ", f"columns differ: {cols}"
 
 
@@ -105,13 +110,13 @@ def compare_json(a: bytes, b: bytes) -> tuple[str, str]:
     return "differ", "JSON content differs"
 
 
-def classify(rel: str, a: bytes, b: bytes, allow: set[str]) -> tuple[str, str]:
+def classify(rel: str, a: bytes, b: bytes, allow: set[str], allow_columns: set[str] = frozenset()) -> tuple[str, str]:
     if a == b:
         return "identical", ""
     if rel.endswith(".tar"):
         return compare_tar(a, b, allow)
     if rel.endswith(".parquet"):
-        return compare_parquet(a, b)
+        return compare_parquet(a, b, allow_columns)
     if rel.endswith(".json"):
         return compare_json(a, b)
     return "differ", f"{len(a)} vs {len(b)} bytes"
@@ -122,7 +127,7 @@ def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in skip}
 
 
-def compare(before: Path, after: Path, allow: set[str]) -> list[dict[str, str]]:
+def compare(before: Path, after: Path, allow: set[str], allow_columns: set[str] = frozenset()) -> list[dict[str, str]]:
     fa, fb = files(before), files(after)
     rows = []
     for rel in sorted(fa | fb):
@@ -131,7 +136,8 @@ def compare(before: Path, after: Path, allow: set[str]) -> list[dict[str, str]]:
         elif rel not in fa:
             rows.append({"file": rel, "status": "only in AFTER", "why": ""})
         else:
-            status, why = classify(rel, (before / rel).read_bytes(), (after / rel).read_bytes(), allow)
+            status, why = classify(rel, (before / rel).read_bytes(), (after / rel).read_bytes(), allow,
+                                   allow_columns)
             rows.append({"file": rel, "status": status, "why": why})
     return rows
 
@@ -143,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("after")
     ap.add_argument("--allow-json-key", action="append", default=None,
                     help="JSON key that may differ inside shard samples (default: format)")
+    ap.add_argument("--allow-column", action="append", default=[],
+                    help="Parquet column whose change is a listed, deliberate one (e.g. stage)")
     ap.add_argument("--json", default=None, help="write the per-file table here")
     a = ap.parse_args(argv)
     allow = set(a.allow_json_key or ["format"])
-    rows = compare(Path(a.before), Path(a.after), allow)
+    rows = compare(Path(a.before), Path(a.after), allow, set(a.allow_column))
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

@@ -43,21 +43,21 @@ CHUNK = 8 << 20
 # ----------------------------------------------------------------------------------------- mine
 def mine_direct(records: str, output: str) -> dict[str, Any]:
     """``pipelines.mine`` without Beam: the same ``MineStage`` through ``core.stage.run_local``, one
-    input file at a time, written by the pipeline's own ``WriteShard`` logic (same files, summary)."""
+    input file at a time, written by the same ``mining.run.write_outputs`` (same files, summary)."""
     from core.stage import run_local
+    from mining import run as mr
     from mining.config import MiningConfig
     from mining.stage import MineStage
-    from pipelines import mine as pm
 
     t0 = time.time()
     cfg = MiningConfig()
     stage = MineStage(cfg)
-    for path in pm.input_files(records):
+    for path in mr.input_files(records):
         kept, rejects = run_local(stage, storage.iter_rows(path), cfg.batch_size)
-        fp = pm.unit_fingerprint(path, cfg.to_json())
+        fp = mr.unit_fingerprint(path, cfg.to_json())
         values = [("kept", r) for r in kept] + [("reject", r) for r in rejects] + [("marker", fp)]
-        list(pm.WriteShard(output).process((path, values)))
-    return pm.summarize(records, output, {}, time.time() - t0, cfg)
+        mr.write_outputs(output, path, values)
+    return mr.summarize(records, output, {}, time.time() - t0, cfg)
 
 
 # -------------------------------------------------------------------------------------- cluster
