@@ -42,7 +42,7 @@ REJECT_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
         pa.field("url", pa.string()),
-        pa.field("stage", pa.string()),  # mining, clustering, tasks, ...
+        pa.field("stage", pa.string()),  # mine, cluster, tasks, ...
         pa.field("reason", pa.string()),  # short code, e.g. truncated_image
         pa.field("detail", pa.string()),  # human-readable detail
     ]
