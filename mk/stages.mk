@@ -37,7 +37,7 @@ mine: setup ## decode, quality, domain, filter: INPUT=records OUTPUT=mined (kept
 clusters: INPUT ?= $(RUN)/mined
 clusters: OUTPUT ?= $(RUN)/clusters
 clusters: setup ## embed, k-means, kNN, dedup, 5-pair clusters: INPUT=mined OUTPUT=clusters
-	$(PYTHON) -m pipelines.build_clusters --input "$(INPUT)" --mined "$(INPUT)" --output "$(OUTPUT)" --runner $(RUNNER) $(BEAM_ARGS)
+	$(PYTHON) -m pipelines.build_clusters --mined "$(INPUT)" --output "$(OUTPUT)" --runner $(RUNNER) $(BEAM_ARGS)
 
 tasks: INPUT ?= $(RUN)
 tasks: OUTPUT ?= $(RUN)/tasks
