@@ -79,7 +79,7 @@ def test_disk_full_write_leaves_no_temp_file_and_the_old_file(tmp_path, monkeypa
 
 
 def _holder(folder: Path) -> subprocess.Popen:
-    code = ("import sys, time; from mining import storage\n"
+    code = ("import sys, time; from core import storage\n"
             f"with storage.OutputLock({str(folder)!r}):\n    print('held', flush=True); time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
