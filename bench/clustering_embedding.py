@@ -2,7 +2,8 @@
 retrieves the same subject (CelebA identity, COCO category, image_zoo group).
 
     nice -n 10 .venv/bin/python -m bench.clustering_embedding            # features cached in out/bench
-    nice -n 10 .venv/bin/python -m bench.clustering_embedding --fit-whitening   # also writes the shipped PCA-whitening
+    # --fit-whitening also writes the shipped PCA-whitening:
+    nice -n 10 .venv/bin/python -m bench.clustering_embedding --fit-whitening
 
 Splits (fixed by a hash of the identity / image id): ``dev`` picks the method, ``test`` is
 reported once. Whitening is fitted only on Flickr8k + BIQ2021 photos (distinct images, neither
@@ -197,7 +198,8 @@ def main(argv=None):
     feats = cached_features(sets, cache)
     evals = [n for n in ("celeba", "coco", "zoo") if n in sets]
     print(
-        f"split={args.split}  k=4  (celeba: same identity; coco: same main category / any shared category; zoo: same group)"
+        f"split={args.split}  k=4  (celeba: same identity; coco: same main category / any shared category; "
+        "zoo: same group)"
     )
     print(
         f"{'descriptor':55s} {'wdim':>5s} "

@@ -35,7 +35,8 @@ FOLDERS = {"coco": "coco_mini", "flickr": "flickr8k_1k"}
 
 
 def real_corpus(dataset: str, n: int, out: str, fraction: float, seed: int) -> dict:
-    """First ``n`` images (metadata order) of a shared-data folder plus variants; returns build_corpus()'s dict."""
+    """First ``n`` images (metadata order) of a shared-data folder plus variants; returns
+    build_corpus()'s dict."""
     from clustering.variants import build_corpus
 
     root = os.path.join(DATA, FOLDERS[dataset])
@@ -90,7 +91,8 @@ def row(name: str, res: dict, seconds: float) -> str:
     kinds = " ".join(f"{k or 'exact'}:{v}" for k, v in res["recall_by_kind"].items())
     return (
         f"| {name} | {f(res['recall'])} | {f(res['precision'])} | {res['removed']} | "
-        f"{res['clusters_with_planted_dups']} ({res['clusters_with_near_dup_pair']}) | {f(res['purity'])} | {res['clusters']} | {seconds:.1f} | "
+        f"{res['clusters_with_planted_dups']} ({res['clusters_with_near_dup_pair']}) | {f(res['purity'])} | "
+        f"{res['clusters']} | {seconds:.1f} | "
         f"{kinds} |"
     )
 
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"\n{args.dataset}: n={n} seed={args.seed}; records read {summary['read']}, clustered {len(points)}, "
         f"mining: {mining}; pipeline {pipe_s:.1f}s; accounted={summary['accounted']}; "
-        f"clusters_weak={summary.get('clusters_weak')} cross_domain_duplicates={summary.get('cross_domain_duplicates')}"
+        f"clusters_weak={summary.get('clusters_weak')} "
+        f"cross_domain_duplicates={summary.get('cross_domain_duplicates')}"
     )
     print(
         "| run | recall | precision | flagged | clusters w/ 2 of a family (of a near-dup family) | purity | "
@@ -202,11 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
         sel = [c for c in on[0] if min(c["similarities"][1:], default=1.0) >= t]
         r = score(sel, on[1], truth, embedded)
         print(
-            f"copy ON, --min-similarity {t} (absolute floor): clusters {r['clusters']}, purity {r['purity']}, "
-            f"clusters w/ 2 of a family {r['clusters_with_planted_dups']}"
+            f"copy ON, --min-similarity {t} (absolute floor): clusters {r['clusters']}, "
+            f"purity {r['purity']}, clusters w/ 2 of a family {r['clusters_with_planted_dups']}"
         )
     print(
-        "targets: recall >= 0.95 at precision >= 0.98, 0 clusters holding two of a family, purity >= 0.90 (demo)"
+        "targets: recall >= 0.95 at precision >= 0.98, 0 clusters holding two of a family, "
+        "purity >= 0.90 (demo)"
     )
     print(
         "missed (pipeline):", pipeline["missed"], "\nfalse removals (pipeline):", pipeline["false_removals"]

@@ -1,4 +1,5 @@
-"""Clustering + dedup at scale on synthetic clustered vectors, beside a FLOP bound and a SemDeDup-style reference.
+"""Clustering + dedup at scale on synthetic clustered vectors, beside a FLOP bound and a
+SemDeDup-style reference.
 
     python -m bench.clustering_scale --n 1000000     (default 200000 under `make bench`)
 
@@ -29,7 +30,8 @@ from clustering.knn import bf16_available, close_pairs, earlier_duplicates, knn
 
 
 def synth(n: int, d: int, dup_frac: float, seed: int, chunk: int = 100_000) -> np.ndarray:
-    """Unit vectors around n/500 topics (within-topic cosine ~0.5); ``dup_frac`` are near-copies (cos > 0.99)."""
+    """Unit vectors around n/500 topics (within-topic cosine ~0.5); ``dup_frac`` are near-copies
+    (cos > 0.99)."""
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((max(1, n // 500), d)).astype(np.float32)
     x = np.empty((n, d), dtype=np.float32)

@@ -48,7 +48,8 @@ def fraction_map(row: dict) -> np.ndarray:
 
 
 def reference(row: dict, mode: str) -> dict:
-    """Keyword arguments of ``ods.evaluate_image`` for one image and one human reference (see docs/control.md).
+    """Keyword arguments of ``ods.evaluate_image`` for one image and one human reference
+    (see docs/control.md).
 
     ``weighted`` (default): predictions matched to the union boundary (fraction > 0); recall weights
     each union pixel by its annotator fraction. ``hybrid``: recall on annotator 0, precision against
@@ -123,7 +124,8 @@ def speed_check(maps: list[np.ndarray], rows: list[dict], mode: str, n_thr: int,
                for f in ("cnt_p", "sum_p", "cnt_r", "sum_r"))
     print(
         f"speed gt={mode} {len(rows)} images: serial {t1 - t0:.1f}s ({(t1 - t0) / len(rows):.2f} s/img), "
-        f"{workers} workers {t2 - t1:.1f}s; speed-up x{(t1 - t0) / max(t2 - t1, 1e-9):.2f}; identical counts: {same}"
+        f"{workers} workers {t2 - t1:.1f}s; speed-up x{(t1 - t0) / max(t2 - t1, 1e-9):.2f}; "
+        f"identical counts: {same}"
     )
 
 

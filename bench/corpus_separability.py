@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     for role in ("near_duplicate", "low_quality"):
         print(
             f"{role}: nearest original is own {r[f'{role}_nearest_is_own']:.3f} "
-            f"(by kind {r[f'{role}_nearest_is_own_by_kind']}); cosine to own min {r[f'{role}_sim_to_own'][0]:.3f} "
+            f"(by kind {r[f'{role}_nearest_is_own_by_kind']}); "
+            f"cosine to own min {r[f'{role}_sim_to_own'][0]:.3f} "
             f"median {r[f'{role}_sim_to_own'][1]:.3f}"
         )
     return 0

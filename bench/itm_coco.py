@@ -93,14 +93,16 @@ def styled_filter(pairs, data, weights, n):
         f"style gain > 0 for val {(ranks['val'][2] > 0).mean():.3f}, test {(ranks['test'][2] > 0).mean():.3f}"
     )
     print(
-        "| min caption rank (styled) | split | kept, own caption | kept, another image's caption | val balanced acc |"
+        "| min caption rank (styled) | split | kept, own caption | kept, another image's caption | "
+        "val balanced acc |"
     )
     print("|---|---|---|---|---|")
     for q in grid:
         for split in ("val", "test"):
             o, x, _ = ranks[split]
             print(
-                f"| {q}{' (chosen)' if q == best else ''} | {split} | {(o >= q).mean():.3f} | {(x >= q).mean():.3f} | "
+                f"| {q}{' (chosen)' if q == best else ''} | {split} | {(o >= q).mean():.3f} | "
+                f"{(x >= q).mean():.3f} | "
                 f"{bal[q]:.3f} |"
             )
     print(f"verdicts at {best}, test: " + str(dict(Counter(
@@ -150,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         te = split_arrays(pairs, img, txt, "test", ds)
         r, rr, base = retrieval(proj, *te), retrieval(ridge, *te), random_recall(len(te[0]))
         print(
-            f"| {ds or 'both (one pool)'} | {len(te[0])} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} | {r['t2i_r1']:.3f} "
-            f"| {r['t2i_r5']:.3f} | {base['i2t']:.3f} | {base['t2i']:.3f} | {rr['i2t_r5']:.3f} | {rr['t2i_r5']:.3f} |"
+            f"| {ds or 'both (one pool)'} | {len(te[0])} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} "
+            f"| {r['t2i_r1']:.3f} | {r['t2i_r5']:.3f} | {base['i2t']:.3f} | {base['t2i']:.3f} "
+            f"| {rr['i2t_r5']:.3f} | {rr['t2i_r5']:.3f} |"
         )
 
     # 2. domains on COCO
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     by = {s: [(i, p) for i, p in coco if p.split == s] for s in ("train", "val", "test")}
     print(
-        f"\nCOCO images with a mapped main category: {len(coco)} (train {len(by['train'])}, val {len(by['val'])}, "
+        f"\nCOCO images with a mapped main category: {len(coco)} (train {len(by['train'])}, "
+        f"val {len(by['val'])}, "
         f"test {len(by['test'])}); caption = the first of 5 (as bench.quality_domains_coco)"
     )
 
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| COCO domain accuracy | n | image only | caption only | combined |")
     print("|---|---|---|---|---|")
     print(
-        f"| ITM, test split (shipped weights, text weight {w_best}) | {len(truth)} | {acc(pi, truth, doms):.3f} | "
+        f"| ITM, test split (shipped weights, text weight {w_best}) | {len(truth)} | "
+        f"{acc(pi, truth, doms):.3f} | "
         f"{acc(pt, truth, doms):.3f} | {acc((1 - w_best) * pi + w_best * pt, truth, doms):.3f} |"
     )
     if a.imagenet:
@@ -193,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         ims = [Image.open(p.path).convert("RGB") for _, p in by["test"]]
         qi, qt = clf.image_probs(ims), clf.text_probs([p.captions[0] for _, p in by["test"]])
         print(
-            f"| ImageNet map, test split (text weight {clf.text_weight}) | {len(truth)} | {acc(qi, truth, doms):.3f} | "
-            f"{acc(qt, truth, doms):.3f} | {acc((1 - clf.text_weight) * qi + clf.text_weight * qt, truth, doms):.3f} |"
+            f"| ImageNet map, test split (text weight {clf.text_weight}) | {len(truth)} | "
+            f"{acc(qi, truth, doms):.3f} | {acc(qt, truth, doms):.3f} | "
+            f"{acc((1 - clf.text_weight) * qi + clf.text_weight * qt, truth, doms):.3f} |"
         )
     if a.folds:
         cfg = FitConfig(**proj.meta["config"]) if proj.meta.get("config") else FitConfig()
@@ -222,21 +228,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{acc((1 - w_best) * pi_all + w_best * pt_all, truth, doms):.3f} |"
         )
         print(
-            f"| ImageNet map, all {len(coco)} (docs/mining.md, bench.quality_domains_coco) | 132 | 0.614 | 0.614 | 0.697 |"
+            f"| ImageNet map, all {len(coco)} (docs/mining.md, bench.quality_domains_coco) | "
+            "132 | 0.614 | 0.614 | 0.697 |"
         )
         for d in sorted(set(truth)):
             mm = np.array([t == d for t in truth])
             c = (1 - w_best) * pi_all + w_best * pt_all
             print(
                 f"|   {d} (cross-fit) | {int(mm.sum())} | {acc(pi_all[mm], np.array(truth)[mm], doms):.3f} | "
-                f"{acc(pt_all[mm], np.array(truth)[mm], doms):.3f} | {acc(c[mm], np.array(truth)[mm], doms):.3f} |"
+                f"{acc(pt_all[mm], np.array(truth)[mm], doms):.3f} | "
+                f"{acc(c[mm], np.array(truth)[mm], doms):.3f} |"
             )
 
     # 3. caption-alignment rule on test pairs (own caption vs another image's caption)
     space = ItmSpace(a.weights, image_features=CachedImages(img))
     al = Aligner(space)
     print(
-        "\n| alignment rule (min caption rank) | split | pairs | kept, own caption | kept, another image's caption |"
+        "\n| alignment rule (min caption rank) | split | pairs | kept, own caption | "
+        "kept, another image's caption |"
     )
     print("|---|---|---|---|---|")
     for split in ("val", "test"):

@@ -1,7 +1,8 @@
 """Peak memory of the mining stage on big photos, full-size decode against the working-size decode,
 side by side in one run; and how much the scores move on real big photos when they are shrunk.
 
-    nice -n 10 .venv/bin/python -m bench.mining_memory peak [--n 20] [--size 4000x3000] [--work /tmp/mining_mem]
+    nice -n 10 .venv/bin/python -m bench.mining_memory peak [--n 20] [--size 4000x3000] \\
+        [--work /tmp/mining_mem]
     nice -n 10 .venv/bin/python -m bench.mining_memory scores [--min-side 1025] [--limit 0]
 
 ``peak``: builds ``--n`` JPEGs (quality 92) by upscaling the first COCO images of

@@ -122,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     missing = peer_status()
     print(
-        f"threshold {a.threshold}, dim {a.dim}, cpus {os.cpu_count()}; peer: {missing or 'imagededup importable'}"
+        f"threshold {a.threshold}, dim {a.dim}, cpus {os.cpu_count()}; "
+        f"peer: {missing or 'imagededup importable'}"
     )
     print(
-        f"{'n':>7} {'side':<22} {'pairs':>8} {'only ours':>9} {'only peer':>9} {'seconds':>8} {'ours x faster':>13}"
+        f"{'n':>7} {'side':<22} {'pairs':>8} {'only ours':>9} {'only peer':>9} "
+        f"{'seconds':>8} {'ours x faster':>13}"
     )
     for n in [int(s) for s in a.sizes.split(",")]:
         x = synth(n, a.dim, 0.05, seed=0)

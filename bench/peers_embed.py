@@ -50,7 +50,10 @@ def peer_status() -> str | None:
     try:
         _import_clip_inference()
     except Exception as exc:  # noqa: BLE001 - the reason is reported
-        return f"clip-retrieval's clip_inference not importable ({type(exc).__name__}: {exc}); run `make bench-peers`"
+        return (
+            f"clip-retrieval's clip_inference not importable ({type(exc).__name__}: {exc}); "
+            "run `make bench-peers`"
+        )
     return None
 
 
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     embedder = OpenClipEmbedder(a.model, None, device="cpu", batch_size=a.batch)
     missing = peer_status()
     print(
-        f"{a.n} images, open_clip {a.model} (random init), batch {a.batch}, torch threads {torch.get_num_threads()}; "
+        f"{a.n} images, open_clip {a.model} (random init), batch {a.batch}, "
+        f"torch threads {torch.get_num_threads()}; "
         f"peer: {missing or 'clip_inference importable'}"
     )
     tmp = tempfile.mkdtemp(prefix="bench_embed_")
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"clip-retrieval clip_inference    {a.n / best['clip_inference']:7.1f} images/s")
             print(
-                f"ratio ours / clip_inference      {best['clip_inference'] / best['ours']:7.2f}x (goal >= 1.0x)"
+                f"ratio ours / clip_inference      {best['clip_inference'] / best['ours']:7.2f}x "
+                "(goal >= 1.0x)"
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

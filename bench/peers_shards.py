@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = _samples(a.n)
     mb = sum(len(b) for _, b, _, _ in samples) / 2**20
     print(
-        f"{a.n} samples ({mb:.0f} MiB of JPEG), {a.per_shard} per shard, best of {a.rounds} alternating rounds"
+        f"{a.n} samples ({mb:.0f} MiB of JPEG), {a.per_shard} per shard, "
+        f"best of {a.rounds} alternating rounds"
     )
     tmp = tempfile.mkdtemp(prefix="bench_shards_")
     try:
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, sec in best.items():
                 print(f"  {label:<14} {name:<36} {a.n / sec:9.0f} samples/s")
             print(
-                f"  {label:<14} ratio ours / {peer_name:<23} {best[peer_name] / best[our_name]:6.2f}x (goal >= 1.0x)"
+                f"  {label:<14} ratio ours / {peer_name:<23} {best[peer_name] / best[our_name]:6.2f}x "
+                "(goal >= 1.0x)"
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     tuned = tuned_predictions(rows_te, str(head.tuned_file)) if head.tuned_weight > 0 else None
     res = evaluate(rows_te, feats[te], {k: v[te] for k, v in parts.items()}, hd,
                    head.blend_w, head.blend_b, head.fill, gates, tuned, head.tuned_weight)
-    # baseline: the 1280 head-channel means of the native-resolution view only (global pooled penultimate features)
+    # baseline: the 1280 head-channel means of the native-resolution view only
+    # (global pooled penultimate features)
     from mining.quality.deep import global_pool_columns
 
     cols = global_pool_columns()
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     pred = ((feats[te][:, cols] - base["mu"]) / base["sd"]) @ base["w"] + base["b"]
     bs, bp = srcc_plcc(pred, mos[te])
     print(
-        f"BIQ2021 held-out test split: {int(te.sum())} images (train {int(tr.sum())}, val {int((split == 'val').sum())})"
+        f"BIQ2021 held-out test split: {int(te.sum())} images (train {int(tr.sum())}, "
+        f"val {int((split == 'val').sum())})"
     )
     print("| scorer | SRCC | PLCC |")
     print("|---|---|---|")
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                      head.fill, gates)["learned"]
         ep = json.loads(head.tuned_file.with_suffix(".json").read_text()).get("best_epoch")
         print(
-            f"| parts of (c): ReLU6 Lite0 predictor alone (delta epoch {ep}; 0 = adapters at zero) | {s:.3f} | {p:.3f} |"
+            f"| parts of (c): ReLU6 Lite0 predictor alone (delta epoch {ep}; 0 = adapters at zero) | "
+            f"{s:.3f} | {p:.3f} |"
         )
         print(f"| parts of (c): frozen ridge head alone | {r['srcc']:.3f} | {r['plcc']:.3f} |")
     if "ridge_alpha" in meta and meta.get("feature_version") == head.feature_version:
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             rows, feats, float(meta["ridge_alpha"]), head.power, bool(meta.get("group_norm", False))
         )
         print(
-            "cross-subset (distribution shift): SRCC within each subset's test rows, head fitted on the train + val"
+            "cross-subset (distribution shift): SRCC within each subset's test rows, "
+            "head fitted on the train + val"
         )
         print("rows of the other subsets only (unseen) vs of every subset (seen), same penalty")
         print("| subset | test images | unseen subset | seen |")

@@ -54,7 +54,8 @@ def _import_imagen_unet():
         spec = importlib.util.find_spec("imagen_pytorch")
         if spec is None:
             raise SystemExit(
-                "imagen-pytorch is not installed: pip install --no-deps imagen-pytorch==2.1.0 (see docs/model.md)"
+                "imagen-pytorch is not installed: pip install --no-deps imagen-pytorch==2.1.0 "
+                "(see docs/model.md)"
             )
         pkg = types.ModuleType("imagen_pytorch")
         pkg.__path__ = list(spec.submodule_search_locations)
@@ -128,7 +129,8 @@ def model_bench(size: int, batch: int, rounds: int, steps: int) -> float:
     print(f"params: ours {n_ours / 1e6:.2f}M, imagen-pytorch Unet(dim={dim}) {n_theirs / 1e6:.2f}M; "
           f"{size}x{size}, batch {batch}, {torch.get_num_threads()} thread(s)")
     print(
-        f"train samples/s: ours {sa:.2f} | imagen-pytorch {sb:.2f} | ratio ours/imagen = {sa / sb:.2f}x (target >= 1.0)"
+        f"train samples/s: ours {sa:.2f} | imagen-pytorch {sb:.2f} | "
+        f"ratio ours/imagen = {sa / sb:.2f}x (target >= 1.0)"
     )
     print(f"train samples/s: ours with 3 context pairs {sc:.2f} (encoder runs on 1 + 3 images; info only)")
     return sc

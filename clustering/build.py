@@ -35,8 +35,8 @@ class ClusterConfig:
     max_distance_ratio: float = field(
         default=2.0,
         metadata=knob(
-            "discard a cluster whose weakest member is more than this many times farther (1 - cosine) from the seed "
-            "than its closest member (scale-free; 0: off)",
+            "discard a cluster whose weakest member is more than this many times farther (1 - cosine) "
+            "from the seed than its closest member (scale-free; 0: off)",
             min=0,
         ),
     )
@@ -232,7 +232,8 @@ def mutual(near: list[int], members: list[int], shared: float) -> tuple[bool, in
 
 
 def build_clusters(pts, x, sims, idx, kept, domain, cfg, ph, phf, caps, copies, stats) -> list[dict]:
-    """Seed + nearest kept real neighbours that are no near-duplicate of any member, truncated to ``cfg.size``."""
+    """Seed + nearest kept real neighbours that are no near-duplicate of any member, truncated to
+    ``cfg.size``."""
     n = len(pts)
     clusters: list[dict] = []
     used = np.zeros(n, dtype=bool)

@@ -16,8 +16,8 @@ colour shift) and measures three distributions:
 Thresholds written (``Calibration``):
 
 * ``member_floor`` = the 95th percentile of ``unrelated``: a cluster member must be closer to the
-  seed than 95% of unrelated pairs (the 99th removed every COCO dev cluster) (``clustering/build.py`` coherence); ``unrelated_median``
-  anchors the coherence scale;
+  seed than 95% of unrelated pairs (the 99th removed every COCO dev cluster) (``clustering/build.py``
+  coherence); ``unrelated_median`` anchors the coherence scale;
 * ``cos_alone`` (cosine decides alone) = above every ``nearest`` value up to its 99.5th percentile
   and at most the copies' median; ``cos_threshold`` (cosine + thumbnail corroboration) = the
   copies' 5th percentile, capped below ``cos_alone``; ``copy_min_cos`` / ``phash_min_cos`` (the

@@ -65,7 +65,8 @@ class ClusteringConfig:
 
 
 def resolve_calibration(cfg: ClusteringConfig):
-    """The calibration for the configured embedder (``clustering/calibration.py``); a bad file is a ValueError."""
+    """The calibration for the configured embedder (``clustering/calibration.py``); a bad file is a
+    ValueError."""
     from clustering.calibration import resolve
 
     return resolve(cfg.embedding.calibration, cfg.embedding.embedder)

@@ -94,7 +94,8 @@ def _axis_matrix(u0: float, u1: float, out: int = CMP) -> np.ndarray:
 
 
 def _spans(step: float, centre: tuple[float, float] | None = None) -> list[tuple[float, float]]:
-    """Spans (u0, u1), u0 in [0, MAX_TRIM], u1 in [1 - MAX_TRIM, 1]: a full grid, or +-1 step around ``centre``."""
+    """Spans (u0, u1), u0 in [0, MAX_TRIM], u1 in [1 - MAX_TRIM, 1]: a full grid, or +-1 step
+    around ``centre``."""
     if centre is None:
         starts = np.arange(0.0, MAX_TRIM + 1e-9, step)
         ends = 1.0 - starts

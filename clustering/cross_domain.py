@@ -120,7 +120,8 @@ def cross_domain_duplicates(points: list[dict], home: list[bool], dedup: DedupCo
 
 
 def resolve_roots(rows: list[dict]) -> list[dict]:
-    """Point every duplicate row at a kept record (follow ``duplicate_of`` chains; ranks make them acyclic)."""
+    """Point every duplicate row at a kept record (follow ``duplicate_of`` chains; ranks make them
+    acyclic)."""
     parent = {r["key"]: r["duplicate_of"] for r in rows}
     out = []
     for r in rows:

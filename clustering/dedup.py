@@ -37,7 +37,8 @@ class DedupConfig:
     cos_alone: float | None = field(
         default=None,
         metadata=knob(
-            "... or their cosine reaches this (no thumbnail corroboration needed; none: calibration, else 0.985)"
+            "... or their cosine reaches this (no thumbnail corroboration needed; "
+            "none: calibration, else 0.985)"
         ),
     )
     phash_threshold: int = field(default=4, metadata=knob("flip-aware pHash distance at/below which ..."))
@@ -60,8 +61,8 @@ class DedupConfig:
     copy_max_residual: float = field(
         default=5.0,
         metadata=knob(
-            "... and whose mean absolute difference after a per-channel gain/offset map, at that alignment, is at "
-            "most this many grey levels (of 255, on 16x16 views)"
+            "... and whose mean absolute difference after a per-channel gain/offset map, at that "
+            "alignment, is at most this many grey levels (of 255, on 16x16 views)"
         ),
     )
     copy_gate: float = field(default=0.5, metadata=knob(

@@ -97,5 +97,6 @@ def make_embedder(spec: str = "offline", device: str | None = None, batch_size: 
         _, model, pretrained = (spec.split(":", 2) + [""])[:3]
         return OpenClipEmbedder(model, pretrained or None, device=device, batch_size=batch_size)
     raise ValueError(
-        f"unknown embedder spec {spec!r} (use 'offline', 'offline-imagenet' or 'openclip:MODEL:PRETRAINED_OR_PATH')"
+        f"unknown embedder spec {spec!r} (use 'offline', 'offline-imagenet' or "
+        "'openclip:MODEL:PRETRAINED_OR_PATH')"
     )

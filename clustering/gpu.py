@@ -1,8 +1,9 @@
 """GPU paths of the clustering math, taken when a CUDA GPU is present (``core/device.py``;
 ``IIDATA_DEVICE=cpu`` forces the CPU, the tested default). FAISS uses its GPU indexes only when
-the installed faiss has GPU support (``make setup-gpu`` swaps faiss-cpu for faiss-gpu-cu12) and the work is large enough to
-repay the transfer (``GPU_MIN_POINTS``). Results on a GPU equal the CPU ones up to float
-summation order: the same labels and neighbours except at exact ties, not the same bytes.
+the installed faiss has GPU support (``make setup-gpu`` swaps faiss-cpu for faiss-gpu-cu12) and the
+work is large enough to repay the transfer (``GPU_MIN_POINTS``). Results on a GPU equal the CPU
+ones up to float summation order: the same labels and neighbours except at exact ties, not the
+same bytes.
 ``bench/gpu_check.py`` exercises and times each GPU path on a CUDA machine.
 """
 

@@ -17,7 +17,8 @@ MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per 
 
 
 def num_centroids(n: int, target_group: int = 4000, override: int | None = None) -> int:
-    """Centroids for ``n`` points: about ``n / target_group`` (1 for small inputs), capped so each has data."""
+    """Centroids for ``n`` points: about ``n / target_group`` (1 for small inputs), capped so each
+    has data."""
     if override:
         return max(1, min(int(override), n))
     return max(1, min(round(n / target_group), n // MIN_POINTS_PER_CENTROID))

@@ -39,7 +39,8 @@ def _index(name: str) -> int:
 
 
 def load_embeddings(folder: str) -> tuple[np.ndarray, list[dict], str | None]:
-    """(image vectors (N, D), metadata rows (key, caption, url), embedder spec or None) of a clustering output."""
+    """(image vectors (N, D), metadata rows (key, caption, url), embedder spec or None) of a
+    clustering output."""
     base = folder if storage.exists(storage.join(folder, "img_emb")) else storage.join(folder, "embeddings")
     root = folder if base != folder else folder.rstrip("/").rsplit("/", 1)[0]
     vecs, rows = [], []

@@ -222,7 +222,8 @@ def load_image_bytes(record: dict[str, Any]) -> bytes | None:
 
 
 def schema_for(rows: list[dict[str, Any]], extra: pa.Schema | None = None) -> pa.Schema:
-    """Schema for ``rows``: record columns they hold (declared types), then ``extra``, then the rest (inferred)."""
+    """Schema for ``rows``: record columns they hold (declared types), then ``extra``, then the rest
+    (inferred)."""
     present = {k for r in rows for k in r}
     fields = [f for f in RECORD_FIELDS if f.name in present]
     names = {f.name for f in fields}

@@ -135,7 +135,8 @@ def truncate_caption(text: str, limit: int) -> str:
 
 def decode_image(data: bytes, cfg: DecodeLimits) -> tuple[Image.Image | None, str, str]:
     """(RGB image, "", "") or (None, reason, detail). Never raises on bad bytes. The image is at most
-    ``work_side`` on its short side (see the module docstring); :func:`decode_sized` also gives the true size."""
+    ``work_side`` on its short side (see the module docstring); :func:`decode_sized` also gives the
+    true size."""
     im, _, reason, detail = decode_sized(data, cfg)
     return im, reason, detail
 

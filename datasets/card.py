@@ -80,7 +80,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {r['task']} | {r['paper_dataset']} | {paper} | {r['effective_target']:.3f} | "
-            f"{r['reached_ratio']:.3f} | {r['available']} | {r['written']} | {r.get('templates', '-')} | {rej} | "
+            f"{r['reached_ratio']:.3f} | {r['available']} | {r['written']} | "
+            f"{r.get('templates', '-')} | {rej} | "
             f"{r.get('note') or r['skipped'] or '-'} |"
         )
     tok = card.get("tokens") or {}
@@ -90,8 +91,9 @@ def card_markdown(card: dict[str, Any]) -> str:
             "",
             "## Instruction length",
             "",
-            f"- text-encoder token limit: {tok.get('limit')} (MiniLM WordPiece with [CLS]/[SEP]; the training "
-            f"configs' `text_encoder.max_len`); longest text written: {tok.get('longest_written')} tokens",
+            f"- text-encoder token limit: {tok.get('limit')} (MiniLM WordPiece with [CLS]/[SEP]; "
+            "the training configs' `text_encoder.max_len`); longest text written: "
+            f"{tok.get('longest_written')} tokens",
             f"- most tokens a template adds around its fields: {max(over.values()) if over else '-'} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(over.items()))})",
             "- a longer instruction or context text is a counted `instruction_too_long` reject, never cut",

@@ -1,4 +1,5 @@
-"""The task mixture: target ratios (``datasets/config/mixture.yaml``, the paper's Table 1) -> samples per task.
+"""The task mixture: target ratios (``datasets/config/mixture.yaml``, the paper's Table 1) ->
+samples per task.
 
 Planning is cheap (keys and text only). Every task lists its candidate jobs; ``allocate`` shares a
 total of N samples (default: one per captioned input pair; ``--max-samples`` sets it) by weight:

@@ -53,7 +53,8 @@ class TasksConfig:
     max_tokens: int = field(
         default=TOKEN_LIMIT,
         metadata=knob(
-            "text-encoder token limit (training text_encoder.max_len); longer texts are rejected (0: no limit)",
+            "text-encoder token limit (training text_encoder.max_len); longer texts are rejected "
+            "(0: no limit)",
             min=0,
         ),
     )

@@ -458,7 +458,8 @@ class SpaceDomainClassifier:
 
     ``space``: :class:`mining.itm.model.ItmSpace` (offline projection) or ``ClipSpace`` (open_clip).
     Each domain's prompt vector is the mean of its descriptions' vectors ("a photo of {d}");
-    ``p = (1 - text_weight) softmax(scale cos(image, prompts)) + text_weight softmax(scale cos(caption, prompts))``.
+    ``p = (1 - text_weight) softmax(scale cos(image, prompts))
+    + text_weight softmax(scale cos(caption, prompts))``.
     """
 
     def __init__(self, domains: tuple[str, ...], space, text_weight: float = 0.5, scale: float | None = None):
@@ -485,7 +486,8 @@ class SpaceDomainClassifier:
 
 
 class ItmDomainClassifier(SpaceDomainClassifier):
-    """Offline default: the shipped EfficientNet-Lite0/MiniLM projection (``mining/weights/itm_projection.npz``).
+    """Offline default: the shipped EfficientNet-Lite0/MiniLM projection
+    (``mining/weights/itm_projection.npz``).
 
     ``text_weight`` and ``scale`` were chosen on the COCO val split (``python -m bench.itm_coco``).
     """

@@ -115,8 +115,8 @@ class OpenCLIPTextEncoder(TextEncoder):
                 self.model = open_clip.create_model(arch, pretrained=pretrained)
             except Exception as e:  # no network and no local checkpoint
                 raise RuntimeError(
-                    f"open_clip weights for {arch}/{pretrained} are unavailable offline: pass a local checkpoint "
-                    f"path as `pretrained` ({e})"
+                    f"open_clip weights for {arch}/{pretrained} are unavailable offline: pass a local "
+                    f"checkpoint path as `pretrained` ({e})"
                 ) from e
             self.tokenizer = open_clip.get_tokenizer(arch)
             self.name = f"open_clip:{arch}/{pretrained}"
@@ -141,7 +141,8 @@ class OpenCLIPTextEncoder(TextEncoder):
 
 
 class PrecomputedOnlyEncoder(TextEncoder):
-    """For shards that carry every text as ``*_emb.npy``: no model; any text without an embedding is an error."""
+    """For shards that carry every text as ``*_emb.npy``: no model; any text without an embedding is
+    an error."""
 
     name = "precomputed"
 
@@ -171,7 +172,8 @@ def tiny_open_clip_cfg(width: int = 32, context_length: int = 32) -> dict:
 
 
 def build_text_encoder(cfg: dict) -> TextEncoder:
-    """From a config dict: ``{kind: minilm|open_clip|precomputed, max_len, path | arch, pretrained | model_cfg: tiny | dim}``."""
+    """From a config dict: ``{kind: minilm|open_clip|precomputed, max_len, path | arch, pretrained |
+    model_cfg: tiny | dim}``."""
     cfg = dict(cfg or {})
     kind = cfg.pop("kind", "minilm")
     max_len = cfg.pop("max_len", 32)

@@ -1,4 +1,5 @@
-"""Base UNet (64x64 by default) conditioned on text, with Instruct-Imagen's bottleneck context cross-attention.
+"""Base UNet (64x64 by default) conditioned on text, with Instruct-Imagen's bottleneck context
+cross-attention.
 
 Text: frozen token embeddings are projected, mean-pooled into the timestep embedding, and attended
 to by cross-attention at the resolutions in ``attn_resolutions`` and in the middle block.

@@ -1,15 +1,17 @@
 """Beam pipeline: mined pairs + 5-pair clusters + style images -> mixed task shards + dataset card.
 
-    python -m pipelines.build_tasks --input RUN --output OUT [--style-dir DIR] [--faces-dir DIR] [--seed 0] ...
+    python -m pipelines.build_tasks --input RUN --output OUT [--style-dir DIR] [--faces-dir DIR] \\
+        [--seed 0] ...
     python -m pipelines.build_tasks --mined DIR [--clusters DIR] --output OUT ...
 
 ``RUN`` is a run folder (``core.contracts.RunLayout``): mined ``RUN/mined/kept/*.parquet`` and,
 optionally, ``RUN/clusters/clusters.parquet`` (+ ``duplicates.parquet``); ``--mined`` /
 ``--clusters`` point at other folders. Knobs: ``datasets/task_config.py`` (also ``--config FILE``,
 ``--set tasks.seed=1``); the per-sample work is ``datasets.stage.TaskStage``. Planning (keys and
-text only) runs in the launcher and is deterministic for a seed; the Beam graph joins each planned job to its input images by key
-(CoGroupByKey), batches jobs (``--batch-size``) and synthesises samples (control maps, style
-transfer, crops) in a DoFn that loads its models once per worker and runs HED once per batch,
+text only) runs in the launcher and is deterministic for a seed; the Beam graph joins each planned
+job to its input images by key (CoGroupByKey), batches jobs (``--batch-size``) and synthesises
+samples (control maps, style transfer, crops) in a DoFn that loads its models once per worker and
+runs HED once per batch,
 groups them by shard and writes every shard atomically with its manifest and reject rows. Shards
 already on disk are skipped on rerun. Progress (samples done, rejected, rate) goes to stderr
 every ``datasets.run.PROGRESS_EVERY_S`` seconds, whatever the logging configuration. The launcher-side

@@ -265,7 +265,8 @@ def _fmt_rejected(rej: Any) -> str:
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n" + "=" * 100)
     print(
-        f"{'stage':<9} {'status':<8} {'read':>7} {'kept':>7}  {'seconds':>7} {'cpu s':>7}  rejected (by reason)"
+        f"{'stage':<9} {'status':<8} {'read':>7} {'kept':>7}  {'seconds':>7} {'cpu s':>7}  "
+        "rejected (by reason)"
     )
     print("-" * 100)
     for r in results:

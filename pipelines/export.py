@@ -280,7 +280,8 @@ def _schema(kind: str) -> pa.Schema:
 def _row_and_files(
     item: dict[str, Any], key: str, kind: str, cfg: ExportConfig
 ) -> tuple[dict[str, Any], list | None]:
-    """The parquet row of one item and its tar members (None when it failed: no members, as in img2dataset)."""
+    """The parquet row of one item and its tar members (None when it failed: no members, as in
+    img2dataset)."""
     row: dict[str, Any] = {"url": item["url"] or "", "caption": item["caption"] or "", "key": key,
                            "status": "success", "error_message": None, "width": None, "height": None,
                            "original_width": None, "original_height": None, "exif": None, "sha256": None,

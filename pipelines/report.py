@@ -113,7 +113,8 @@ def _section_stages(run: str) -> str:
         rows.append(
             f"<tr><td>{_esc(s['stage'])}</td><td><code>{_esc(folder)}</code></td><td>{_esc(read)}</td>"
             f"<td>{_esc(kept)}</td><td>{_esc(_reasons(s.get('rejected')))}</td>"
-            f"<td>{'' if ok is None else ('yes' if ok else '<b>NO</b>')}</td><td>{_esc(s.get('seconds', ''))}</td></tr>"
+            f"<td>{'' if ok is None else ('yes' if ok else '<b>NO</b>')}</td>"
+            f"<td>{_esc(s.get('seconds', ''))}</td></tr>"
         )
     notes = []
     demo = os.path.join(run, "demo_summary.json")
@@ -197,15 +198,18 @@ def _section_coherence(run: str) -> str:
     why = {
         "clusters_kept": "kept: 5 members that pass every test",
         "clusters_too_small": "discarded: fewer than 5 relevant, non-duplicate neighbours",
-        "clusters_weak": f"discarded: distance-ratio test (farthest member over {cfg.get('max_distance_ratio', '?')}x "
-        "the nearest one's distance from the seed)",
+        "clusters_weak": "discarded: distance-ratio test (farthest member over "
+        f"{cfg.get('max_distance_ratio', '?')}x the nearest one's distance from the seed)",
         "cross_domain_duplicates": "records removed as duplicates of a record in another domain",
     }
     rows = "".join(f"<tr><td>{_esc(k.replace('_', ' '))}</td><td>{_esc(summ[k])}</td><td>{_esc(v)}</td></tr>"
                    for k, v in why.items() if k in summ)
     dups = summ.get("duplicates_removed") or {}
     if dups:
-        rows += f"<tr><td>duplicates removed</td><td>{sum(dups.values())}</td><td>{_esc(_reasons(dups))}</td></tr>"
+        rows += (
+            f"<tr><td>duplicates removed</td><td>{sum(dups.values())}</td>"
+            f"<td>{_esc(_reasons(dups))}</td></tr>"
+        )
     parts.append("<table><tr><th>clusters</th><th>count</th><th>why</th></tr>" + rows + "</table>" if rows
                  else "<p>No cluster summary.json beside clusters.parquet.</p>")
     return "".join(parts)
@@ -262,7 +266,8 @@ def _section_duplicates(run: str, limit: int = 12) -> str:
         shown += by_reason[reason][:per]
     rows = _rows_by_key(run, {k for d in shown for k in (d["key"], d["duplicate_of"])})
     parts = [
-        f"<p>{len(dups)} removed: {_esc(_reasons(Counter(d['reason'] for d in dups)))} (showing {len(shown)}).</p>"
+        f"<p>{len(dups)} removed: {_esc(_reasons(Counter(d['reason'] for d in dups)))} "
+        f"(showing {len(shown)}).</p>"
     ]
     for d in shown:
         cells = []
@@ -270,7 +275,8 @@ def _section_duplicates(run: str, limit: int = 12) -> str:
             row = rows.get(key, {})
             data = row.get("image") or (storage.read_bytes(row["path"]) if row.get("path") else None)
             cells.append(
-                f"<figure>{_thumb(data)}<figcaption>{role}: {_esc(row.get('caption', key))}</figcaption></figure>"
+                f"<figure>{_thumb(data)}<figcaption>{role}: "
+                f"{_esc(row.get('caption', key))}</figcaption></figure>"
             )
         parts.append(f'<div class="pair"><h3>{_esc(d["reason"])}</h3>{"".join(cells)}</div>')
     return "".join(parts)
@@ -306,10 +312,12 @@ def _section_clusters(run: str, limit: int) -> str:
             data = row.get("image") or (storage.read_bytes(row["path"]) if row.get("path") else None)
             sim_txt = f"{sim:.3f}" if isinstance(sim, float) else ""
             cells.append(
-                f"<figure>{_thumb(data)}<figcaption>{_esc(row.get('caption', key))}<br><b>{sim_txt}</b></figcaption></figure>"
+                f"<figure>{_thumb(data)}<figcaption>{_esc(row.get('caption', key))}<br>"
+                f"<b>{sim_txt}</b></figcaption></figure>"
             )
         parts.append(
-            f'<div class="cluster"><h3>{_esc(c["cluster_id"])} · {_esc(c.get("domain"))}</h3>{"".join(cells)}</div>'
+            f'<div class="cluster"><h3>{_esc(c["cluster_id"])} · {_esc(c.get("domain"))}</h3>'
+            f'{"".join(cells)}</div>'
         )
     return "".join(parts)
 
@@ -331,7 +339,8 @@ def _section_rejects(run: str, per_reason: int = 3) -> str:
         for r in examples[reason]:
             rec = records.get(r["key"], {})
             cells.append(
-                f"<figure>{_thumb(rec.get('image'))}<figcaption>{_esc((r.get('detail') or '')[:80])}</figcaption></figure>"
+                f"<figure>{_thumb(rec.get('image'))}"
+                f"<figcaption>{_esc((r.get('detail') or '')[:80])}</figcaption></figure>"
             )
         parts.append(f"<tr><td>{_esc(reason)}</td><td>{n}</td><td>{''.join(cells)}</td></tr>")
     return "".join(parts) + "</table>"
@@ -371,7 +380,8 @@ def _section_card(run: str) -> str:
     card = json.load(open(path))
     tasks = card.pop("tasks", None)
     return (
-        f"<p><b>{_esc(card.pop('title', 'dataset card'))}</b> · <code>{_esc(os.path.relpath(path, run))}</code></p>"
+        f"<p><b>{_esc(card.pop('title', 'dataset card'))}</b> · "
+        f"<code>{_esc(os.path.relpath(path, run))}</code></p>"
         + (table(tasks) if tasks else "")
         + table(card)
     )
@@ -385,7 +395,8 @@ def _svg_curve(xs: list[float], ys: list[float], w: int = 560, h: int = 200) -> 
     sy = lambda y: 10 + (h - 30) * (1 - (y - y0) / ((y1 - y0) or 1))  # noqa: E731
     pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys))
     return (
-        f'<svg width="{w}" height="{h}" class="curve"><polyline fill="none" stroke="#2463eb" stroke-width="1.5" points="{pts}"/>'
+        f'<svg width="{w}" height="{h}" class="curve">'
+        f'<polyline fill="none" stroke="#2463eb" stroke-width="1.5" points="{pts}"/>'
         f'<text x="2" y="14">{y1:.3g}</text><text x="2" y="{h - 20}">{y0:.3g}</text>'
         f'<text x="40" y="{h - 4}">step {x0:g}</text><text x="{w - 90}" y="{h - 4}">step {x1:g}</text></svg>'
     )
@@ -407,7 +418,8 @@ def _section_training(run: str) -> str:
             png, os.path.join(run, "train")
         )  # stage folder/step: one grid per training stage
         parts.append(
-            f'<figure class="grid"><img src="data:image/png;base64,{data}" alt=""><figcaption>{_esc(name)}</figcaption></figure>'
+            f'<figure class="grid"><img src="data:image/png;base64,{data}" alt="">'
+            f"<figcaption>{_esc(name)}</figcaption></figure>"
         )
     return "".join(parts) or "<p>No training outputs in this run.</p>"
 
@@ -417,7 +429,8 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#1d2330;max-width:1200px
 h1{margin-bottom:0} h2{border-bottom:1px solid #ccd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse} td,th{border:1px solid #ccd;padding:4px 8px;vertical-align:top;font-size:13px}
 figure{display:inline-block;margin:4px;width:120px;vertical-align:top}
-figure img{max-width:112px;max-height:112px;display:block} figcaption{font-size:11px;color:#444;word-wrap:break-word}
+figure img{max-width:112px;max-height:112px;display:block} \
+figcaption{font-size:11px;color:#444;word-wrap:break-word}
 .cluster,.task{border:1px solid #dde;border-radius:6px;padding:6px 10px;margin:8px 0}
 .cluster h3,.task h3{margin:2px 0;font-size:14px} .instr{font-family:monospace;font-size:13px}
 .arrow{font-size:28px;vertical-align:top;margin:40px 8px;display:inline-block}
@@ -425,8 +438,10 @@ figure img{max-width:112px;max-height:112px;display:block} figcaption{font-size:
 .grid{width:auto} .grid img{max-width:560px;max-height:none}
 .panel{display:inline-block;vertical-align:top;margin:0 16px 8px 0} .panel h3{font-size:13px;margin:4px 0}
 .chart text{font-size:11px;fill:#333} .map{width:auto} .map img{max-width:520px;max-height:none}
-.legend .key{margin-right:12px;font-size:12px} .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-.pair{display:inline-block;border:1px solid #dde;border-radius:6px;padding:4px 6px;margin:4px} .pair h3{font-size:12px;margin:0}
+.legend .key{margin-right:12px;font-size:12px} \
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
+.pair{display:inline-block;border:1px solid #dde;border-radius:6px;padding:4px 6px;margin:4px} \
+.pair h3{font-size:12px;margin:0}
 table.card{margin:4px 0} table.card th{text-align:left;background:#f4f5f8}
 """
 
@@ -461,7 +476,8 @@ def build_report(run: str, output: str, clusters: int = 12) -> dict[str, Any]:
     body = "".join(f'<h2 id="{t.split()[0].lower()}">{t}</h2>{s}' for t, s in sections)
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Run report: {_esc(run)}</title>"
-        f"<style>{CSS}</style></head><body><h1>Run report</h1><p><code>{_esc(os.path.abspath(run))}</code></p>{body}<script>{CHECK_JS}</script></body></html>"
+        f"<style>{CSS}</style></head><body><h1>Run report</h1>"
+        f"<p><code>{_esc(os.path.abspath(run))}</code></p>{body}<script>{CHECK_JS}</script></body></html>"
     )
     path = storage.join(output, "index.html")
     storage.atomic_write_bytes(path, page.encode("utf-8"))

@@ -71,7 +71,8 @@ def svg_histogram(values: list[float], lo: float = 0.0, hi: float = 1.0, bins: i
         )
     for name, v in (marks or {}).items():
         parts.append(
-            f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="6" y2="{8 + ph}" stroke="#c92a2a" stroke-dasharray="4 3"/>'
+            f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="6" y2="{8 + ph}" '
+            'stroke="#c92a2a" stroke-dasharray="4 3"/>'
             f'<text x="{sx(v) + 3:.1f}" y="16" fill="#c92a2a">{_esc(name)} {v:.3g}</text>'
         )
     parts.append(

@@ -501,7 +501,8 @@ def test_img2dataset_folder_bad_shards_and_hostile_members(tmp_path):
 URL_CASES = {
     "file:///etc/passwd": "unsupported_url_scheme",
     "file:///tmp/some.jpg": "unsupported_url_scheme",
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk": "unsupported_url_scheme",
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk": "unsupported_url_scheme",
     "ftp://example.com/a.jpg": "unsupported_url_scheme",
     "gopher://example.com/1": "unsupported_url_scheme",
     "not a url at all": "unsupported_url_scheme",
@@ -814,7 +815,8 @@ def test_sigkill_mid_read_then_rerun_equals_a_clean_run(small_table, tmp_path):
 
 
 def test_concurrent_runs_on_one_output(small_table, tmp_path):
-    """Two readers on one folder: each finishes or refuses with one clear line; the result equals a solo run."""
+    """Two readers on one folder: each finishes or refuses with one clear line; the result equals a
+    solo run."""
     solo, shared = tmp_path / "solo", tmp_path / "shared"
     assert _reader_proc(small_table / "pairs.csv", solo).wait(120) == 0
     procs = [_reader_proc(small_table / "pairs.csv", shared) for _ in range(2)]

@@ -99,7 +99,8 @@ def test_global_groups_vote_one_domain_per_subject():
 
 
 class _FakeEmbedder:
-    """Mean colour + a fixed random projection of a 4x4 thumbnail: copies stay close, distinct images do not."""
+    """Mean colour + a fixed random projection of a 4x4 thumbnail: copies stay close, distinct images
+    do not."""
 
     name, dim = "fake", 16
 

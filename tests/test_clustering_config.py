@@ -11,8 +11,8 @@ from core.config import ConfigError
 OLD_FLAGS = """--batch-size --calibration --caption-min-cos --centroids --cluster-size --copy-gate
 --copy-max-colour-change --copy-max-residual --copy-min-cos --copy-threshold --cos-alone --cos-min-copy
 --cos-threshold --cross-domain-group --cross-domain-spill --embedder --exact-fields --group-by --input --knn
---layout-neighbours --max-distance-ratio --min-similarity --mined --neighbours --niter --no-cross-domain --output
---per-shard --phash-min-copy --phash-min-cos --phash-threshold --reciprocal --runner --seed --seeds
+--layout-neighbours --max-distance-ratio --min-similarity --mined --neighbours --niter --no-cross-domain
+--output --per-shard --phash-min-copy --phash-min-cos --phash-threshold --reciprocal --runner --seed --seeds
 --strict-coherence --target-group""".split()
 
 

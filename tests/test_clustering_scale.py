@@ -79,7 +79,8 @@ def test_neighbours_from_the_same_tiles():
 
 
 def test_earlier_duplicates_order_rule():
-    # 0~1 (0.97), 1~2 (0.99), 0~2 (0.96): 1 and 2 both go (SemDeDup: any earlier close item), 2 -> 1 (most similar)
+    # 0~1 (0.97), 1~2 (0.99), 0~2 (0.96): 1 and 2 both go (SemDeDup: any earlier close item),
+    # 2 -> 1 (most similar)
     dup = earlier_duplicates(
         4, np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.97, 0.99, 0.96], np.float32)
     )

@@ -1,4 +1,5 @@
-"""img2dataset downloads from a loopback HTTP server serving real images; the reader accounts for every URL."""
+"""img2dataset downloads from a loopback HTTP server serving real images; the reader accounts for
+every URL."""
 
 from __future__ import annotations
 

@@ -122,7 +122,8 @@ def test_every_url_is_accounted_for_under_faults(tmp_path):
         assert by_url[url]["sha256"] == hashlib.sha256(files[path]).hexdigest()
     for url in bad:
         row = by_url[url]
-        # a failure is either recorded by the reader, or the bytes that arrived do not decode (mining rejects them)
+        # a failure is either recorded by the reader, or the bytes that arrived do not decode
+        # (mining rejects them)
         assert row["read_error"] or not _decodes(row["image"]), url
     for name in ("e500", "e403", "missing", "slow", "reset"):
         assert by_url[f"{base}/{name}.jpg"]["read_error"], name

@@ -53,7 +53,8 @@ def _run_timed(out: Path) -> tuple[subprocess.CompletedProcess, dict[str, float]
 
 
 def _kill_during(out: Path, stage: str, delay: float) -> int | None:
-    """Start the chain, SIGKILL it ``delay`` s after ``stage`` starts; the exit code (None: finished first)."""
+    """Start the chain, SIGKILL it ``delay`` s after ``stage`` starts; the exit code (None: finished
+    first)."""
     p = subprocess.Popen([*CHAIN, "--output", str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     timer = None

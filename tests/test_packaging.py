@@ -59,7 +59,10 @@ def test_one_version_license_and_py_typed():
 def test_quiet_environment_is_set_at_import_and_user_values_win():
     env = {k: v for k, v in os.environ.items() if k not in core.QUIET_ENV}
     env["TOKENIZERS_PARALLELISM"] = "true"
-    code = "import os, model; print(os.environ['NO_ALBUMENTATIONS_UPDATE'], os.environ['TOKENIZERS_PARALLELISM'])"
+    code = (
+        "import os, model; "
+        "print(os.environ['NO_ALBUMENTATIONS_UPDATE'], os.environ['TOKENIZERS_PARALLELISM'])"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )

@@ -55,7 +55,8 @@ def caption(rng: np.random.Generator) -> str:
 
 def write_cluster_shards(folder: str, n_shards: int = 2, per_shard: int = 4, size: int = 32, seed: int = 0,
                          corrupt: int = 0) -> list[str]:
-    """Stage-1 cluster shards: ``0.jpg``..``4.jpg`` + json; the first ``corrupt`` samples get a broken 0.jpg."""
+    """Stage-1 cluster shards: ``0.jpg``..``4.jpg`` + json; the first ``corrupt`` samples get a
+    broken 0.jpg."""
     rng = np.random.default_rng(seed)
     paths, n = [], 0
     for s in range(n_shards):
@@ -86,7 +87,8 @@ def write_cluster_shards(folder: str, n_shards: int = 2, per_shard: int = 4, siz
 
 def write_task_shards(folder: str, n_shards: int = 2, per_shard: int = 4, size: int = 32, seed: int = 0,
                       emb_dim: int | None = None) -> list[str]:
-    """Stage-2 task shards (style-transfer-like, 2 contexts, one PNG); optional ``*_emb.npy`` of width emb_dim."""
+    """Stage-2 task shards (style-transfer-like, 2 contexts, one PNG); optional ``*_emb.npy`` of
+    width emb_dim."""
     rng = np.random.default_rng(seed)
     paths, n = [], 0
     for s in range(n_shards):

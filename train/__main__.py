@@ -1,6 +1,7 @@
 """Train the base or super-resolution model on WebDataset shards.
 
-    python -m train --config train/configs/base_stage1.yaml --shards out/demo/cluster_shards --output out/train1
+    python -m train --config train/configs/base_stage1.yaml --shards out/demo/cluster_shards \\
+        --output out/train1
     python -m train --config tiny --set data.batch_size=16 --model-base-channels 64 --steps 500 ...
     torchrun --nproc_per_node 2 -m train --config ... (DDP; one process per GPU, or gloo on CPU)
 

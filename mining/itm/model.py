@@ -150,7 +150,8 @@ class ClipSpace:
 
 
 def make_space(spec: str | None = None):
-    """``None``/``"itm"``/``"itm:PATH"`` -> :class:`ItmSpace`; ``"openclip:MODEL:PRETRAINED"`` -> :class:`ClipSpace`."""
+    """``None``/``"itm"``/``"itm:PATH"`` -> :class:`ItmSpace`;
+    ``"openclip:MODEL:PRETRAINED"`` -> :class:`ClipSpace`."""
     if not spec or spec == "itm" or spec == "offline":
         return ItmSpace()
     if spec.startswith("itm:"):

@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"test {ds or 'both'} (pool {len(te[0])} images): "
                 + json.dumps({k: round(v, 3) for k, v in r.items()})
                 + f" | random r5: i2t {base['i2t']:.3f} t2i {base['t2i']:.3f}"
-                + f" | ridge init: {json.dumps({k: round(v, 3) for k, v in retrieval(Projection(w0, b0, None, 14.3), *te).items()})}"
+                + " | ridge init: "
+                + json.dumps(
+                    {k: round(v, 3) for k, v in retrieval(Projection(w0, b0, None, 14.3), *te).items()}
+                )
             )
     return 0
 

@@ -11,9 +11,10 @@ detail that quality depends on, so the views are:
 
 For each view in ``VIEWS`` (v3: the native view only; more views did not help on BIQ2021 val or
 across its subsets) the outputs of the blocks in ``TAPS`` and of the head are pooled per channel by
-the statistics in ``STATS`` (mean, std, max, patch std). The network is Lite0 with its own ReLU6. The network runs on onnxruntime (the graph is exported in memory
-from the same PyTorch weights on first use; about 7x faster than eager PyTorch on this CPU) or,
-as a fallback and reference, on PyTorch (``backend="torch"``); both give the same features.
+the statistics in ``STATS`` (mean, std, max, patch std). The network is Lite0 with its own ReLU6.
+The network runs on onnxruntime (the graph is exported in memory from the same PyTorch weights on
+first use; about 7x faster than eager PyTorch on this CPU) or, as a fallback and reference, on
+PyTorch (``backend="torch"``); both give the same features.
 The extractor lives here (not in ``core/features.py``) so the committed head weights always
 match the features they were trained on (``FEATURE_VERSION``).
 """

@@ -37,7 +37,8 @@ RIDGE_ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
 def base_model():
     """EfficientNet-Lite0 with its ImageNet weights, eval mode, its own ReLU6 activations (exportable).
 
-    (Same network as :func:`mining.quality.deep.lite0`; up to feature v2 the frozen extractor swapped in swish.)"""
+    (Same network as :func:`mining.quality.deep.lite0`; up to feature v2 the frozen extractor
+    swapped in swish.)"""
     from mining.quality.deep import lite0
 
     return lite0()
@@ -216,7 +217,8 @@ def cache_activations(rows: list[dict], cache_dir: str, threads: int = 2) -> np.
 
 
 def _view512(im) -> np.ndarray:
-    """The native view (BIQ2021 images are 512 x 512); the 4 smaller ones are resized to 512 x 512 for the cache."""
+    """The native view (BIQ2021 images are 512 x 512); the 4 smaller ones are resized to 512 x 512
+    for the cache."""
     from mining.quality.deep import view
 
     return view(im, "native" if im.size == (512, 512) else "full", 512)

@@ -105,7 +105,8 @@ class LearnedHead:
         )
 
     def predict(self, feats: np.ndarray | None, tuned: np.ndarray | None = None) -> np.ndarray:
-        """``(1 - t) * ridge(feats) + t * tuned`` clipped to [0, 1] (``t = tuned_weight``; feats may be None at t = 1)."""
+        """``(1 - t) * ridge(feats) + t * tuned`` clipped to [0, 1] (``t = tuned_weight``; feats may
+        be None at t = 1)."""
         t = self.tuned_weight
         ridge = 0.0 if t >= 1 else ((signed_power(feats, self.power) - self.mu) / self.sd) @ self.w + self.b
         return np.clip((1 - t) * ridge + (t * tuned if t > 0 else 0.0), 0.0, 1.0)

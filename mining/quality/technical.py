@@ -7,7 +7,7 @@ down-scaled copy looks soft, as it would when displayed at the same size):
 |---|---|---|
 | resolution | decoded megapixels | 1 at >= 0.25 Mpx, falling in log2 |
 | sharpness | variance of the Laplacian | ``v / (v + 150)`` |
-| exposure | mean luminance and clipped fractions (<= 3 or >= 252) | 1 - distance of the mean from mid-grey - clipping |
+| exposure | mean luminance, clipped fractions (<= 3, >= 252) | 1 - mean's distance from mid-grey - clipping |
 | contrast | luminance standard deviation | ``s / (s + 0.08)`` |
 | noise | sigma of the finest diagonal Haar band (median absolute deviation / 0.6745) | ``exp(-sigma / 4)`` |
 | blockiness | gradient at 8-px block borders over gradient elsewhere | ``exp(-3 (ratio - 1))`` |

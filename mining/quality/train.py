@@ -45,7 +45,8 @@ TUNED_WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))  # share of the fine-t
 
 
 def load_image(path: str):
-    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of :mod:`mining.quality.degradations`."""
+    """A PIL RGB image; ``path#name`` applies the degradation ``name`` of
+    :mod:`mining.quality.degradations`."""
     from PIL import Image
 
     from mining.quality.degradations import DEGRADATIONS
@@ -103,7 +104,8 @@ def tuned_predictions(rows: list[dict], delta: str, cache_dir: str = DEFAULT_CAC
 
 
 def mix(ridge: np.ndarray, tuned: np.ndarray | None, t: float) -> np.ndarray:
-    """The learned part: ``(1 - t) * ridge + t * tuned`` clipped to [0, 1] (as :meth:`LearnedHead.predict`)."""
+    """The learned part: ``(1 - t) * ridge + t * tuned`` clipped to [0, 1] (as
+    :meth:`LearnedHead.predict`)."""
     return np.clip((1 - t) * ridge + (t * tuned if t > 0 else 0.0), 0, 1)
 
 
@@ -435,10 +437,14 @@ def cross_subset(rows: list[dict], feats: np.ndarray, alpha: float, power: float
 def note(s: dict, name: str) -> str:
     """The NOTE.md beside the weights: data, split, metric."""
     t, g, gi = s["metrics"]["test"], s["gates"], s["gate_selection"]
+    groups = (
+        "each (view, statistic, depth) group weighted equally" if s.get("group_norm") else "no group weights"
+    )
     lines = [
         f"# `{name}`: learned quality head + blend",
         "",
-        "Data: BIQ2021 (`../shared/data/biq2021`, a stratified 3,000-image sample of its official train split,",
+        "Data: BIQ2021 (`../shared/data/biq2021`, a stratified 3,000-image sample of its "
+        "official train split,",
         "512x512, human mean opinion score `mos` in [0, 1]).",
         "",
         "Split: sha1 of the file name (`mining/quality/biq.py`): 80% train / 10% val / 10% test.",
@@ -450,7 +456,7 @@ def note(s: dict, name: str) -> str:
         "for the image at its native resolution (short side capped at 512, centre crop <= 512x512).",
         "",
         f"Head: ridge on standardised features (signed power {s.get('power', 1.0):g} first; "
-        f"{'each (view, statistic, depth) group weighted equally' if s.get('group_norm') else 'no group weights'}),",
+        f"{groups}),",
         f"penalty {s['ridge_alpha']:g} chosen by SRCC on val with the head fitted on train"
         + (
             "; the shipped head is refitted on train + val with that penalty."
@@ -462,20 +468,26 @@ def note(s: dict, name: str) -> str:
         f"{s.get('tuned_weight', 0.0):g} chosen by val SRCC over 0, 0.1, .., 1.",
         "Blend: non-negative least squares on val over [learned, BRISQUE, technical, 6 technical measures],",
         "kept only if it beats the learned head's val SRCC, else the learned head alone",
-        f"(weights: {', '.join(f'{k} {v:.3f}' for k, v in s['blend'].items() if v > 0)}); times gates that act",
-        f"only at extremes (`mining/quality/scorer.py`): clipping gate above {g['clip_floor']:g} blown-out fraction",
-        f"(exponent {g['clip_gamma']:g}), extreme-measure gate (floors {g['floors']}, exponent {g['gate_gamma']:g})",
+        f"(weights: {', '.join(f'{k} {v:.3f}' for k, v in s['blend'].items() if v > 0)}); "
+        "times gates that act",
+        f"only at extremes (`mining/quality/scorer.py`): clipping gate above {g['clip_floor']:g} "
+        "blown-out fraction",
+        f"(exponent {g['clip_gamma']:g}), extreme-measure gate (floors {g['floors']}, "
+        f"exponent {g['gate_gamma']:g})",
         f"and the resolution gate; technical share {g['share']:g}.",
     ]
     if gi:
         fr = ", ".join(f"{k} {v:.3f}" for k, v in gi["fractions"].items())
         if gi.get("reused_from"):
             lines += [
-                f"Gates kept from `{gi['reused_from']}` (`--gates-from`, not searched again); when they were chosen:"
+                f"Gates kept from `{gi['reused_from']}` (`--gates-from`, not searched again); "
+                "when they were chosen:"
             ]
         lines += [
-            f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: best val SRCC",
-            f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} of them ({fr}).",
+            f"Gates chosen on the degradations of {gi['images']} COCO {gi['coco_subset']} images: "
+            "best val SRCC",
+            f"({gi['val_srcc']:.3f}) with every degradation lowering the score for >= {gi['target']:g} "
+            f"of them ({fr}).",
         ]
     lines += ["", "Metric (held-out test split, Spearman SRCC / Pearson PLCC against MOS):", "",
               "| scorer | SRCC | PLCC |", "|---|---|---|"]

@@ -188,7 +188,8 @@ def run_img2dataset(table_path: str, out_dir: str, processes: int = 1, threads: 
 
 @contextlib.contextmanager
 def _no_signal_handler(module: types.ModuleType):
-    """img2dataset installs a SIGINT handler (main thread only): keep the caller's handler, work in threads."""
+    """img2dataset installs a SIGINT handler (main thread only): keep the caller's handler, work in
+    threads."""
     original = module.signal
     module.signal = types.SimpleNamespace(signal=lambda *a, **k: None, SIGINT=original.SIGINT)
     try:
