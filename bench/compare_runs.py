@@ -110,7 +110,9 @@ def compare_json(a: bytes, b: bytes) -> tuple[str, str]:
     return "differ", "JSON content differs"
 
 
-def classify(rel: str, a: bytes, b: bytes, allow: set[str], allow_columns: set[str] = frozenset()) -> tuple[str, str]:
+def classify(
+    rel: str, a: bytes, b: bytes, allow: set[str], allow_columns: set[str] = frozenset()
+) -> tuple[str, str]:
     if a == b:
         return "identical", ""
     if rel.endswith(".tar"):
@@ -127,7 +129,9 @@ def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in skip}
 
 
-def compare(before: Path, after: Path, allow: set[str], allow_columns: set[str] = frozenset()) -> list[dict[str, str]]:
+def compare(
+    before: Path, after: Path, allow: set[str], allow_columns: set[str] = frozenset()
+) -> list[dict[str, str]]:
     fa, fb = files(before), files(after)
     rows = []
     for rel in sorted(fa | fb):

@@ -63,8 +63,11 @@ class ReadRecords(beam.DoFn):
             return
         if storage.exists(kept) or storage.exists(rej):
             self.redone.inc()
-            log.warning("mine: %s changed (input, config or code) since its outputs were written: redoing it", path)
-        # the marker carries the fingerprint, and makes a file with zero rows (or zero kept) still get its outputs
+            log.warning(
+                "mine: %s changed (input, config or code) since its outputs were written: redoing it", path
+            )
+        # the marker carries the fingerprint, and makes a file with zero rows (or zero kept) still get
+        # its outputs
         yield (path, -1), (-1, "marker", fp)
         # Fixed chunks of consecutive rows: model batches (and so every float) do not depend on the runner.
         done = 0
@@ -131,7 +134,11 @@ def run(input: str, output: str, runner: str = "fnapi", workers: int = 2,
         | "Read" >> beam.ParDo(ReadRecords(output, cfg.batch_size, cfg.to_json()))
         | "Chunks" >> beam.GroupByKey()
     )
-    mined = chunks | "Batch" >> beam.FlatMap(chunk_records) | "Mine" >> beam.ParDo(StageDoFn(MineStage, cfg.to_json()))
+    mined = (
+        chunks
+        | "Batch" >> beam.FlatMap(chunk_records)
+        | "Mine" >> beam.ParDo(StageDoFn(MineStage, cfg.to_json()))
+    )
     passthrough = chunks | "Passthrough" >> beam.FlatMap(chunk_passthrough)
     _ = (
         (mined, passthrough)
@@ -144,7 +151,9 @@ def run(input: str, output: str, runner: str = "fnapi", workers: int = 2,
     metrics = {}
     try:
         for c in result.metrics().query()["counters"]:
-            metrics[c.key.metric.name] = metrics.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
+            metrics[c.key.metric.name] = metrics.get(c.key.metric.name, 0) + int(
+                c.committed or c.attempted or 0
+            )
     except Exception:  # noqa: BLE001 - some runners do not report metrics
         pass
     return summarize(input, output, dict(sorted(metrics.items())), time.time() - t0, cfg)

@@ -82,7 +82,9 @@ def write_records(input: str, output_dir: str, shard_size: int = 1000, work_dir:
         "reader_stats": stats.as_dict(),
         "seconds": round(time.perf_counter() - start, 3),
         # the options that ran (ReadersConfig's, as given to read_any), like every stage's summary
-        "config": json.loads(json.dumps({"shard_size": shard_size, "kind": kind, **opts}, sort_keys=True, default=str)),
+        "config": json.loads(
+            json.dumps({"shard_size": shard_size, "kind": kind, **opts}, sort_keys=True, default=str)
+        ),
     }
     storage.atomic_write_bytes(storage.join(output_dir, SUMMARY_NAME),
                                json.dumps({k: v for k, v in summary.items() if k != "seconds"},
