@@ -124,8 +124,10 @@ def run(input: str | None, output: str, mined: str | None = None, runner: str | 
     if not files:
         raise FileNotFoundError(f"no kept parquet files under {mined}")
     steps.remove_stale_embedding_shards(output, len(files))
+    steps.remove_tables(output)
     with make_pipeline(runner, beam_args, workers=workers) as p:
         build_graph(p, files, output, cfg)
+    steps.check_tables(output)
     steps.remove_stale_cluster_shards(output, cfg.shards.per_shard)
     return steps.finish_summary(output, files, upstream, cfg, cal, time.perf_counter() - t0)
 
