@@ -70,12 +70,33 @@ def make_pipeline(runner: str | None = "fnapi", beam_args: Sequence[str] = (), w
 
 
 if _dask_runner is not None:
+    from apache_beam.pipeline import PTransformOverride
+
+    class _BatchElementsOverride(PTransformOverride):
+        """The ParDo inside ``BatchElements`` (its batching DoFn keeps a batch across elements)."""
+
+        def matches(self, applied_ptransform) -> bool:
+            from apache_beam.transforms import util
+
+            t = applied_ptransform.transform
+            return isinstance(t, beam.ParDo) and isinstance(
+                t.fn, (util._GlobalWindowsBatchingDoFn, util._WindowAwareBatchingDoFn))
+
+        def get_replacement_transform_for_applied_ptransform(self, applied_ptransform):
+            from pipelines.safe_transforms import GroupedBatches
+
+            return GroupedBatches(applied_ptransform.transform.fn._batch_size_estimator._max_batch_size)
+
     class ClosingDaskRunner(_dask_runner.DaskRunner):
-        """Beam's DaskRunner, closing its ``distributed.Client`` once the pipeline has finished (the stock
-        runner leaves it open, so it keeps reconnecting after the scheduler stops). Nothing else differs:
-        the graph constructs DaskRunner mishandles are avoided by the pipelines (docs/runners.md)."""
+        """Beam's DaskRunner with two repairs: every ``BatchElements`` becomes
+        ``safe_transforms.GroupedBatches`` (the stock runner drops what a DoFn emits in
+        ``finish_bundle``, where BatchElements emits its last partial batch), and the
+        ``distributed.Client`` is closed once the pipeline has finished (the stock runner leaves it
+        open, reconnecting after the scheduler stops). ``with_outputs`` and several sinks, which it
+        also mishandles, are avoided by the pipelines themselves (``pipelines/safe_transforms.py``)."""
 
         def run_pipeline(self, pipeline, options):
+            pipeline.replace_all([_BatchElementsOverride()])
             result = super().run_pipeline(pipeline, options)
             wait = result.wait_until_finish
 

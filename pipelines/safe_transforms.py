@@ -80,3 +80,26 @@ def finish(pcolls: Iterable, label: str = "Done"):
     """Flatten every sink's output into one last, plain transform (DaskRunner runs only the transform
     applied last, and a ParDo's input is a true dependency there, unlike a side input)."""
     return tuple(pcolls) | f"{label}All" >> beam.Flatten() | label >> beam.Map(lambda _: None)
+
+
+class GroupedBatches(beam.PTransform):
+    """``BatchElements`` without ``finish_bundle``: elements dealt round-robin into ``buckets`` keys,
+    grouped, cut into lists of at most ``max_size``. ``pipelines/runners.py`` puts it in place of
+    every ``BatchElements`` on DaskRunner (which drops the last partial batch of each bundle)."""
+
+    def __init__(self, max_size: int, buckets: int = 16):
+        super().__init__()
+        self.max_size, self.buckets = max(1, max_size), buckets
+
+    def expand(self, pcoll):
+        return (pcoll | "Deal" >> beam.ParDo(_Deal(self.buckets)) | "Group" >> beam.GroupByKey()
+                | "Chunks" >> beam.FlatMap(chunks, self.max_size))
+
+
+class _Deal(beam.DoFn):
+    def __init__(self, buckets: int):
+        self.buckets, self.n = buckets, 0
+
+    def process(self, x):
+        self.n += 1
+        yield self.n % self.buckets, x
