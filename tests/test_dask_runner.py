@@ -116,6 +116,26 @@ def test_probe_constructs_we_avoid_still_lose_elements_on_dask(cluster, tmp_path
     assert got["extra_sink"] == ["False"]  # only the transform applied last runs
 
 
+def test_lost_sinks_and_lost_elements_fail_the_clustering_stage(tmp_path, monkeypatch):
+    """What DaskRunner's losses look like to the stage: a table never written, or kept + rejected !=
+    read. Either raises AccountingError (non-zero exit), never a success summary."""
+    from clustering import steps
+
+    with pytest.raises(steps.AccountingError, match="clusters.parquet, duplicates.parquet, group_stats.json"):
+        steps.finish_summary(str(tmp_path), [], {}, None, None, 0.0)
+    for t in steps.TABLES:
+        (tmp_path / t).write_bytes(b"x")
+    steps.remove_tables(str(tmp_path))
+    assert not any((tmp_path / t).exists() for t in steps.TABLES)
+    for t in steps.TABLES:
+        (tmp_path / t).write_bytes(b"x")
+    monkeypatch.setattr(steps, "summarize", lambda *a: {"read": 10, "kept": 6, "rejected": {"decode_error": 2},
+                                                        "accounted": False})
+    with pytest.raises(steps.AccountingError, match=r"kept 6 \+ rejected 2 != read 10"):
+        steps.finish_summary(str(tmp_path), [], {}, None, None, 0.0)
+    assert not (tmp_path / "summary.json").exists()
+
+
 def _cli(module: str, *args: str, timeout: int = 600) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
