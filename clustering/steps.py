@@ -245,12 +245,40 @@ def summarize(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
     }
 
 
+TABLES = ("clusters.parquet", "duplicates.parquet", "group_stats.json")  # written by the graph's sinks
+
+
+class AccountingError(RuntimeError):
+    """The runner finished but its outputs do not account for every input row (a runner that loses
+    elements or whole sinks, as Beam 2.77's DaskRunner does with some constructs: docs/runners.md)."""
+
+
+def remove_tables(output: str) -> None:
+    """Drop the previous run's tables before the graph runs, so a sink the runner skips shows as missing
+    instead of leaving an older run's file in place."""
+    gone = [storage.join(output, t) for t in TABLES if storage.exists(storage.join(output, t))]
+    if gone:
+        storage.FileSystems.delete(gone)
+
+
+def check_tables(output: str) -> None:
+    missing = [t for t in TABLES if not storage.exists(storage.join(output, t))]
+    if missing:
+        raise AccountingError(f"the runner finished without writing {', '.join(missing)} in {output}: "
+                              "it dropped a sink of the graph")
+
+
 def finish_summary(output: str, files: list[str], upstream: dict, cfg, cal, seconds: float) -> dict[str, Any]:
-    """The summary (with the calibration and the effective config used), written to ``summary.json``."""
+    """The summary (with the calibration and the effective config used), written to ``summary.json``.
+    Raises :class:`AccountingError`, writing no summary, when kept + rejected != read."""
     from clustering.config import calibration_note
     from core.config import to_dict
 
+    check_tables(output)
     summary = summarize(output, files, upstream)
+    if not summary["accounted"]:
+        raise AccountingError(f"clustering: kept {summary['kept']} + rejected {sum(summary['rejected'].values())} "
+                              f"!= read {summary['read']} in {output}: the runner lost or repeated elements")
     summary["calibration"] = calibration_note(cfg, cal)
     summary["config"] = to_dict(cfg)
     summary["seconds"] = round(seconds, 3)

@@ -31,6 +31,7 @@ from core.cli import require, stdout_to_stderr
 from core.config import section
 from core.contracts import CLUSTER_SCHEMA, DUP_SCHEMA, RunLayout
 from pipelines import cluster_transforms as ct
+from pipelines import safe_transforms as st
 from pipelines.runners import RunnerConfig
 
 # Keyword names ``run`` has always taken for knobs whose leaf name differs or is shared.
@@ -79,16 +80,19 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, cfg: Clustering
         dup_pcs.append(xdups)
         stat_pcs.append(xstats)
     groups = ct.cluster_groups(points, cfg)
-    clusters = groups.clusters
-    dup_pcs.append(groups.dups)
-    (clusters | "ListClusters" >> beam.combiners.ToList()
-     | "WriteClusters" >> beam.Map(steps.write_rows, storage.join(output, "clusters.parquet"), CLUSTER_SCHEMA,
-                                   "cluster_id"))
-    (tuple(dup_pcs) | "AllDups" >> beam.Flatten() | "ListDups" >> beam.combiners.ToList()
-     | "WriteDups" >> beam.Map(steps.write_duplicates, storage.join(output, "duplicates.parquet"), DUP_SCHEMA))
-    ((groups.stats, *stat_pcs) | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombineGlobally(steps.sum_dicts)
-     | "WriteStats" >> beam.Map(steps.write_group_stats, output))
-    ct.write_cluster_shards(clusters, indexed, output, cfg.shards.per_shard)
+    clusters = groups["clusters"]
+    dup_pcs.append(groups["dups"])
+    sinks = [
+        clusters | "ListClusters" >> beam.combiners.ToList()
+        | "WriteClusters" >> beam.Map(steps.write_rows, storage.join(output, "clusters.parquet"), CLUSTER_SCHEMA,
+                                      "cluster_id"),
+        tuple(dup_pcs) | "AllDups" >> beam.Flatten() | "ListDups" >> beam.combiners.ToList()
+        | "WriteDups" >> beam.Map(steps.write_duplicates, storage.join(output, "duplicates.parquet"), DUP_SCHEMA),
+        (groups["stats"], *stat_pcs) | "AllStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(steps.sum_dicts) | "WriteStats" >> beam.Map(steps.write_group_stats, output),
+        ct.write_cluster_shards(clusters, indexed, output, cfg.shards.per_shard),
+    ]
+    st.finish(sinks)  # one last transform that needs every sink (DaskRunner runs only the last one)
 
 
 def make_config(config: ClusteringConfig | None = None, **options) -> ClusteringConfig:
@@ -120,8 +124,10 @@ def run(input: str | None, output: str, mined: str | None = None, runner: str | 
     if not files:
         raise FileNotFoundError(f"no kept parquet files under {mined}")
     steps.remove_stale_embedding_shards(output, len(files))
+    steps.remove_tables(output)
     with make_pipeline(runner, beam_args, workers=workers) as p:
         build_graph(p, files, output, cfg)
+    steps.check_tables(output)
     steps.remove_stale_cluster_shards(output, cfg.shards.per_shard)
     return steps.finish_summary(output, files, upstream, cfg, cal, time.perf_counter() - t0)
 

@@ -12,6 +12,7 @@ from clustering.cross_domain import CrossDomainConfig
 from clustering.dedup import DedupConfig
 from clustering.stage import EmbedStage, embed_file
 from core import config as cfgsys
+from pipelines import safe_transforms as st
 
 
 class EmbedShard(beam.DoFn):
@@ -31,29 +32,24 @@ class EmbedShard(beam.DoFn):
         yield from embed_file(self.stage, self.output, i, path)
 
 
-def _tagged(result):
-    """(main items, duplicate rows, stats) -> main items, tagged 'dups' and 'stats'."""
-    main, dups, stats = result
-    yield from main
-    for d in dups:
-        yield beam.pvalue.TaggedOutput("dups", d)
-    yield beam.pvalue.TaggedOutput("stats", stats)
+def _tagged(result, main: str):
+    """(main items, duplicate rows, stats) -> (tag, value) pairs: ``main``, 'dups' and 'stats'
+    (split by ``safe_transforms.split``; tagged outputs are what DaskRunner mishandles)."""
+    yield from st.tagged(main, result, ("dups", "stats"))
 
 
 def exact_dedup(points, field: str, label: str):
     """Keep one point per value of ``field``; returns (kept, duplicate rows)."""
 
     def split(kv):
-        kept, dups = steps.exact_split(kv[1], field)
-        yield from kept
-        for d in dups:
-            yield beam.pvalue.TaggedOutput("dups", d)
+        yield from st.tagged("kept", steps.exact_split(kv[1], field), ("dups",))
 
     out = (points
            | f"Key{label}" >> beam.Map(lambda p, f=field: (steps.exact_key(p, f), p))
            | f"Group{label}" >> beam.GroupByKey()
-           | f"Split{label}" >> beam.FlatMap(split).with_outputs("dups", main="kept"))
-    return out.kept, out.dups
+           | f"Split{label}" >> beam.FlatMap(split))
+    out = st.split(out, f"Split{label}", ("kept", "dups"))
+    return out["kept"], out["dups"]
 
 
 def centroids(keyed, prefix: str, plan, seed: int, niter: int):
@@ -77,25 +73,26 @@ class AssignLists(beam.DoFn):
 
 
 class CrossDomainFn(beam.DoFn):
-    """(list id, [(point, is home)]) -> kept home points, tagged 'dups' and 'stats'."""
+    """(list id, [(point, is home)]) -> ('kept' | 'dups' | 'stats', value) pairs."""
 
     def __init__(self, dedup: DedupConfig, neighbours: int):
         self.dedup, self.neighbours = dedup, neighbours
 
     def process(self, kv):
-        yield from _tagged(steps.judge_list(kv[1], self.dedup, self.neighbours))
+        yield from _tagged(steps.judge_list(kv[1], self.dedup, self.neighbours), "kept")
 
 
 def cross_domain_pass(points, cfg: CrossDomainConfig, dedup: DedupConfig, seed: int, niter: int):
     """Global near-duplicate pass across domains (``clustering/cross_domain.py``); returns
     (kept points, duplicate rows, stats)."""
     keyed = points | "XKey" >> beam.Map(lambda q: (steps.GLOBAL, q))
-    _, cents = centroids(keyed, "X", lambda n: steps.centroid_plan(n, cfg.group, None), seed, niter)
-    out = (keyed | "XBatch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+    plans, cents = centroids(keyed, "X", lambda n: steps.centroid_plan(n, cfg.group, None), seed, niter)
+    out = (st.keyed_batches(keyed, "XBatch", plans)
            | "XAssign" >> beam.ParDo(AssignLists(cfg.spill), cents)
            | "XGroupList" >> beam.GroupByKey()
-           | "XJudge" >> beam.ParDo(CrossDomainFn(dedup, cfg.neighbours)).with_outputs("dups", "stats", main="kept"))
-    return out.kept, out.dups, out.stats
+           | "XJudge" >> beam.ParDo(CrossDomainFn(dedup, cfg.neighbours)))
+    out = st.split(out, "XJudge", ("kept", "dups", "stats"))
+    return out["kept"], out["dups"], out["stats"]
 
 
 class AssignBatch(beam.DoFn):
@@ -106,25 +103,26 @@ class AssignBatch(beam.DoFn):
 
 
 class ClusterGroupFn(beam.DoFn):
-    """((group, centroid), points) -> clusters, tagged 'dups' and 'stats'."""
+    """((group, centroid), points) -> ('clusters' | 'dups' | 'stats', value) pairs."""
 
     def __init__(self, cfg):
         self.cfg = cfg
 
     def process(self, kv):
-        yield from _tagged(steps.cluster_one(kv, self.cfg))
+        yield from _tagged(steps.cluster_one(kv, self.cfg), "clusters")
 
 
 def cluster_groups(points, cfg: ClusteringConfig):
-    """k-means groups -> kNN, dedup and 5-pair clusters; outputs 'clusters', 'dups', 'stats'."""
+    """k-means groups -> kNN, dedup and 5-pair clusters: {'clusters', 'dups', 'stats'} PCollections."""
     km = cfg.kmeans
     by_dom = points | "ByDomain" >> beam.Map(lambda q: (steps.group_key(q, km.group_by), q))
-    _, cents = centroids(by_dom, "", lambda n: steps.centroid_plan(n, km.target_group, km.centroids),
-                         km.seed, km.niter)
-    return (by_dom | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-            | "Assign" >> beam.ParDo(AssignBatch(), cents)
-            | "GroupCentroid" >> beam.GroupByKey()
-            | "Cluster" >> beam.ParDo(ClusterGroupFn(cfg.cluster)).with_outputs("dups", "stats", main="clusters"))
+    plans, cents = centroids(by_dom, "", lambda n: steps.centroid_plan(n, km.target_group, km.centroids),
+                             km.seed, km.niter)
+    out = (st.keyed_batches(by_dom, "Batch", plans)
+           | "Assign" >> beam.ParDo(AssignBatch(), cents)
+           | "GroupCentroid" >> beam.GroupByKey()
+           | "Cluster" >> beam.ParDo(ClusterGroupFn(cfg.cluster)))
+    return st.split(out, "Cluster", ("clusters", "dups", "stats"))
 
 
 def write_cluster_shards(clusters, files, output: str, per_shard: int):
