@@ -277,8 +277,10 @@ def finish_summary(output: str, files: list[str], upstream: dict, cfg, cal, seco
     check_tables(output)
     summary = summarize(output, files, upstream)
     if not summary["accounted"]:
-        raise AccountingError(f"clustering: kept {summary['kept']} + rejected {sum(summary['rejected'].values())} "
-                              f"!= read {summary['read']} in {output}: the runner lost or repeated elements")
+        raise AccountingError(
+            f"clustering: kept {summary['kept']} + rejected {sum(summary['rejected'].values())} "
+            f"!= read {summary['read']} in {output}: the runner lost or repeated elements"
+        )
     summary["calibration"] = calibration_note(cfg, cal)
     summary["config"] = to_dict(cfg)
     summary["seconds"] = round(seconds, 3)

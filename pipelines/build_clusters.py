@@ -83,13 +83,19 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, cfg: Clustering
     clusters = groups["clusters"]
     dup_pcs.append(groups["dups"])
     sinks = [
-        clusters | "ListClusters" >> beam.combiners.ToList()
-        | "WriteClusters" >> beam.Map(steps.write_rows, storage.join(output, "clusters.parquet"), CLUSTER_SCHEMA,
-                                      "cluster_id"),
-        tuple(dup_pcs) | "AllDups" >> beam.Flatten() | "ListDups" >> beam.combiners.ToList()
-        | "WriteDups" >> beam.Map(steps.write_duplicates, storage.join(output, "duplicates.parquet"), DUP_SCHEMA),
-        (groups["stats"], *stat_pcs) | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(steps.sum_dicts) | "WriteStats" >> beam.Map(steps.write_group_stats, output),
+        clusters
+        | "ListClusters" >> beam.combiners.ToList()
+        | "WriteClusters"
+        >> beam.Map(steps.write_rows, storage.join(output, "clusters.parquet"), CLUSTER_SCHEMA, "cluster_id"),
+        tuple(dup_pcs)
+        | "AllDups" >> beam.Flatten()
+        | "ListDups" >> beam.combiners.ToList()
+        | "WriteDups"
+        >> beam.Map(steps.write_duplicates, storage.join(output, "duplicates.parquet"), DUP_SCHEMA),
+        (groups["stats"], *stat_pcs)
+        | "AllStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(steps.sum_dicts)
+        | "WriteStats" >> beam.Map(steps.write_group_stats, output),
         ct.write_cluster_shards(clusters, indexed, output, cfg.shards.per_shard),
     ]
     st.finish(sinks)  # one last transform that needs every sink (DaskRunner runs only the last one)
@@ -134,15 +140,22 @@ def run(input: str | None, output: str, mined: str | None = None, runner: str | 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = cfgsys.parser_for("python -m pipelines.build_clusters", __doc__)
-    ap.add_argument("--input", default=None,
-                    help="anything a reader accepts (CSV with path+caption, parquet, folder, ...); read and mined "
-                    "into <output>/records and <output>/mined first (not needed with --mined)")
+    ap.add_argument(
+        "--input",
+        default=None,
+        help="anything a reader accepts (CSV with path+caption, parquet, folder, ...); read and mined "
+        "into <output>/records and <output>/mined first (not needed with --mined)",
+    )
     ap.add_argument("--output", required=True, help="output folder")
-    ap.add_argument("--mined", default=None, help="already-mined folder (<mined>/kept/*.parquet); skips reading+mining")
+    ap.add_argument(
+        "--mined", default=None, help="already-mined folder (<mined>/kept/*.parquet); skips reading+mining"
+    )
     cfgsys.add_flags(ap, ClustersCommand, "options")
     cfgsys.add_config_args(ap)
     args, cmd, beam_args = cfgsys.parse(ap, ClustersCommand, argv, beam=True)
-    require(args.input or args.mined, "give --input (pairs to read and mine) or --mined (an already-mined folder)")
+    require(
+        args.input or args.mined, "give --input (pairs to read and mine) or --mined (an already-mined folder)"
+    )
     for name in ("mined",) if args.mined else ("input",):
         path = getattr(args, name)
         require(storage.exists(path), f"--{name} {path} does not exist")

@@ -145,12 +145,21 @@ def write_cluster_shards(clusters, files, output: str, per_shard: int):
         if sample is not None:
             yield sample
 
-    parts = {"m": members, "img": images} | "JoinImages" >> beam.CoGroupByKey() | "Route" >> beam.FlatMap(route)
+    parts = (
+        {"m": members, "img": images} | "JoinImages" >> beam.CoGroupByKey() | "Route" >> beam.FlatMap(route)
+    )
     cmeta = clusters | "ById" >> beam.Map(lambda c: (c["cluster_id"], c))
-    samples = {"c": cmeta, "p": parts} | "JoinClusters" >> beam.CoGroupByKey() | "Assemble" >> beam.FlatMap(assemble)
+    samples = (
+        {"c": cmeta, "p": parts}
+        | "JoinClusters" >> beam.CoGroupByKey()
+        | "Assemble" >> beam.FlatMap(assemble)
+    )
     n_shards = clusters | "CountClusters" >> beam.combiners.Count.Globally() | "NShards" >> beam.Map(
         steps.shard_count, per_shard)
-    return (samples
-            | "ToShard" >> beam.Map(lambda s, ns: (steps.shard_index(s[0], ns), s), beam.pvalue.AsSingleton(n_shards))
-            | "GroupShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.MapTuple(lambda i, ss: shards.write_shard(output, i, list(ss))))
+    return (
+        samples
+        | "ToShard"
+        >> beam.Map(lambda s, ns: (steps.shard_index(s[0], ns), s), beam.pvalue.AsSingleton(n_shards))
+        | "GroupShard" >> beam.GroupByKey()
+        | "WriteShard" >> beam.MapTuple(lambda i, ss: shards.write_shard(output, i, list(ss)))
+    )

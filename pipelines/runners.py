@@ -46,7 +46,9 @@ class RunnerConfig:
     workers: int = field(default=2, metadata=knob("worker processes for direct-mp", min=1))
 
 
-def make_pipeline(runner: str | None = "fnapi", beam_args: Sequence[str] = (), workers: int = 2) -> beam.Pipeline:
+def make_pipeline(
+    runner: str | None = "fnapi", beam_args: Sequence[str] = (), workers: int = 2
+) -> beam.Pipeline:
     """A ``beam.Pipeline`` for ``runner`` (a short name above or a Beam runner name)."""
     runner = RUNNER_ALIASES.get(runner or "fnapi", runner or "fnapi")
     args = list(beam_args)

@@ -41,9 +41,17 @@ def test_format_key_and_listed_columns_pass_real_changes_fail(tmp_path):
     _write(a, {"s.tar": _tar({"k.json": json.dumps({"t": 1}).encode(), "k.jpg": img}),
                "r.parquet": _parquet([{"key": "x", "stage": "mining"}]),
                "summary.json": json.dumps({"read": 3, "seconds": 1.0}).encode(), "same.txt": b"x"})
-    _write(b, {"s.tar": _tar({"k.json": json.dumps({"t": 1, "format": "iidata.cluster/1"}).encode(), "k.jpg": img}),
-               "r.parquet": _parquet([{"key": "x", "stage": "mine"}]),
-               "summary.json": json.dumps({"read": 3, "seconds": 9.0}).encode(), "same.txt": b"x"})
+    _write(
+        b,
+        {
+            "s.tar": _tar(
+                {"k.json": json.dumps({"t": 1, "format": "iidata.cluster/1"}).encode(), "k.jpg": img}
+            ),
+            "r.parquet": _parquet([{"key": "x", "stage": "mine"}]),
+            "summary.json": json.dumps({"read": 3, "seconds": 9.0}).encode(),
+            "same.txt": b"x",
+        },
+    )
     status = {r["file"]: r["status"] for r in compare_runs.compare(a, b, {"format"}, {"stage"})}
     assert status == {"s.tar": "same content", "r.parquet": "listed change", "summary.json": "volatile",
                       "same.txt": "identical"}

@@ -55,17 +55,30 @@ def _probe_graph(p, out: str, avoided: bool) -> None:
     nums = p | beam.Create(list(range(6)))
     kv = nums | "KV" >> beam.Map(lambda x: (x, x * 10))
     res = {
-        "gbk": nums | beam.Map(lambda x: (x % 2, x)) | beam.GroupByKey() | beam.MapTuple(lambda k, v: (k, sorted(v))),
+        "gbk": nums
+        | beam.Map(lambda x: (x % 2, x))
+        | beam.GroupByKey()
+        | beam.MapTuple(lambda k, v: (k, sorted(v))),
         "combine_globally": nums | beam.CombineGlobally(sum),
         "asdict": nums | "D" >> beam.Map(lambda x, d: d[x], beam.pvalue.AsDict(kv)),
-        "aslist": p | "One" >> beam.Create([0]) | "L" >> beam.Map(lambda _, xs: sorted(xs), beam.pvalue.AsList(nums)),
+        "aslist": p
+        | "One" >> beam.Create([0])
+        | "L" >> beam.Map(lambda _, xs: sorted(xs), beam.pvalue.AsList(nums)),
         "reshuffle": nums | beam.Reshuffle(),
         "flatten": (nums, kv | beam.Keys()) | beam.Flatten(),
-        "split": st.split(nums | beam.Map(lambda x: ("odd" if x % 2 else "even", x)), "Split", ("even", "odd"))["odd"],
-        "keyed_batches": (st.keyed_batches(nums | "G" >> beam.Map(lambda x: ("g", {"key": str(x), "x": x})), "B",
-                                           beam.pvalue.AsDict(p | "Sz" >> beam.Create([("g", (6,))])),
-                                           per_batch=4, max_size=4)
-                          | "Flat" >> beam.FlatMap(lambda b: [d["x"] for _, d in b])),
+        "split": st.split(
+            nums | beam.Map(lambda x: ("odd" if x % 2 else "even", x)), "Split", ("even", "odd")
+        )["odd"],
+        "keyed_batches": (
+            st.keyed_batches(
+                nums | "G" >> beam.Map(lambda x: ("g", {"key": str(x), "x": x})),
+                "B",
+                beam.pvalue.AsDict(p | "Sz" >> beam.Create([("g", (6,))])),
+                per_batch=4,
+                max_size=4,
+            )
+            | "Flat" >> beam.FlatMap(lambda b: [d["x"] for _, d in b])
+        ),
     }
     res["batch_elements"] = (nums | beam.BatchElements(min_batch_size=4, max_batch_size=4)
                              | "Unbatch" >> beam.FlatMap(lambda b: b))
@@ -129,8 +142,11 @@ def test_lost_sinks_and_lost_elements_fail_the_clustering_stage(tmp_path, monkey
     assert not any((tmp_path / t).exists() for t in steps.TABLES)
     for t in steps.TABLES:
         (tmp_path / t).write_bytes(b"x")
-    monkeypatch.setattr(steps, "summarize", lambda *a: {"read": 10, "kept": 6, "rejected": {"decode_error": 2},
-                                                        "accounted": False})
+    monkeypatch.setattr(
+        steps,
+        "summarize",
+        lambda *a: {"read": 10, "kept": 6, "rejected": {"decode_error": 2}, "accounted": False},
+    )
     with pytest.raises(steps.AccountingError, match=r"kept 6 \+ rejected 2 != read 10"):
         steps.finish_summary(str(tmp_path), [], {}, None, None, 0.0)
     assert not (tmp_path / "summary.json").exists()
@@ -149,8 +165,18 @@ def _chain(records: Path, out: Path, runner: str, extra: list[str]) -> None:
          "--runner", runner, *extra)
     _cli("pipelines.build_clusters", "--mined", str(out / "mined"), "--output", str(out / "clusters"),
          "--runner", runner, *extra)
-    _cli("pipelines.build_tasks", "--input", str(out), "--output", str(out / "tasks"), "--tasks", "t2i,subject",
-         "--runner", runner, *extra)
+    _cli(
+        "pipelines.build_tasks",
+        "--input",
+        str(out),
+        "--output",
+        str(out / "tasks"),
+        "--tasks",
+        "t2i,subject",
+        "--runner",
+        runner,
+        *extra,
+    )
 
 
 def _same_but_run_folder(root: Path, row: dict) -> bool:
@@ -175,11 +201,23 @@ def test_dask_cluster_gives_the_fnapi_outputs(cluster, tmp_path):
     _chain(records, tmp_path / "dask", "dask", dask_cluster.beam_args(cluster))
 
     rows = compare(tmp_path / "fnapi", tmp_path / "dask", {"format"})
-    assert [r for r in rows if r["status"] not in ("identical", "volatile") and not _same_but_run_folder(tmp_path, r)] == []
+    assert [
+        r
+        for r in rows
+        if r["status"] not in ("identical", "volatile") and not _same_but_run_folder(tmp_path, r)
+    ] == []
     same = {r["file"] for r in rows if r["status"] == "identical"}
-    assert {"mined/kept/records-00000.parquet", "mined/rejects/records-00000.parquet", "clusters/clusters.parquet",
-            "clusters/duplicates.parquet", "clusters/group_stats.json", "clusters/shards/clusters-00000.tar",
-            "clusters/embeddings/img_emb/img_emb_0.npy", "tasks/plan.json", "tasks/shards/tasks-00000.tar"} <= same
+    assert {
+        "mined/kept/records-00000.parquet",
+        "mined/rejects/records-00000.parquet",
+        "clusters/clusters.parquet",
+        "clusters/duplicates.parquet",
+        "clusters/group_stats.json",
+        "clusters/shards/clusters-00000.tar",
+        "clusters/embeddings/img_emb/img_emb_0.npy",
+        "tasks/plan.json",
+        "tasks/shards/tasks-00000.tar",
+    } <= same
     mined = json.loads((tmp_path / "dask" / "mined" / "summary.json").read_text())
     clusters = json.loads((tmp_path / "dask" / "clusters" / "summary.json").read_text())
     tasks = json.loads((tmp_path / "dask" / "tasks" / "summary.json").read_text())
