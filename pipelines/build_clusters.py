@@ -167,4 +167,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    from pipelines.runners import exit_after
+
+    exit_after(cli.run(main))

@@ -191,4 +191,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    from pipelines.runners import exit_after
+
+    exit_after(cli.run(main))

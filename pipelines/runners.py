@@ -46,6 +46,24 @@ class RunnerConfig:
     workers: int = field(default=2, metadata=knob("worker processes for direct-mp", min=1))
 
 
+DASK_USED = False  # a dask pipeline ran in this process (see exit_after)
+
+
+def exit_after(code: int) -> None:
+    """Leave a stage CLI with ``code``. After a dask pipeline the interpreter's teardown can abort
+    (``terminate called without an active exception``: native thread pools of the models meet the
+    dask client's threads), after every output and the summary are written; so flush and leave
+    without it then."""
+    if DASK_USED:
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 def make_pipeline(
     runner: str | None = "fnapi", beam_args: Sequence[str] = (), workers: int = 2
 ) -> beam.Pipeline:
@@ -67,6 +85,8 @@ def make_pipeline(
             from core.cli import InputError
 
             raise InputError("--runner dask needs dask.distributed: pip install -e '.[dask]'")
+        global DASK_USED
+        DASK_USED = True
         return beam.Pipeline(runner=ClosingDaskRunner(), options=PipelineOptions(args))
     return beam.Pipeline(runner=runner, options=PipelineOptions(args))
 
