@@ -5,8 +5,9 @@
 Samples: JPEG + caption + JSON per sample (COCO val images when ../shared/data is present, cycled,
 else procedural JPEGs), held in memory before timing. Two comparisons of equal work:
 
-- tar only: ours (``clustering.shards.tar_bytes`` + ``storage.atomic_write_bytes``: one buffer per
-  shard, fixed tar metadata, temp name + rename) vs ``webdataset.ShardWriter(maxcount=per_shard)``;
+- tar only: ours (``core.samples.write_shard``: webdataset's ``TarWriter`` streamed into a temp
+  file beside the shard, fixed tar metadata, renamed into place when complete) vs
+  ``webdataset.ShardWriter(maxcount=per_shard)``;
 - tar + per-shard parquet: ours (``pipelines.export._write_shard``: parquet, stats JSON, then the
   tar, each atomic) vs img2dataset 1.47 ``WebDatasetSampleWriter`` (tar + buffered parquet).
 
@@ -47,13 +48,12 @@ def _samples(n: int) -> list[tuple[str, bytes, str, dict]]:
 
 
 def ours_tar(samples, out: str, per: int) -> None:
-    from clustering.shards import tar_bytes
-    from core import storage
+    from core.samples import write_shard
 
     for s in range(0, len(samples), per):
-        chunk = [(k, [("jpg", b), ("txt", c.encode()), ("json", json.dumps(m).encode())])
-                 for k, b, c, m in samples[s:s + per]]
-        storage.atomic_write_bytes(os.path.join(out, f"{s // per:05d}.tar"), tar_bytes(chunk))
+        chunk = samples[s:s + per]
+        write_shard(os.path.join(out, f"{s // per:05d}.tar"),
+                    ({"__key__": k, "jpg": b, "txt": c, "json": json.dumps(m)} for k, b, c, m in chunk))
 
 
 def wds_shardwriter(samples, out: str, per: int) -> None:
@@ -102,7 +102,7 @@ def img2dataset_writer(samples, out: str, per: int) -> None:
 
 
 PAIRS = [
-    ("tar only", ("ours tar_bytes + atomic write", ours_tar), ("webdataset ShardWriter", wds_shardwriter)),
+    ("tar only", ("ours write_shard (atomic)", ours_tar), ("webdataset ShardWriter", wds_shardwriter)),
     (
         "tar + parquet",
         ("ours export shard", ours_export),

@@ -7,6 +7,7 @@ only ``*.tmp-*`` debris that the next run ignores and overwrites.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -66,30 +67,51 @@ def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically (temp file + rename); returns ``path``."""
+def _create_tmp(tmp: str) -> Any:
+    """The temp file's handle: plain ``open`` on local paths (no Beam filesystem layer), Beam's
+    ``FileSystems.create`` elsewhere."""
+    return open(tmp, "wb") if "://" not in tmp else FileSystems.create(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str) -> Iterator[Any]:
+    """A binary file handle whose content lands at ``path`` only when the block ends without error.
+
+    Writes stream to a temp name beside ``path`` (no whole-file buffer in memory), then the temp file
+    is renamed into place; an error or interrupt removes the temp file and re-raises.
+    """
     parent = FileSystems.split(path)[0]
     if parent:
         makedirs(parent)
     tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+    local = "://" not in path
     try:
-        with FileSystems.create(tmp) as fh:
-            fh.write(data)
+        with _create_tmp(tmp) as fh:
+            yield fh
     except BaseException:  # disk full, quota, interrupted: leave no partial temp file behind
         try:
-            if FileSystems.exists(tmp):
-                FileSystems.delete([tmp])
+            if os.path.exists(tmp) if local else FileSystems.exists(tmp):
+                os.remove(tmp) if local else FileSystems.delete([tmp])
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         raise
     _maybe_die("before_rename", path)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    if local:
+        os.replace(tmp, path)
+    else:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([tmp], [path])
     if os.environ.get(WRITE_LOG_ENV):
         with open(os.environ[WRITE_LOG_ENV], "a") as log:
             log.write(path + "\n")
     _maybe_die("after_rename", path)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically (temp file + rename); returns ``path``."""
+    with atomic_open(path) as fh:
+        fh.write(data)
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from core import samples as sample_format
 from core import storage
 from core.cli import InputError
 from core.contracts import REJECT_SCHEMA, RunLayout, reject, url_key
@@ -391,7 +392,7 @@ def write_shard_group(output: str, index: int, items: list[tuple[str, Any]]) -> 
         [{k: r[k] for k in REJECT_SCHEMA.names} for r in rejects], paths["rejects"], REJECT_SCHEMA
     )
     storage.atomic_write_bytes(paths["manifest"], json.dumps(manifest, sort_keys=True).encode("utf-8"))
-    storage.atomic_write_bytes(paths["tar"], shard_io.tar_bytes(samples))
+    sample_format.write_shard(paths["tar"], (shard_io.to_wds(s) for s in samples))
     return manifest
 
 

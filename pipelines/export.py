@@ -30,8 +30,9 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image, ImageOps
 
-from clustering.shards import as_jpeg, tar_bytes
+from clustering.shards import as_jpeg
 from core import config as cfgsys
+from core import samples as sample_format
 from core import storage
 from core.config import knob
 from core.contracts import load_image_bytes
@@ -323,7 +324,7 @@ def _write_shard(output: str, index: int, kind: str, rows: list[dict], samples: 
         storage.atomic_write_bytes(
             storage.join(output, f"{name}_stats.json"), json.dumps(stats, indent=4).encode()
         )
-        storage.atomic_write_bytes(tar_path, tar_bytes(samples))
+        sample_format.write_shard(tar_path, ({"__key__": k, **dict(f)} for k, f in samples))
     return stats
 
 

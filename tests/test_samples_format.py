@@ -59,6 +59,26 @@ def test_one_writer_is_deterministic_with_fixed_member_metadata(tmp_path):
     assert not S.write_shard(path, [], skip_existing=True) and open(path, "rb").read() == data
 
 
+def test_the_writer_makes_the_bytes_of_webdataset_tarwriter_and_webdataset_reads_them(tmp_path):
+    import webdataset as wds
+
+    long_key = "k" * 120  # a member name past ustar's 100 characters: a pax header, as TarWriter
+    samples = [_cluster(), {"__key__": long_key, "txt": "é" * 3, "json": b"{}", "bin": b"x" * 512},
+               {"__key__": "empty", "txt": b""}]
+    ref = io.BytesIO()
+    w = wds.TarWriter(ref, user=S.TAR_USER, group=S.TAR_GROUP, mode=S.TAR_MODE, mtime=S.TAR_MTIME,
+                      encoder=False)
+    for s in samples:
+        w.write({k: v.encode() if isinstance(v, str) and k != "__key__" else v for k, v in s.items()})
+    w.close()
+    assert S.tar_bytes(samples) == ref.getvalue()
+    path = tmp_path / "s.tar"
+    S.write_shard(str(path), samples)
+    assert path.read_bytes() == ref.getvalue() and len(ref.getvalue()) % tarfile.RECORDSIZE == 0
+    keys = [x["__key__"] for x in wds.WebDataset(str(path), shardshuffle=False)]
+    assert keys == [s["__key__"] for s in samples]
+
+
 def test_training_decodes_old_shards_without_format_like_new_ones():
     new = _cluster()
     meta = json.loads(new["json"])

@@ -58,7 +58,7 @@ def test_reject_details_carry_no_memory_addresses():
 def test_disk_full_write_leaves_no_temp_file_and_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "out" / "a.parquet"
     storage.atomic_write_bytes(str(target), b"old complete file")
-    real_create = storage.FileSystems.create
+    real_create = storage._create_tmp
 
     class Full(io.RawIOBase):
         def __init__(self, fh):
@@ -71,7 +71,7 @@ def test_disk_full_write_leaves_no_temp_file_and_the_old_file(tmp_path, monkeypa
         def close(self):
             self.fh.close()
 
-    monkeypatch.setattr(storage.FileSystems, "create", lambda p: Full(real_create(p)))
+    monkeypatch.setattr(storage, "_create_tmp", lambda p: Full(real_create(p)))
     with pytest.raises(OSError, match="No space"):
         storage.atomic_write_bytes(str(target), b"new bytes that do not fit")
     assert target.read_bytes() == b"old complete file"
