@@ -93,6 +93,7 @@ def _axis_matrix(u0: float, u1: float, out: int = CMP) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=8192)
 def _spans(step: float, centre: tuple[float, float] | None = None) -> list[tuple[float, float]]:
     """Spans (u0, u1), u0 in [0, MAX_TRIM], u1 in [1 - MAX_TRIM, 1]: a full grid, or +-1 step
     around ``centre``."""
@@ -105,31 +106,67 @@ def _spans(step: float, centre: tuple[float, float] | None = None) -> list[tuple
     return sorted({(round(float(a), 4), round(float(b), 4)) for a in starts for b in ends})
 
 
-def _best_crop(
-    src: np.ndarray, target: np.ndarray, ys: list, xs: list, out: int
-) -> tuple[float, tuple, tuple]:
-    """Max correlation of ``target`` (out*out*3, standardised) with crops of ``src`` (THUMB,THUMB,3),
-    and that crop's spans."""
+def _crop_views(src: np.ndarray, ys: list, xs: list, out: int) -> np.ndarray:
+    """(Y, X, out*out*3) standardised crops of ``src`` (THUMB, THUMB, 3) over the span grids."""
     my = np.concatenate([_axis_matrix(*s, out) for s in ys])  # (Y*out, THUMB)
     mx = np.concatenate([_axis_matrix(*s, out) for s in xs])  # (X*out, THUMB)
     ny, nx = len(ys), len(xs)
     rows = (my @ src.reshape(THUMB, THUMB * 3)).reshape(ny * out, THUMB, 3)
     rows = rows.transpose(0, 2, 1).reshape(ny * out * 3, THUMB)  # (Y*k*c, u)
     views = (rows @ mx.T).reshape(ny, out, 3, nx, out).transpose(0, 3, 1, 4, 2)  # (Y, X, k, l, c)
-    corr = _standardize(views) @ target  # (Y, X)
+    return _standardize(views)
+
+
+def _best_crop(views: np.ndarray, target: np.ndarray, ys: list, xs: list) -> tuple[float, tuple, tuple]:
+    """Max correlation of ``target`` (standardised) with the standardised crop ``views`` (Y, X, d)
+    and that crop's spans."""
+    corr = views @ target  # (Y, X)
     yi, xi = np.unravel_index(int(np.argmax(corr)), corr.shape)
     return float(corr[yi, xi]), ys[yi], xs[xi]
 
 
-def _directed(src: np.ndarray, dst: np.ndarray) -> tuple[float, tuple, tuple]:
-    """Best correlation of the whole ``dst`` with a crop of ``src`` and that crop's (y, x) spans:
-    coarse grid at ``COARSE_SIDE`` pixels, then two finer grids at ``CMP`` pixels around the best box."""
-    coarse = _spans(COARSE)
-    _, by, bx = _best_crop(src, _standardize(_resample(dst, COARSE_SIDE)), coarse, coarse, COARSE_SIDE)
-    target = _standardize(_resample(dst))
+class _Thumb(NamedTuple):
+    """One thumbnail in one orientation, with what every comparison of it needs (computed once)."""
+
+    array: np.ndarray  # (THUMB, THUMB, 3) float32
+    whole: np.ndarray  # the whole thumbnail standardised at CMP x CMP
+    whole_coarse: np.ndarray  # ... at COARSE_SIDE x COARSE_SIDE
+
+
+# Caches sized for dedup's access pattern (each record against its ~10 neighbours, in record
+# order): prepared thumbnails ~13 KB each, coarse crop grids ~480 KB each, so at most ~30 MB and
+# ~30 MB per process.
+@functools.lru_cache(maxsize=2048)
+def _thumb(data: bytes, mirror: bool) -> _Thumb:
+    t = thumb_array(data)
+    if mirror:
+        t = np.ascontiguousarray(t[:, ::-1])
+    return _Thumb(t, _standardize(_resample(t)), _standardize(_resample(t, COARSE_SIDE)))
+
+
+@functools.lru_cache(maxsize=64)
+def _coarse_views(data: bytes, mirror: bool) -> np.ndarray:
+    coarse = _coarse_spans()
+    return _crop_views(_thumb(data, mirror).array, coarse, coarse, COARSE_SIDE)
+
+
+@functools.lru_cache(maxsize=1)
+def _coarse_spans() -> list[tuple[float, float]]:
+    return _spans(COARSE)
+
+
+def _directed(src: tuple[bytes, bool], dst: tuple[bytes, bool]) -> tuple[float, tuple, tuple]:
+    """Best correlation of the whole ``dst`` with a crop of ``src`` (each ``(thumbnail bytes,
+    mirrored)``) and that crop's (y, x) spans: coarse grid at ``COARSE_SIDE`` pixels, then two finer
+    grids at ``CMP`` pixels around the best box."""
+    coarse = _coarse_spans()
+    target = _thumb(*dst)
+    _, by, bx = _best_crop(_coarse_views(*src), target.whole_coarse, coarse, coarse)
+    array = _thumb(*src).array
     best = (-1.0, by, bx)
     for step in (FINE, FINE / 3):
-        score, by, bx = _best_crop(src, target, _spans(step, by), _spans(step, bx), CMP)
+        ys, xs = _spans(step, by), _spans(step, bx)
+        score, by, bx = _best_crop(_crop_views(array, ys, xs, CMP), target.whole, ys, xs)
         best = max(best, (score, by, bx), key=lambda t: t[0])
     return best
 
@@ -138,7 +175,7 @@ def _resample(t: np.ndarray, out: int = CMP) -> np.ndarray:
     """Whole thumbnail resampled to out x out (area filter)."""
     m = _axis_matrix(0.0, 1.0, out)
     rows = (m @ t.reshape(THUMB, THUMB * 3)).reshape(out, THUMB, 3)
-    return np.einsum("kuc,lu->klc", rows, m)
+    return m @ rows  # (k, u, c) -> (k, l, c): each row resampled along its other axis
 
 
 class CopyMatch(NamedTuple):
@@ -151,7 +188,8 @@ class CopyMatch(NamedTuple):
 
 def _aligned_views(src: np.ndarray, dst: np.ndarray, ys: tuple, xs: tuple) -> tuple[np.ndarray, np.ndarray]:
     """(the ``ys``/``xs`` crop of ``src``, the whole ``dst``), both resampled to CMP x CMP x 3."""
-    return np.einsum("ku,uvc,lv->klc", _axis_matrix(*ys), src, _axis_matrix(*xs)), _resample(dst)
+    rows = (_axis_matrix(*ys) @ src.reshape(THUMB, THUMB * 3)).reshape(CMP, THUMB, 3)
+    return _axis_matrix(*xs) @ rows, _resample(dst)
 
 
 def colour_change(view: np.ndarray, other: np.ndarray) -> float:
@@ -179,23 +217,22 @@ def aligned_match(a: bytes, b: bytes, early: float | None = None) -> CopyMatch:
     searched when they are within ``ORIENT_MARGIN``: a crop can make the wrong one look better);
     then crops of either image are searched against the whole other one. ``early``: stop as soon as
     a score reaches it. Colour change and residual are measured at the best alignment found."""
-    ta, tb = thumb_array(a), thumb_array(b)
-    va = _standardize(_resample(ta))
-    tm = np.ascontiguousarray(tb[:, ::-1])
-    plain, mirrored = float(va @ _standardize(_resample(tb))), float(va @ _standardize(_resample(tm)))
-    orients = [tm, tb] if mirrored > plain else [tb, tm]
+    ka, kb, km = (a, False), (b, False), (b, True)
+    va = _thumb(*ka).whole
+    plain, mirrored = float(va @ _thumb(*kb).whole), float(va @ _thumb(*km).whole)
+    orients = [km, kb] if mirrored > plain else [kb, km]
     if abs(plain - mirrored) >= ORIENT_MARGIN:
         orients = orients[:1]
-    best = (max(plain, mirrored), ta, orients[0], (0.0, 1.0), (0.0, 1.0))
+    best = (max(plain, mirrored), ka, orients[0], (0.0, 1.0), (0.0, 1.0))
     for ob in orients:
-        for src, dst in ((ta, ob), (ob, ta)):
+        for src, dst in ((ka, ob), (ob, ka)):
             if early is not None and best[0] >= early:
                 break
             score, by, bx = _directed(src, dst)
             if score > best[0]:
                 best = (score, src, dst, by, bx)
     score, src, dst, by, bx = best
-    view, other = _aligned_views(src, dst, by, bx)
+    view, other = _aligned_views(_thumb(*src).array, _thumb(*dst).array, by, bx)
     return CopyMatch(score, colour_change(view, other), affine_residual(view, other))
 
 

@@ -8,7 +8,8 @@ image decoding, shared image features, the stage contract (``stage``), the confi
 Importing it (every stage package does) sets the environment that keeps third-party libraries
 offline and quiet, unless the user set those variables: albumentations (pulled in by img2dataset)
 checks PyPI for updates on import, Hugging Face libraries try the hub and send telemetry,
-tokenizers warns after a fork.
+tokenizers warns after a fork. It also keeps glibc from returning every freed array to the kernel
+(``core/malloc.py``: page faults were most of the clustering stage's time).
 """
 
 import logging as _logging
@@ -25,6 +26,10 @@ QUIET_ENV = {
 }
 for _k, _v in QUIET_ENV.items():
     _os.environ.setdefault(_k, _v)
+
+from core import malloc as _malloc  # noqa: E402 - after the environment, before any heavy import
+
+_malloc.tune()  # keep freed heap memory instead of a page fault per page per allocation (core/malloc.py)
 
 
 class _QuietBeamImport(_logging.Filter):

@@ -1,11 +1,11 @@
 """Shard formats: the one WebDataset shard writer, and the encode/decode pair of each sample kind.
 
 Every shard this project writes (cluster shards of the clustering stage, task shards of the tasks
-stage, exports) goes through :func:`tar_bytes` / :func:`write_shard`: the bytes of webdataset's ``TarWriter``
-(written directly, streamed to the file) with fixed member metadata (mtime 0, uid/gid 0, one user/group name, mode 0444) and each sample's
-members sorted by name, so the same samples give the same bytes on every machine and runner; the
-file is written to a temporary name and renamed (``core.storage``), so a reader never sees half a
-shard. See docs/FORMATS.md.
+stage, exports) goes through :func:`tar_bytes` / :func:`write_shard`: the bytes of webdataset's
+``TarWriter`` (written directly, streamed to the file) with fixed member metadata (mtime 0, uid/gid
+0, one user/group name, mode 0444) and each sample's members sorted by name, so the same samples
+give the same bytes on every machine and runner; the file is written to a temporary name and
+renamed (``core.storage``), so a reader never sees half a shard. See docs/FORMATS.md.
 
 Each sample's ``json`` member carries a ``format`` key naming its kind and version:
 

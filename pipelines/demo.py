@@ -1,6 +1,6 @@
 """The demo: generate the embedded corpus and run every stage on it, offline.
 
-    python -m pipelines.demo --output out/demo [--n 1000] [--seed 0] [--train-steps 150] [--runner fnapi]
+    python -m pipelines.demo --output out/demo [--n 500] [--seed 0] [--train-steps 40] [--runner fnapi]
     python -m pipelines.demo --output out/demo-real --input coco/metadata.csv,flickr8k/metadata.csv \
         --faces-dir celeba_faces --style-dir styledrop/images      # `make demo-real`
 
@@ -45,13 +45,13 @@ class DemoConfig:
     input: tuple[str, ...] | None = field(default=None, metadata=knob(
         "real image-text tables (CSV with file/path + caption columns, comma-separated) instead of the "
         "generated corpus: `make demo-real` passes COCO and Flickr8k from ../shared/data"))
-    n: int = field(default=1000, metadata=knob("image-text pairs in the generated corpus", min=1))
+    n: int = field(default=500, metadata=knob("image-text pairs in the generated corpus", min=1))
     seed: int = field(default=0, metadata=knob("seed for the corpus, task synthesis and training"))
     train_steps: int = field(
-        default=120, metadata=knob("stage-1 base-model steps on the cluster shards", min=0)
+        default=40, metadata=knob("stage-1 base-model steps on the cluster shards", min=0)
     )
-    stage2_steps: int = field(default=60, metadata=knob("stage-2 base-model steps on the task shards", min=1))
-    sr_steps: int = field(default=30, metadata=knob("super-resolution model steps (0 = skip)", min=0))
+    stage2_steps: int = field(default=20, metadata=knob("stage-2 base-model steps on the task shards", min=1))
+    sr_steps: int = field(default=10, metadata=knob("super-resolution model steps (0 = skip)", min=0))
     control_side: int = field(default=64, metadata=knob(
         "control-map size: the demo cascade's largest model (tiny SR, 64 px)", min=8))
     max_side: int = field(default=128, metadata=knob("longer side of images stored in task shards", min=8))
