@@ -70,7 +70,7 @@ def join(base: str, *parts: str) -> str:
 def _create_tmp(tmp: str) -> Any:
     """The temp file's handle: plain ``open`` on local paths (no Beam filesystem layer), Beam's
     ``FileSystems.create`` elsewhere."""
-    return open(tmp, "wb") if "://" not in tmp else FileSystems.create(tmp)
+    return FileSystems.create(tmp) if "://" in tmp else open(tmp, "wb")
 
 
 @contextlib.contextmanager
@@ -90,8 +90,10 @@ def atomic_open(path: str) -> Iterator[Any]:
             yield fh
     except BaseException:  # disk full, quota, interrupted: leave no partial temp file behind
         try:
-            if os.path.exists(tmp) if local else FileSystems.exists(tmp):
-                os.remove(tmp) if local else FileSystems.delete([tmp])
+            if local and os.path.exists(tmp):
+                os.remove(tmp)
+            elif not local and FileSystems.exists(tmp):
+                FileSystems.delete([tmp])
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         raise
