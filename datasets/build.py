@@ -196,10 +196,10 @@ def load_styles(style_dir: str | None, max_side: int = 512,
         except Exception as exc:  # noqa: BLE001 - a broken style image is a counted reject of the stage
             log.warning("style image %s unreadable: %s", f, exc)
             if rejects is not None:
-                rejects.append({"key": url_key(f), "url": f, "stage": "tasks", "reason": "style_unreadable",
+                rejects.append({"key": url_key(rel), "url": f, "stage": "tasks", "reason": "style_unreadable",
                                 "detail": f"{type(exc).__name__}: {exc}"[:300]})
             continue
-        key = url_key(f)
+        key = url_key(rel)  # from the path inside the folder: a moved or copied folder keeps its keys
         styles.append({"key": key, "path": f, "style": _style_phrase(phrase)})
         data[key] = encode_image(img, "jpg", quality=92)
     return styles, data

@@ -96,7 +96,7 @@ def test_build_reads_back_with_lineage_and_accounting(inputs, tmp_path):
                                       "styled", "style_transfer"}
     assert "control_depth" not in summary["samples"]
     rows = {r["key"] for r in storage.iter_rows(str(inputs / "in" / "mined" / "kept"), columns=["key"])}
-    style_keys = {url_key(str(inputs / "styles" / n)) for n in os.listdir(inputs / "styles")}
+    style_keys = {url_key(n) for n in os.listdir(inputs / "styles")}  # keyed by the path inside the folder
     n = 0
     for s in iter_tensors(list_shards(str(tmp_path / "a" / "shards"))):
         doc = s["json"]
@@ -163,3 +163,16 @@ def test_real_models_on_one_image(inputs):
     assert out.shape == src.shape and np.abs(out - src).mean() > 5  # it really restyled the content
     TokenEmbedder().embed(st)
     assert st.embeddings["instruction"].shape[1] == 384 and len(st.embeddings) == 3
+
+
+def test_style_keys_do_not_depend_on_where_the_folder_is(tmp_path):
+    from PIL import Image
+
+    from datasets.build import load_styles
+
+    for d in ("a", "b/deeper"):
+        (tmp_path / d / "styles" / "sub").mkdir(parents=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / d / "styles" / "sub" / "red ink.png")
+    (a, da), (b, db) = (load_styles(str(tmp_path / d / "styles")) for d in ("a", "b/deeper"))
+    assert [s["key"] for s in a] == [s["key"] for s in b] == [url_key(os.path.join("sub", "red ink.png"))]
+    assert da == db and a[0]["style"] == b[0]["style"]
