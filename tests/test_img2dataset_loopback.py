@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import os
 import threading
@@ -169,6 +170,35 @@ def test_loopback_download_accounts_for_every_url(served, tmp_path):
     assert stats.counts["download_failed"] == 2
     shard_only = list(read_any(i2d + "/00000.tar"))
     assert [r["key"] for r in shard_only] == [r["key"] for r in recs[:5]]  # shard 00000 = rows 0-4
+
+
+def test_img2dataset_resize_and_distributor_options_reach_it(served, tmp_path):
+    """``resize_mode``/``image_size`` and the distributor's process count go to img2dataset itself:
+    every served image comes back resized (re-encoded), with its original size kept."""
+    from PIL import Image
+
+    server, files, captions = served
+    table = tmp_path / "urls.csv"
+    table.write_text("url,caption\n" + "".join(f"{server.base}{p},{captions.get(p, 'x')}\n" for p in files))
+    opts = dict(DL, processes=2, resize_mode="center_crop", image_size=32, distributor="multiprocessing")
+    summary = write_records(str(table), str(tmp_path / "records"), shard_size=4, **opts)
+    assert summary["read"] == summary["kept"] == len(files) and not summary["rejected"]
+    for r in storage.iter_rows(str(tmp_path / "records")):
+        with Image.open(io.BytesIO(r["image"])) as im:
+            assert im.size == (32, 32)
+        meta = json.loads(r["source_meta"])["img2dataset"]
+        assert meta["original_width"] > 32 and meta["width"] == 32
+
+
+def test_pyspark_distributor_without_pyspark_is_a_one_line_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from mining.readers import urls
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pyspark" else real(n, *a))
+    with pytest.raises(ValueError, match="needs pyspark"):
+        urls.run_img2dataset(str(tmp_path / "t.parquet"), str(tmp_path / "o"), distributor="pyspark")
 
 
 def test_txt_url_list_normalised_without_downloading(tmp_path):

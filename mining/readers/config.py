@@ -13,6 +13,7 @@ from core.config import knob, section
 from mining.readers.common import DEFAULT_MAX_IMAGE_BYTES
 from mining.readers.dispatch import KINDS
 from mining.readers.urls import DEFAULTS as U
+from mining.readers.urls import DISTRIBUTORS, RESIZE_MODES
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,22 @@ class DownloadConfig:
     )
     user_agent_token: str | None = field(
         default=U["user_agent_token"], metadata=knob("token added to the user agent")
+    )
+    distributor: str = field(
+        default=U["distributor"],
+        metadata=knob(
+            "img2dataset's distributor: multiprocessing (local processes) or pyspark (the active Spark "
+            "session, else a local one; needs pyspark and Java)",
+            choices=DISTRIBUTORS,
+        ),
+    )
+    resize_mode: str = field(
+        default=U["resize_mode"],
+        metadata=knob("img2dataset's resize on download (anything but no re-encodes every image)",
+                      choices=RESIZE_MODES),
+    )
+    image_size: int = field(
+        default=U["image_size"], metadata=knob("target side in px when resize_mode is not no", min=8)
     )
 
 

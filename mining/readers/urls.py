@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -55,7 +56,10 @@ URL_TABLE_SCHEMA = pa.schema([
 ])
 DEFAULTS = {"processes": 1, "threads": 16, "timeout": 10, "retries": 0, "shard_samples": 10000,
             "reencode": "none", "user_agent_token": None, "allow_private_addresses": False,
-            "max_image_bytes": DEFAULT_MAX_IMAGE_BYTES}
+            "max_image_bytes": DEFAULT_MAX_IMAGE_BYTES, "distributor": "multiprocessing",
+            "resize_mode": "no", "image_size": 256}
+DISTRIBUTORS = ("multiprocessing", "pyspark")  # img2dataset's own; ray is left out (not a dependency)
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 
 
 def default_work_dir(input_path: str) -> str:
@@ -162,12 +166,17 @@ def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: st
 
 def run_img2dataset(table_path: str, out_dir: str, processes: int = 1, threads: int = 16, timeout: int = 10,
                     retries: int = 0, shard_samples: int = 10000, reencode: str = "none",
-                    user_agent_token: str | None = None, **_: Any) -> None:
+                    user_agent_token: str | None = None, distributor: str = "multiprocessing",
+                    resize_mode: str = "no", image_size: int = 256, **_: Any) -> None:
     """``img2dataset.download`` with original bytes kept (see ``reencode``) and incremental resume.
 
     reencode: ``none`` keeps the downloaded bytes exactly (img2dataset's disable_all_reencoding;
     its width/height/original_* stay null, the record's size comes from the header), ``skip``
-    decodes to check and measure, re-encoding only non-JPEG images.
+    decodes to check and measure, re-encoding only non-JPEG images. ``resize_mode`` other than
+    ``no`` (img2dataset's modes, to ``image_size`` px) re-encodes every image, whatever ``reencode``
+    says; the original size stays in ``source_meta`` (img2dataset's ``original_width``/``height``).
+    ``distributor``: img2dataset's ``multiprocessing`` (``processes`` local processes) or ``pyspark``
+    (the active Spark session, or a local one with ``processes`` cores; needs ``pyspark`` and Java).
     """
     import img2dataset
 
@@ -175,12 +184,20 @@ def run_img2dataset(table_path: str, out_dir: str, processes: int = 1, threads: 
 
     if reencode not in ("none", "skip"):
         raise ValueError(f"reencode must be 'none' or 'skip', not {reencode!r}")
+    if distributor not in DISTRIBUTORS:
+        raise ValueError(f"distributor must be one of {', '.join(DISTRIBUTORS)}, not {distributor!r}")
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
+    if distributor == "pyspark" and importlib.util.find_spec("pyspark") is None:
+        raise ValueError("distributor pyspark needs pyspark: pip install 'pyspark==3.5.*' (and Java 17)")
+    keep_bytes = resize_mode == "no" and reencode == "none"
     with _no_signal_handler(i2d_main):
         img2dataset.download(
             url_list=table_path, input_format="parquet", url_col="fetch_url", caption_col="caption",
             output_folder=out_dir, output_format="webdataset", processes_count=processes,
             thread_count=threads, timeout=timeout, retries=retries, number_sample_per_shard=shard_samples,
-            resize_mode="no", disable_all_reencoding=reencode == "none", skip_reencode=reencode == "skip",
+            resize_mode=resize_mode, image_size=image_size, disable_all_reencoding=keep_bytes,
+            skip_reencode=resize_mode == "no" and reencode == "skip", distributor=distributor,
             save_additional_columns=list(i2d_out.OWN_COLUMNS), enable_wandb=False,
             incremental_mode="incremental", compute_hash="sha256", extract_exif=True,
             user_agent_token=user_agent_token)
