@@ -7,6 +7,7 @@ instead of a run of null captions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from core.config import knob, section
@@ -87,18 +88,10 @@ class ReadersConfig:
 
     def reader_options(self) -> dict:
         """Keyword options for :func:`mining.readers.writer.write_records` (beyond shard/work/kind/limit)."""
-        d = self.download
         opts = {
             "caption_col": self.caption_col,
             "url_col": self.url_col,
-            "processes": d.processes,
-            "threads": d.threads,
-            "timeout": d.timeout,
-            "retries": d.retries,
-            "shard_samples": d.shard_samples,
-            "reencode": d.reencode,
-            "user_agent_token": d.user_agent_token,
-            "allow_private_addresses": d.allow_private_addresses,
+            **dataclasses.asdict(self.download),  # every download knob, by its own name
             "max_image_bytes": self.max_image_bytes,
             "follow_symlinks": self.follow_symlinks,
         }

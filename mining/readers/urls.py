@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from core.cli import InputError
 from core.contracts import OccurrenceKeys
 from core.storage import TMP_MARK, makedirs
 from mining.readers import img2dataset_output as i2d_out
@@ -189,7 +190,7 @@ def run_img2dataset(table_path: str, out_dir: str, processes: int = 1, threads: 
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
     if distributor == "pyspark" and importlib.util.find_spec("pyspark") is None:
-        raise ValueError("distributor pyspark needs pyspark: pip install 'pyspark==3.5.*' (and Java 17)")
+        raise InputError("distributor pyspark needs pyspark: pip install 'pyspark==3.5.*' (and Java 17)")
     keep_bytes = resize_mode == "no" and reencode == "none"
     with _no_signal_handler(i2d_main):
         img2dataset.download(
