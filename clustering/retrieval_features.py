@@ -68,13 +68,14 @@ def pooled(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: f(maps) for k, f in POOLS.items()}
 
 
-# Images per trunk forward pass. At 320 px one image's widest activation is ~10 MB (96 channels at
-# 160 x 160), so 4 images keep every tensor near glibc's mmap threshold and the batch's activations
-# a few tens of MB; at 64 per pass they were ~600 MB tensors, each mapped and page-faulted afresh.
-# Measured on the make demo corpus's 809 mined records (clustering stage, docs/benchmarks.md,
-# "make demo and the clustering stage's time"): 64 -> 4 took peak RSS 4.1 -> 1.8 GB, wall 133 -> 105 s;
-# the vectors are identical.
-TRUNK_BATCH = 4
+# Most images per trunk forward pass; a batch is cut into near-equal passes of at most this many.
+# At 320 px one image's widest activation is ~10 MB (96 channels at 160 x 160); at 64 per pass the
+# tensors were ~600 MB, each mapped and page-faulted afresh, and the clustering stage of the make
+# demo corpus peaked at 4.0 GB (docs/benchmarks.md, "make demo and the clustering stage's time").
+# Passes of 16 or more images give bit-identical vectors at 1 and 2 torch threads (10-13 differ by
+# 2.4e-7): a Dask worker runs 1 thread, FnApiRunner 2, and tests/test_dask_runner.py wants the same
+# bytes from both, so a batch of n >= 16 is never cut into a pass below 16.
+TRUNK_BATCH = 32
 WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "retrieval_whitening.npz")
 POOLS = {
     "head_mean": lambda m: m["head"].mean(dim=(2, 3)),
@@ -109,9 +110,10 @@ class RetrievalPooling:
 
         model = _effnet()
         out = []
-        batch_size = min(batch_size, TRUNK_BATCH)
-        for s in range(0, len(images), batch_size):
-            batch = images[s : s + batch_size]
+        passes = max(1, -(-len(images) // min(batch_size, TRUNK_BATCH)))
+        step = max(1, -(-len(images) // passes))  # near-equal passes: none below 16 when 16+ images
+        for s in range(0, len(images), step):
+            batch = images[s : s + step]
             acc: dict[int, torch.Tensor] = {}
             maps_by_view = {}
             for (kind, size, crop) in self.parts:

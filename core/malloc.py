@@ -4,10 +4,10 @@ Why: glibc's malloc serves blocks above its mmap threshold (128 KiB, raised on t
 ``mmap`` calls and returns freed memory with ``munmap``/trim, so a loop that allocates and drops
 arrays of a few hundred KiB to a few MiB (the embedder's 320 px feature maps, dedup's crop grids,
 the trainer's activations) pays a page fault for every page, every time. On the clustering stage
-over the ``make demo`` corpus's 809 mined records (``python -m bench.allocator``, after the
-embedder's trunk went to 4 images per pass): glibc's defaults 129 s wall, 41 s of it kernel time,
-peak RSS 1.65 GB; with the two thresholds below 105 s, 2.5 s kernel, 1.79 GB. The outputs are the
-same bytes (``docs/benchmarks.md``, "`make demo` and the clustering stage's time").
+over the ``make demo`` corpus's 809 mined records (``python -m bench.allocator``): glibc's
+defaults 185 s wall, 46 s of it kernel time, peak RSS 1.57 GB; with the two thresholds below 114 s,
+2.5 s kernel, 1.76 GB (the embedder's trunk at 4 images per pass; it now runs 16-32). The outputs are
+the same bytes (``docs/benchmarks.md``, "`make demo` and the clustering stage's time").
 
 :func:`tune` sets ``M_MMAP_THRESHOLD`` to 256 MiB (only larger blocks are mapped directly) and
 ``M_TRIM_THRESHOLD`` to 512 MiB (free memory at the heap top is returned once it exceeds that), the
