@@ -1,14 +1,23 @@
-"""A real Spark standalone cluster (one master process, one worker process) for Beam's SparkRunner.
+"""A real Spark standalone cluster (one master process, one worker process) and Beam's Spark job
+server, for running the pipelines on Beam's SparkRunner.
 
-Spark comes from pyspark's own distribution (``pyspark/bin/spark-class``); Beam's Spark 3 job
-server jar comes from Maven Central, in the Beam Java version that matches the installed
-apache-beam. ``make test-spark`` (mk/runners.mk) fetches the jar, starts the cluster, runs
-``tests/test_spark_runner.py`` on it and stops it; each step has a time bound and says why it
-skips (no Java, no Maven, jar not served, no pyspark).
+Spark comes from pyspark's own distribution (``pyspark/bin/spark-class`` and ``pyspark/jars``).
+Beam publishes no Spark job-server jar that Maven Central serves to these machines (the
+``beam-runners-spark-3-job-server`` artifact is missing for every version), but the runner's own
+jars are served: ``beam-runners-spark-3`` and ``beam-runners-java-job-service`` up to
+:data:`BEAM_JAVA` (2.70's job-service jar is missing). ``python -m pipelines.spark_cluster
+jobserver`` resolves those two artifacts and their dependencies with Maven into a cache folder; the
+job server then runs as ``SparkJobServerDriver`` on that classpath plus pyspark's Spark jars. The
+Python SDK (the apache-beam pin) submits to it over the portable job API and runs its own workers
+(``LOOPBACK``). ``make test-spark`` (mk/runners.mk) assembles it, starts everything, runs
+``tests/test_spark_runner.py`` and stops it; each step has a time bound and says why it skips (no
+Java, no Maven, artifacts not served, no pyspark).
 
-    python -m pipelines.spark_cluster jar            # fetch the job-server jar; prints its path
-    python -m pipelines.spark_cluster up --state D   # start master + worker; D/cluster.json
-    python -m pipelines.spark_cluster down --state D # stop them (by their process ids)
+    python -m pipelines.spark_cluster jobserver      # resolve the job server; prints its folder
+    python -m pipelines.spark_cluster up --state D   # master + worker + job server; D/cluster.json
+    python -m pipelines.spark_cluster down --state D # stop them (by their process groups)
+
+Every server listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -26,8 +35,17 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-JOB_SERVER = "beam-runners-spark-3-job-server"
+#: Newest Beam Java release whose Spark 3 runner, job-service and their dependencies Maven serves here.
+BEAM_JAVA = os.environ.get("IIDATA_BEAM_JAVA_VERSION", "2.62.0")
 JAR_ENV = "IIDATA_SPARK_JOB_SERVER_JAR"
+CACHE_ENV = "IIDATA_SPARK_JOB_SERVER_DIR"
+DRIVER = "org.apache.beam.runners.spark.SparkJobServerDriver"
+ARTIFACTS = ("beam-runners-spark-3", "beam-runners-java-job-service")
+# Spark 3.5 on Java 17 needs these packages opened (Spark's own launcher adds the same list).
+OPENS = [f"--add-opens=java.base/{m}=ALL-UNNAMED" for m in (
+    "java.lang", "java.lang.invoke", "java.lang.reflect", "java.io", "java.net", "java.nio", "java.util",
+    "java.util.concurrent", "java.util.concurrent.atomic", "sun.nio.ch", "sun.nio.cs",
+    "sun.security.action", "sun.util.calendar")]
 
 
 def beam_version() -> str:
@@ -36,56 +54,87 @@ def beam_version() -> str:
     return apache_beam.__version__
 
 
-def local_jar(version: str | None = None) -> Path | None:
-    """``$IIDATA_SPARK_JOB_SERVER_JAR``, or the jar in the local Maven repository, or None."""
-    if os.environ.get(JAR_ENV):
-        p = Path(os.environ[JAR_ENV])
-        return p if p.is_file() else None
-    v = version or beam_version()
-    p = Path.home() / ".m2/repository/org/apache/beam" / JOB_SERVER / v / f"{JOB_SERVER}-{v}.jar"
-    return p if p.is_file() else None
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path.home() / ".cache" / "iidata" / f"beam-spark-job-server-{BEAM_JAVA}"
 
 
-def fetch_jar(timeout: int = 600) -> tuple[Path | None, str]:
-    """(jar, "") or (None, why): ``mvn dependency:get`` of the job server for this Beam version."""
+def local_jar() -> Path | None:
+    """``$IIDATA_SPARK_JOB_SERVER_JAR`` (a shaded job-server jar you copied in), or None."""
+    p = Path(os.environ[JAR_ENV]) if os.environ.get(JAR_ENV) else None
+    return p if p is not None and p.is_file() else None
+
+
+def job_server_classpath() -> list[str] | None:
+    """The job server's jars (a copied-in jar, or the resolved folder), or None when not assembled."""
     if (jar := local_jar()) is not None:
-        return jar, ""
+        return [str(jar)]
+    done = cache_dir() / "jars"
+    if (cache_dir() / "complete").is_file() and done.is_dir():
+        return [str(done / "*")]
+    return None
+
+
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.iidata</groupId><artifactId>beam-spark-job-server</artifactId><version>{v}</version>
+  <dependencies>{deps}
+  </dependencies>
+</project>
+"""
+
+
+def assemble(timeout: int = 600) -> tuple[Path | None, str]:
+    """(folder, "") or (None, why): ``mvn dependency:copy-dependencies`` of :data:`ARTIFACTS` at
+    :data:`BEAM_JAVA` into ``cache_dir()/jars`` (renamed into place when complete)."""
+    if job_server_classpath() is not None:
+        return cache_dir(), ""
     if shutil.which("mvn") is None:
         return None, "mvn is not installed"
-    art = f"org.apache.beam:{JOB_SERVER}:{beam_version()}"
+    root = cache_dir()
+    work = root.parent / f"{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    deps = "".join(f"\n    <dependency><groupId>org.apache.beam</groupId><artifactId>{a}</artifactId>"
+                   f"<version>{BEAM_JAVA}</version></dependency>" for a in ARTIFACTS)
+    (work / "pom.xml").write_text(POM.format(v=BEAM_JAVA, deps=deps))
+    cmd = ["mvn", "-B", "-q", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+           f"-DoutputDirectory={work / 'jars'}", "-DincludeScope=runtime"]
     try:
-        done = subprocess.run(
-            ["mvn", "-B", "-q", "dependency:get", "-Dtransitive=false", f"-Dartifact={art}"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return None, f"mvn dependency:get {art} did not finish in {timeout} s"
-    if (jar := local_jar()) is not None:
-        return jar, ""
-    lines = [ln for ln in done.stdout.splitlines() if "ERROR" in ln]
-    return None, f"{art} is not served by the configured Maven repository ({(lines or ['?'])[0][:200]})"
+        shutil.rmtree(work, ignore_errors=True)
+        return None, f"mvn dependency:copy-dependencies did not finish in {timeout} s"
+    if done.returncode != 0 or not any((work / "jars").glob("beam-runners-spark-3-*.jar")):
+        shutil.rmtree(work, ignore_errors=True)
+        lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "ERROR" in ln]
+        return None, f"Beam {BEAM_JAVA} Spark runner not served by Maven ({(lines or ['?'])[0][:200]})"
+    (work / "complete").write_text(f"{BEAM_JAVA}\n")
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(work, root)
+    return root, ""
 
 
-def spark_class() -> Path | None:
-    """pyspark's ``bin/spark-class`` (pip's pyspark ships the whole Spark distribution), or None."""
+def spark_home() -> Path | None:
+    """pyspark's folder, which holds the whole Spark distribution (``bin/spark-class``, ``jars/``)."""
     try:
         import pyspark
     except ImportError:
         return None
-    p = Path(pyspark.__file__).parent / "bin" / "spark-class"
-    return p if p.is_file() else None
+    p = Path(pyspark.__file__).parent
+    return p if (p / "bin" / "spark-class").is_file() else None
 
 
 def skip_reason() -> str | None:
     """Why a Spark cluster cannot run here, or None."""
     if shutil.which("java") is None:
         return "java is not installed"
-    if spark_class() is None:
+    if spark_home() is None:
         return "pyspark (pinned in mk/runners.mk) is not installed"
-    if local_jar() is None:
-        return f"no {JOB_SERVER} {beam_version()} jar (make spark-jar, or set {JAR_ENV})"
+    if job_server_classpath() is None:
+        return f"Beam {BEAM_JAVA} Spark job server not assembled (make spark-jobserver, or set {JAR_ENV})"
     return None
 
 
@@ -93,8 +142,13 @@ def skip_reason() -> str | None:
 class Cluster:
     master_url: str
     ui_port: int
+    job_port: int
     pids: list[int]
     logs: str
+
+    @property
+    def job_endpoint(self) -> str:
+        return f"127.0.0.1:{self.job_port}"
 
 
 def _free_port() -> int:
@@ -111,34 +165,53 @@ def _alive_workers(ui_port: int) -> int:
         return 0
 
 
-def start(logs: str, timeout: float = 120, worker_memory: str = "2g") -> Cluster:
-    """Start a master and one worker (1 core) on loopback; waits until the worker has registered."""
-    sc = spark_class()
-    if sc is None:
-        raise RuntimeError("pyspark is not installed")
-    Path(logs).mkdir(parents=True, exist_ok=True)
-    port, ui, wui = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "SPARK_HOME": str(sc.parent.parent), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": sys.executable}
-    url = f"spark://127.0.0.1:{port}"
-    cmds = [
-        [str(sc), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-         "--webui-port", str(ui)],
-        [str(sc), "org.apache.spark.deploy.worker.Worker", "--cores", "1", "--memory", worker_memory,
-         "--webui-port", str(wui), url],
-    ]
-    pids = []
-    for name, cmd in zip(("master", "worker"), cmds):
-        with open(Path(logs) / f"{name}.log", "wb") as log:
-            pids.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True).pid)
-    cluster = Cluster(url, ui, pids, logs)
-    deadline = time.monotonic() + timeout
-    while _alive_workers(ui) < 1:
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _spawn(cmd: list[str], log: Path, env: dict) -> int:
+    with open(log, "wb") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True).pid
+
+
+def _wait(ready, cluster: Cluster, deadline: float, what: str) -> None:
+    while not ready():
         if time.monotonic() > deadline:
             stop(cluster)
-            raise TimeoutError(f"Spark master + worker not up within {timeout:.0f} s (logs in {logs})")
+            raise TimeoutError(f"{what} not up in time (logs in {cluster.logs})")
         time.sleep(1)
+
+
+def start(logs: str, timeout: float = 180, worker_memory: str = "2g") -> Cluster:
+    """Start a master, one worker (1 core) and the job server on loopback; returns when the worker
+    has registered and the job port answers. Start-up is bounded by ``timeout`` seconds in all."""
+    home, classpath = spark_home(), job_server_classpath()
+    if home is None or classpath is None:
+        raise RuntimeError(skip_reason() or "Spark is not available")
+    Path(logs).mkdir(parents=True, exist_ok=True)
+    port, ui, wui, job, art, exp = (_free_port() for _ in range(6))
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": sys.executable}
+    url = f"spark://127.0.0.1:{port}"
+    sc = str(home / "bin" / "spark-class")
+    cluster = Cluster(url, ui, job, [], logs)
+    deadline = time.monotonic() + timeout
+    cluster.pids.append(_spawn([sc, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
+                                str(port), "--webui-port", str(ui)], Path(logs) / "master.log", env))
+    cluster.pids.append(_spawn([sc, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                                "--cores", "1", "--memory", worker_memory, "--webui-port", str(wui), url],
+                               Path(logs) / "worker.log", env))
+    _wait(lambda: _alive_workers(ui) >= 1, cluster, deadline, "Spark master + worker")
+    cp = ":".join([*classpath, str(home / "jars" / "*")])
+    cluster.pids.append(_spawn(["java", *OPENS, "-cp", cp, DRIVER, "--job-host", "127.0.0.1",
+                                "--job-port", str(job), "--artifact-port", str(art), "--expansion-port",
+                                str(exp), "--spark-master-url", url], Path(logs) / "job_server.log", env))
+    _wait(lambda: _listening(job), cluster, deadline, "Beam Spark job server")
     return cluster
 
 
@@ -168,23 +241,26 @@ def stop(cluster: Cluster, timeout: float = 30) -> None:
                 pass
 
 
-def beam_args(cluster: Cluster, jar: Path) -> list[str]:
-    """Pipeline options that run a pipeline on ``cluster`` (Python workers in the launcher: LOOPBACK)."""
-    return ["--spark_master_url", cluster.master_url, "--spark_job_server_jar", str(jar),
-            "--environment_type", "LOOPBACK"]
+def beam_args(cluster: Cluster) -> list[str]:
+    """Pipeline options (with ``--runner SparkRunner``) that submit to ``cluster``'s job server; the
+    Python SDK workers run in the launcher (``LOOPBACK``) and the Spark executors call them."""
+    return ["--job_endpoint", cluster.job_endpoint, "--environment_type", "LOOPBACK"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.spark_cluster", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["jar", "up", "down", "check"])
+    ap.add_argument("action", choices=["jobserver", "up", "down", "check"])
     ap.add_argument("--state", default="out/spark", help="folder for cluster.json and the process logs")
-    ap.add_argument("--timeout", type=float, default=120, help="seconds allowed for start-up / the jar fetch")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds for start-up / the Maven resolve")
     args = ap.parse_args(argv)
     state = Path(args.state) / "cluster.json"
-    if args.action == "jar":
-        jar, why = fetch_jar(int(args.timeout))
-        print(jar if jar else f"SKIP: {why}")
+    if args.action == "jobserver":
+        if shutil.which("java") is None:
+            print("SKIP: java is not installed")
+            return 0
+        folder, why = assemble(int(args.timeout))
+        print(folder if folder else f"SKIP: {why}")
         return 0
     if args.action == "check":
         why = skip_reason()
@@ -194,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = start(str(Path(args.state) / "logs"), timeout=args.timeout)
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps(asdict(cluster)))
-        print(cluster.master_url)
+        print(f"{cluster.master_url} job endpoint {cluster.job_endpoint}")
         return 0
     if state.is_file():
         stop(Cluster(**json.loads(state.read_text())))

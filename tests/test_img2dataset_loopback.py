@@ -218,3 +218,24 @@ def test_txt_url_list_normalised_without_downloading(tmp_path):
     first = table.read_bytes()
     write_url_table(iter_url_lines(str(txt)), str(table), str(tmp_path / "w" / "img2dataset"))
     assert table.read_bytes() == first
+
+
+def test_pyspark_distributor_gives_the_multiprocessing_records(served, tmp_path):
+    """img2dataset's pyspark distributor (a local Spark session with 2 cores, Spark's own Python
+    workers) downloads the same images into the same records as its multiprocessing distributor."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
+        pytest.skip("needs pyspark (make spark-deps) and Java")
+    server, files, captions = served
+    table = tmp_path / "urls.csv"
+    table.write_text("url,caption\n" + "".join(f"{server.base}{p},{captions.get(p, 'x')}\n" for p in files))
+    got = {}
+    for dist in ("multiprocessing", "pyspark"):
+        out = tmp_path / dist
+        summary = write_records(str(table), str(out), work_dir=str(tmp_path / f"dl-{dist}"), shard_size=4,
+                                **dict(DL, processes=2, distributor=dist))
+        assert summary["read"] == summary["kept"] == len(files) and not summary["rejected"]
+        got[dist] = [(r["key"], r["sha256"], r["caption"]) for r in storage.iter_rows(str(out))]
+    assert got["pyspark"] == got["multiprocessing"] and len(got["pyspark"]) == len(files)

@@ -19,6 +19,7 @@ import importlib.util
 import io
 import json
 import os
+import sys
 import tempfile
 import threading
 import types
@@ -61,6 +62,17 @@ DEFAULTS = {"processes": 1, "threads": 16, "timeout": 10, "retries": 0, "shard_s
             "resize_mode": "no", "image_size": 256}
 DISTRIBUTORS = ("multiprocessing", "pyspark")  # img2dataset's own; ray is left out (not a dependency)
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+
+
+def _local_spark_defaults() -> None:
+    """For the local Spark session img2dataset starts when none is active: Spark's Python workers run
+    this interpreter (which has img2dataset), and Spark binds to loopback. A session you started
+    yourself (a cluster) is used as it is."""
+    from pyspark.sql import SparkSession
+
+    if SparkSession.getActiveSession() is None:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def default_work_dir(input_path: str) -> str:
@@ -191,6 +203,8 @@ def run_img2dataset(table_path: str, out_dir: str, processes: int = 1, threads: 
         raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
     if distributor == "pyspark" and importlib.util.find_spec("pyspark") is None:
         raise InputError("distributor pyspark needs pyspark: pip install 'pyspark==3.5.*' (and Java 17)")
+    if distributor == "pyspark":
+        _local_spark_defaults()
     keep_bytes = resize_mode == "no" and reencode == "none"
     with _no_signal_handler(i2d_main):
         img2dataset.download(
