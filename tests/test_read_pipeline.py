@@ -168,3 +168,22 @@ def test_input_errors_stay_one_line_errors_on_the_graph(tmp_path):
     with pytest.raises(Exception, match="Beam option"):
         cli_main(["--input", str(tmp_path / "empty.csv"), "--output", str(tmp_path / "o2"),
                   "--direct_num_workers", "2"])
+
+
+def test_dask_cluster_writes_the_loops_bytes(tmp_path):
+    """DaskRunner on a loopback cluster (pipelines/dask_cluster.py): the pre-pass, the join and the one
+    sink run there as on FnApiRunner (the lead's tests/test_dask_runner.py covers the other stages)."""
+    from pipelines import dask_cluster
+
+    why = dask_cluster.skip_reason()
+    if why:
+        pytest.skip(why)
+    c = dask_cluster.start(str(tmp_path / "logs"), n_workers=2, timeout=120)
+    try:
+        src = str(_img2dataset(tmp_path))
+        out = tmp_path / "out"
+        files, _, graph = _loop_then(src, out, run_graph, shard_size=SHARD, unit_rows=UNIT_ROWS,
+                                     runner="dask", beam_args=dask_cluster.beam_args(c))
+    finally:
+        dask_cluster.stop(c)
+    assert graph["units"] == 3 and _files(out) == files

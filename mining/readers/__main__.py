@@ -100,4 +100,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    from pipelines.runners import exit_after
+
+    exit_after(run(main))  # after a dask run: leave without the interpreter's teardown (see exit_after)
