@@ -71,6 +71,18 @@ def unit_counts_path(output_dir: str, index: int) -> str:
     return storage.join(output_dir, UNITS_DIR, f"unit-{index:05d}.json")
 
 
+def _remove_counts(output_dir: str) -> None:
+    """Delete the per-unit counts files, then their folder (object stores: the prefix goes with them)."""
+    units_dir = storage.join(output_dir, UNITS_DIR)
+    if not storage.exists(units_dir):
+        return
+    found = storage.list_files(units_dir, "*.json")
+    if found:
+        storage.FileSystems.delete(found)
+    if storage.exists(units_dir):
+        storage.FileSystems.delete([units_dir])
+
+
 def _keyed_sources(item, url_col: str):
     index, unit = item
     for source, count in ru.unit_sources(unit, url_col).items():
@@ -103,15 +115,13 @@ def run(input: str, output_dir: str, shard_size: int = 1000, work_dir: str | Non
     kind = kind or detect_kind(input)
     start = time.perf_counter()
     units, launcher_stats = ru.plan_units(input, kind, shard_size, unit_rows, **opts)
-    units_dir = storage.join(output_dir, UNITS_DIR)
-    if storage.exists(units_dir):
-        storage.FileSystems.delete([units_dir])
+    _remove_counts(output_dir)  # a killed run's
     p = make_pipeline(runner, beam_args or (), workers=workers)
     build_graph(p, units, ReadUnit(input, kind, output_dir, shard_size, work_dir, opts),
                 opts.get("url_col", "url"))
     p.run().wait_until_finish()
     results = [json.loads(storage.read_bytes(unit_counts_path(output_dir, i))) for i in range(len(units))]
-    storage.FileSystems.delete([units_dir])
+    _remove_counts(output_dir)
     for r in results:
         if r["error"]:
             raise InputError(r["error"])
