@@ -141,10 +141,15 @@ def url_key(source: str, occurrence: int = 0) -> str:
 
 
 class OccurrenceKeys:
-    """Assigns ``url_key`` with per-input occurrence counters (one instance per input file)."""
+    """Assigns ``url_key`` with per-input occurrence counters (one instance per input file).
 
-    def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
+    ``start``: occurrences already seen before this reader's first row (a Beam read unit that is not
+    the first of its input: ``mining/readers/units.py`` computes them), so keys do not depend on how
+    the input was split.
+    """
+
+    def __init__(self, start: dict[str, int] | None = None) -> None:
+        self._seen: dict[str, int] = dict(start or {})
 
     def __call__(self, source: str) -> str:
         n = self._seen.get(source, 0)

@@ -6,10 +6,12 @@
 #   make train    INPUT=$(RUN)/clusters/shards OUTPUT=$(RUN)/train [CONFIG=tiny STEPS=150]
 #   make report   INPUT=$(RUN)           OUTPUT=$(RUN)/report
 #   make dataset  INPUT=pairs.csv OUTPUT=out/mydata   (read -> mine -> clusters -> tasks into OUTPUT/...)
-# RUNNER= picks the Beam runner of read/mine/clusters/tasks (fnapi, direct-mp, portable, or a Beam runner
-# name plus BEAM_ARGS=, see docs/runners.md).
+# RUNNER= picks the Beam runner of mine/clusters/tasks (fnapi, direct-mp, portable, or a Beam runner
+# name plus BEAM_ARGS=, see docs/runners.md); READ_RUNNER= that of read (default local: the one-process
+# loop; a Beam runner reads the input's units in parallel with the same output, docs/readers.md).
 RUN        ?= $(OUT)/run
 RUNNER     ?= fnapi
+READ_RUNNER ?= local
 BEAM_ARGS  ?=
 CONFIG     ?= tiny
 SEED       ?= 0
@@ -27,7 +29,8 @@ corpus: setup ## the embedded demo corpus: OUTPUT= [N=1000 SEED=0]
 read: INPUT ?= $(RUN)/corpus/pairs.csv
 read: OUTPUT ?= $(RUN)/records
 read: setup ## any reader input -> record Parquet shards: INPUT= OUTPUT=
-	$(PYTHON) -m mining.readers --input "$(INPUT)" --output "$(OUTPUT)"
+	$(PYTHON) -m mining.readers --input "$(INPUT)" --output "$(OUTPUT)" --runner $(READ_RUNNER) \
+		$(if $(filter local,$(READ_RUNNER)),,$(BEAM_ARGS))
 
 mine: INPUT ?= $(RUN)/records
 mine: OUTPUT ?= $(RUN)/mined

@@ -208,3 +208,25 @@ def test_tasks_on_s3_read_mined_rows_not_clusters(s3_chain):
         with tarfile.open(fileobj=io.BytesIO(_get(key))) as tar:
             n += len({Path(m.name).name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
     assert n == sum(s["samples"].values()) > 0
+
+
+@pytest.mark.slow
+def test_read_graph_on_s3_writes_the_loops_shards(s3_chain, s3_env):
+    """The read stage's Beam graph (pipelines/read.py) on an s3:// image folder, split into units."""
+    src = f"s3://{BUCKET}/corpus/images"
+    printed = {}
+    for name, extra in (("loop", []), ("graph", ["--runner", "fnapi", "--unit-rows", "10"])):
+        done = _cli("mining.readers", "--input", src, "--output", f"s3://{BUCKET}/rd-{name}", "--shard-size",
+                    "5", *extra, env=s3_env)
+        printed[name] = json.loads(done.stdout)
+    assert printed["graph"]["units"] >= 3 and "units" not in printed["loop"]
+
+    def objects(name):
+        return {k.rsplit("/", 1)[-1]: _get(k) for k in _keys(f"rd-{name}/")}
+
+    loop, graph = objects("loop"), objects("graph")
+    assert set(graph) == set(loop) and len(loop) >= 5  # no .read-units/ left behind
+    assert {k: v for k, v in graph.items() if k.endswith(".parquet")} == {
+        k: v for k, v in loop.items() if k.endswith(".parquet")}
+    s = _summary("rd-graph/read_summary.json")
+    assert s["read"] == printed["loop"]["read"] == s["kept"] + sum(s["rejected"].values())

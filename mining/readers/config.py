@@ -84,6 +84,9 @@ class ReadersConfig:
     follow_symlinks: bool = field(default=False, metadata=knob(
         "follow symlinks that point outside the input's folder (default: symlink_outside_root)",
         flag="--follow-symlinks"))
+    unit_rows: int = field(default=100_000, metadata=knob(
+        "Beam runners: records per read unit, rounded up to whole shards (an input this small is one "
+        "unit; docs/readers.md)", min=1))
     download: DownloadConfig = section(DownloadConfig, "download (URL inputs, through img2dataset)")
 
     def reader_options(self) -> dict:

@@ -135,9 +135,15 @@ def read_folder(folder: str, stats: ReadStats | None = None, load_bytes: bool = 
                 limit: int | None = None, **read_opts: Any) -> Iterator[dict[str, Any]]:
     """Records for every image under ``folder``, in sorted path order (streams the bytes)."""
     root = absolute(folder).rstrip("/")
-    for n, (image_path, sidecar) in enumerate(list_folder(root, stats)):
-        if limit is not None and n >= limit:
-            return
+    pairs = list_folder(root, stats)
+    yield from read_pairs(pairs[:limit] if limit is not None else pairs, root, stats, load_bytes, **read_opts)
+
+
+def read_pairs(pairs: list[tuple[str, str | None]], root: str, stats: ReadStats | None = None,
+               load_bytes: bool = True, **read_opts: Any) -> Iterator[dict[str, Any]]:
+    """Records for ``(image, sidecar)`` pairs of ``list_folder`` (all of them, or a Beam read unit's
+    slice: keys are the paths' own, so any slice gives the same records)."""
+    for image_path, sidecar in pairs:
         rec = read_image_file(image_path, sidecar, root=root, load_bytes=load_bytes, **read_opts)
         if rec["read_error"] and stats is not None and not rec["read_error"].startswith("unreadable_dir"):
             stats.add(rec["read_error"].split(":", 1)[0], image_path)

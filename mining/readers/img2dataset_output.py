@@ -72,9 +72,15 @@ def read_shard_file(path: str, keys: OccurrenceKeys | None = None,
 
 
 def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
-               stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
-    """Records for one shard, in key order."""
+               stats: ReadStats | None = None, lo: int = 0,
+               hi: int | None = None) -> Iterator[dict[str, Any]]:
+    """Records for one shard, in key order (``lo`` .. ``hi - 1`` of them: a Beam read unit's part of
+    a shard with a usable row list; the shard's own counts, e.g. ``truncated_tar``, go to the part
+    with row 0)."""
     keys = keys if keys is not None else OccurrenceKeys()
+    row_stats = stats
+    if lo > 0 and stats is not None:
+        stats = ReadStats()
     folder = absolute(folder).rstrip("/")
     parquet_path = FileSystems.join(folder, f"{shard}.parquet")
     tar_path = FileSystems.join(folder, f"{shard}.tar")
@@ -96,7 +102,8 @@ def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
                                   read_error=f"bad_shard: {parquet_path}: {type(exc).__name__}: {exc}"[:300])
         if rows is None:  # no (usable) row list: the tar's samples are the rows
             rows = _tar_json_rows(tar, members, stats)
-        for row in sorted(rows, key=lambda r: str(r.get("key") or "")):
+        stats = row_stats
+        for row in _in_key_order(rows)[lo:hi]:
             try:
                 yield _row_record(row, shard, members, tar, keys, stats)
             except Exception as exc:  # noqa: BLE001 - a bad row is a counted error record, never fatal
@@ -109,6 +116,39 @@ def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
     finally:
         if tar_fh is not None:
             tar_fh.close()
+
+
+def _in_key_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: str(r.get("key") or ""))
+
+
+def shard_row_count(folder: str, shard: str) -> int | None:
+    """Records ``read_shard`` gives for a shard, from its Parquet footer only; None when that is not
+    knowable without reading (no Parquet row list, or a corrupt or foreign one)."""
+    import pyarrow.parquet as pq
+
+    path = FileSystems.join(absolute(folder).rstrip("/"), f"{shard}.parquet")
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            pf = pq.ParquetFile(fh)
+            if not set(SHARD_LIST_COLUMNS) <= set(pf.schema_arrow.names):
+                return None
+            return pf.metadata.num_rows
+    except Exception:  # noqa: BLE001 - missing or unreadable: the whole folder is read as one unit
+        return None
+
+
+def shard_sources(folder: str, shard: str, lo: int = 0, hi: int | None = None) -> list[str]:
+    """The urls ``read_shard`` numbers with its occurrence counter for rows ``lo`` .. ``hi - 1`` (rows
+    without our own ``record_key``), from the row list's key, url and record_key columns only."""
+    import pyarrow.parquet as pq
+
+    path = FileSystems.join(absolute(folder).rstrip("/"), f"{shard}.parquet")
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        pf = pq.ParquetFile(fh)
+        columns = [c for c in ("key", "url", "record_key") if c in pf.schema_arrow.names]
+        rows = pf.read(columns=columns).to_pylist()
+    return [clean_text(r.get("url")) or "" for r in _in_key_order(rows)[lo:hi] if not r.get("record_key")]
 
 
 def _index_tar(fh: Any, tar_path: str, stats: ReadStats | None):

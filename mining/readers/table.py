@@ -41,16 +41,10 @@ def pick_path_column(columns: list[str], path_col: str | None = None) -> str | N
     return next((c for c in PATH_COLUMNS if c in columns), None)
 
 
-def read_table(path: str, work_dir: str | None = None, caption_col: str | None = None,
-               path_col: str | None = None, url_col: str = "url", load_bytes: bool = True,
-               stats: ReadStats | None = None, limit: int | None = None,
-               max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, follow_symlinks: bool = False,
-               **download_opts: Any) -> Iterator[dict[str, Any]]:
-    """Records for every row of a table file, in file order (one Beam fan-out unit per file).
-
-    Raises :class:`InputError` for a table with no rows or without a usable column.
-    """
-    path = absolute(path)
+def table_path_column(path: str, caption_col: str | None = None, path_col: str | None = None,
+                      url_col: str = "url") -> str | None:
+    """The table's path column, or None for a url-only table (downloaded); raises :class:`InputError`
+    for a table with no rows or without a usable column. Reads the Parquet footer / first row only."""
     columns = table_columns(path)
     if not columns or next(iter_table_rows(path), None) is None:
         raise InputError(f"{path}: empty input (no rows)")
@@ -67,14 +61,41 @@ def read_table(path: str, work_dir: str | None = None, caption_col: str | None =
                 f"{path}: needs a path column ({', '.join(PATH_COLUMNS)}) or a '{url_col}' column "
                 f"(columns: {', '.join(columns)[:200]})"
             )
+    return pcol
+
+
+def read_table(path: str, work_dir: str | None = None, caption_col: str | None = None,
+               path_col: str | None = None, url_col: str = "url", load_bytes: bool = True,
+               stats: ReadStats | None = None, limit: int | None = None,
+               max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, follow_symlinks: bool = False,
+               **download_opts: Any) -> Iterator[dict[str, Any]]:
+    """Records for every row of a table file, in file order.
+
+    Raises :class:`InputError` for a table with no rows or without a usable column.
+    """
+    path = absolute(path)
+    pcol = table_path_column(path, caption_col, path_col, url_col)
+    if pcol is None:
         yield from read_url_rows(_limited(iter_table_rows(path), limit), path, work_dir=work_dir,
                                  caption_col=caption_col, url_col=url_col, stats=stats,
                                  max_image_bytes=max_image_bytes, **download_opts)
         return
+    yield from table_rows_records(path, _limited(iter_table_rows(path), limit), pcol, OccurrenceKeys(),
+                                  caption_col=caption_col, url_col=url_col, load_bytes=load_bytes,
+                                  stats=stats, max_image_bytes=max_image_bytes,
+                                  follow_symlinks=follow_symlinks)
+
+
+def table_rows_records(path: str, rows: Iterator[dict[str, Any]], pcol: str, keys: OccurrenceKeys,
+                       first_row: int = 0, caption_col: str | None = None, url_col: str = "url",
+                       load_bytes: bool = True, stats: ReadStats | None = None,
+                       max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+                       follow_symlinks: bool = False) -> Iterator[dict[str, Any]]:
+    """Records for ``rows`` of the table at ``path`` (the first is row ``first_row`` of the file: a
+    Beam read unit's row range, ``keys`` started with the occurrences before it)."""
     base = parent_dir(path)
-    keys = OccurrenceKeys()
     read = {"max_bytes": max_image_bytes, "root": base, "follow_symlinks": follow_symlinks}
-    for n, row in enumerate(_limited(iter_table_rows(path), limit)):
+    for n, row in enumerate(rows, start=first_row):
         try:
             if BAD_ROW in row:
                 raise ValueError(row[BAD_ROW])
@@ -88,10 +109,30 @@ def read_table(path: str, work_dir: str | None = None, caption_col: str | None =
                               read_error=f"bad_row: {where}: {type(exc).__name__}: {exc}"[:300])
 
 
+def row_source(row: dict[str, Any], base: str, path_col: str, url_col: str) -> str:
+    """What a row's key is made from: its url, else its resolved path, else ""."""
+    rel = clean_text(row.get(path_col))
+    return clean_text(row.get(url_col)) or (resolve(base, str(rel)) if rel else "")
+
+
+def table_sources(path: str, rows: Iterator[dict[str, Any]], pcol: str, url_col: str) -> Iterator[str]:
+    """The sources ``table_rows_records`` numbers for ``rows`` (only their path and url columns read):
+    a Beam read unit's pre-pass, so occurrence keys do not depend on the split."""
+    base = parent_dir(path)
+    for row in rows:
+        if BAD_ROW in row:
+            continue
+        try:
+            yield row_source(row, base, pcol, url_col)
+        except Exception:  # noqa: BLE001 - a bad row's key is unique to its row number
+            continue
+
+
 def table_row_record(row: dict[str, Any], base: str, keys: OccurrenceKeys, path_col: str,
                      caption_col: str | None, url_col: str, load_bytes: bool = True,
                      stats: ReadStats | None = None, read: dict[str, Any] | None = None) -> dict[str, Any]:
     """One record for a table row that names a file (``read``: options of ``read_file_bytes``)."""
+    key = keys(row_source(row, base, path_col, url_col))  # first: the pre-pass counts every row's source
     caption, used = pick_caption(row, caption_col)
     rel = clean_text(row.get(path_col))
     url = clean_text(row.get(url_col)) or None
@@ -104,7 +145,7 @@ def table_row_record(row: dict[str, Any], base: str, keys: OccurrenceKeys, path_
     if error and stats is not None:
         stats.add(error.split(":", 1)[0], full or str(row)[:200])
     source_url = url or full or ""
-    return make_record(key=keys(source_url), url=source_url, caption=caption, image=image, path=full,
+    return make_record(key=key, url=source_url, caption=caption, image=image, path=full,
                        source=SOURCE, source_meta=meta, read_error=error)
 
 

@@ -77,6 +77,40 @@ def iter_table_rows(path: str) -> Iterator[dict[str, Any]]:
         raise InputError(f"{path}: not a table (expected one of parquet, csv, tsv, jsonl, json)")
 
 
+def parquet_row_count(path: str) -> int:
+    """Rows of a Parquet file, from its footer (no data read)."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
+
+
+def iter_parquet_range(path: str, start: int, stop: int,
+                       columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows ``start`` .. ``stop - 1`` of a Parquet file (only the row groups that hold them are read;
+    ``columns``: a projection): the rows ``iter_table_rows`` gives there, for a Beam read unit."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        pf = pq.ParquetFile(fh)
+        first = 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            lo, hi = max(start, first), min(stop, first + n)
+            if lo < hi:
+                at = first
+                for batch in pf.iter_batches(batch_size=256, row_groups=[g], columns=columns):
+                    b_lo, b_hi = max(lo - at, 0), min(hi - at, batch.num_rows)
+                    if b_lo < b_hi:
+                        yield from batch.slice(b_lo, b_hi - b_lo).to_pylist()
+                    at += batch.num_rows
+                    if at >= hi:
+                        break
+            first += n
+            if first >= stop:
+                return
+
+
 def table_columns(path: str) -> list[str]:
     """Column names of a table (reads the Parquet footer or the first row only)."""
     if lower_ext(path) == ".parquet":

@@ -1,0 +1,169 @@
+"""Read units: the pieces a Beam graph (``pipelines/read.py``) reads in parallel, each writing its own
+``records-NNNNN.parquet`` shards, with the same records, keys and shard files as the one-process loop
+(``writer.write_records``) for any split.
+
+How that holds:
+
+- **Units are ranges of whole output shards.** A unit is the records ``start`` .. ``start + rows - 1``
+  of the input's record sequence, ``start`` a multiple of ``shard_size`` and ``rows`` too (but the
+  last), so it writes exactly the shards the loop writes there, under the loop's names. Ranges come
+  from cheap metadata only: the folder listing (one record per image), Parquet footers (one record
+  per row; an img2dataset shard's row list gives one record per row). A unit spanning several
+  img2dataset shards reads a row slice of each (in the reader's key order).
+- **Occurrence keys do not depend on the split.** ``core.contracts.OccurrenceKeys`` numbers a source
+  repeated within one input (``sha1(src#n)``), a count over the whole input. With several units, a
+  pre-pass reads only the columns keys are made of (url/path; img2dataset's url/record_key), counts
+  each unit's sources, and a group-by-source gives every unit the occurrences before it
+  (:func:`repeat_offsets`: only sources repeated across units travel); the unit's counter starts
+  there. Image folders need none (a key is its path's own).
+- **Everything else is one unit** (``whole``: the loop itself, in one worker): CSV/TSV (a byte range
+  cannot tell a line start from a newline inside a quoted field without parsing from the file's
+  start, so CSV is split only by file, and a table input is one file), JSON/JSONL, URL lists and
+  url-only tables (img2dataset parallelises the download itself), one img2dataset shard file, an
+  img2dataset folder with a shard whose row list is missing, corrupt or foreign (its record count
+  is not in any footer), and any input that fits in one unit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from core.contracts import OccurrenceKeys
+from mining.readers import folder as folder_reader
+from mining.readers import img2dataset_output as i2d
+from mining.readers.common import ReadStats, absolute, lower_ext
+from mining.readers.dispatch import read_any
+from mining.readers.table import table_path_column, table_rows_records, table_sources
+from mining.readers.table_rows import iter_parquet_range, parquet_row_count, table_columns
+
+WHOLE = {"kind": "whole", "start": 0, "rows": None}
+FILE_OPTS = ("load_bytes", "max_image_bytes", "follow_symlinks")
+
+
+def unit_size(unit_rows: int, shard_size: int) -> int:
+    """Records per unit: ``unit_rows`` rounded up to whole shards."""
+    return max(1, -(-unit_rows // shard_size)) * shard_size
+
+
+def plan_units(input: str, kind: str, shard_size: int, unit_rows: int, limit: int | None = None,
+               **opts: Any) -> tuple[list[dict[str, Any]], ReadStats]:
+    """(units in input order, the launcher's reader stats: the folder listing's), from cheap metadata.
+
+    Raises the reader's :class:`InputError` for an unusable table here, before any worker starts.
+    """
+    per = unit_size(unit_rows, shard_size)
+    stats = ReadStats()
+    if kind == "folder":
+        root = absolute(input).rstrip("/")
+        pairs = folder_reader.list_folder(root, stats)
+        pairs = pairs[:limit] if limit is not None else pairs
+        if len(pairs) <= per:
+            return [dict(WHOLE)], ReadStats()  # the loop lists again: its own counts
+        return [{"kind": "folder", "root": root, "pairs": pairs[a:a + per], "start": a,
+                 "rows": len(pairs[a:a + per])} for a in range(0, len(pairs), per)], stats
+    if kind == "table" and lower_ext(input) == ".parquet":
+        path = absolute(input)
+        pcol = table_path_column(path, opts.get("caption_col"), opts.get("path_col"),
+                                 opts.get("url_col", "url"))
+        n = parquet_row_count(path)
+        n = min(n, limit) if limit is not None else n
+        if pcol is None or n <= per:
+            return [dict(WHOLE)], stats
+        return [{"kind": "parquet", "path": path, "pcol": pcol, "start": a, "rows": min(per, n - a)}
+                for a in range(0, n, per)], stats
+    if kind == "img2dataset":
+        folder = absolute(input).rstrip("/")
+        shards = i2d.list_shards(folder)
+        counts = [i2d.shard_row_count(folder, s) for s in shards]
+        if any(c is None for c in counts):
+            return [dict(WHOLE)], stats
+        total = sum(counts) if limit is None else min(sum(counts), limit)
+        if total <= per:
+            return [dict(WHOLE)], stats
+        return [{"kind": "img2dataset", "folder": folder, "start": a, "rows": min(per, total - a),
+                 "pieces": _pieces(shards, counts, a, min(a + per, total))}
+                for a in range(0, total, per)], stats
+    return [dict(WHOLE)], stats
+
+
+def _pieces(shards: list[str], counts: list[int], a: int, b: int) -> list[tuple[str, int, int]]:
+    """(shard, lo, hi) slices of img2dataset shards that hold records ``a`` .. ``b - 1``."""
+    out, first = [], 0
+    for shard, n in zip(shards, counts):
+        lo, hi = max(a, first), min(b, first + n)
+        if lo < hi:
+            out.append((shard, lo - first, hi - first))
+        first += n
+    return out
+
+
+def needs_key_offsets(units: list[dict[str, Any]]) -> bool:
+    """Several units of a kind whose keys count repeats (folders' keys are their paths)."""
+    return len(units) > 1 and units[0]["kind"] in ("parquet", "img2dataset")
+
+
+def unit_sources(unit: dict[str, Any], url_col: str = "url") -> Counter:
+    """How often each source the unit's occurrence counter numbers appears in it (key columns only)."""
+    if unit["kind"] == "parquet":
+        have = table_columns(unit["path"])
+        cols = list(dict.fromkeys(c for c in (unit["pcol"], url_col) if c in have))
+        rows = iter_parquet_range(unit["path"], unit["start"], unit["start"] + unit["rows"], columns=cols)
+        return Counter(table_sources(unit["path"], rows, unit["pcol"], url_col))
+    if unit["kind"] == "img2dataset":
+        c: Counter = Counter()
+        for shard, lo, hi in unit["pieces"]:
+            c.update(i2d.shard_sources(unit["folder"], shard, lo, hi))
+        return c
+    return Counter()
+
+
+def repeat_offsets(item: tuple[str, list[tuple[int, int]]]) -> Iterator[tuple[int, tuple[str, int]]]:
+    """(source, [(unit, count)]) -> (unit, (source, occurrences in earlier units)) for every unit
+    after the first that has the source: what its counter starts at."""
+    source, per_unit = item
+    if len(per_unit) < 2:
+        return
+    before = 0
+    for unit, count in sorted(per_unit):
+        if before:
+            yield unit, (source, before)
+        before += count
+
+
+def read_unit(unit: dict[str, Any], input: str, kind: str, stats: ReadStats,
+              key_start: dict[str, int] | None = None, work_dir: str | None = None,
+              **opts: Any) -> Iterator[dict[str, Any]]:
+    """The records of one unit, in input order (``key_start``: :func:`repeat_offsets` for it; ``opts``:
+    ``read_any``'s, whose ``limit`` the plan already applied to split units)."""
+    file_opts = {k: opts[k] for k in FILE_OPTS if k in opts}
+    if unit["kind"] == "whole":
+        yield from read_any(input, work_dir=work_dir, stats=stats, kind=kind, **opts)
+    elif unit["kind"] == "folder":
+        pairs = [tuple(p) for p in unit["pairs"]]
+        yield from folder_reader.read_pairs(pairs, unit["root"], stats, **file_opts)
+    elif unit["kind"] == "parquet":
+        start = unit["start"]
+        rows = iter_parquet_range(unit["path"], start, start + unit["rows"])
+        yield from table_rows_records(unit["path"], rows, unit["pcol"], OccurrenceKeys(key_start),
+                                      first_row=start, caption_col=opts.get("caption_col"),
+                                      url_col=opts.get("url_col", "url"), stats=stats, **file_opts)
+    elif unit["kind"] == "img2dataset":
+        keys = OccurrenceKeys(key_start)
+        for shard, lo, hi in unit["pieces"]:
+            yield from i2d.read_shard(unit["folder"], shard, keys=keys, stats=stats, lo=lo, hi=hi)
+    else:
+        raise ValueError(f"unknown read unit kind {unit['kind']!r}")
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> ReadStats:
+    """Reader stats of the launcher and the units, in input order: the loop's counts and examples."""
+    out = ReadStats()
+    for part in parts:
+        for name, n in part.get("counts", {}).items():
+            out.counts[name] += n
+        for name, examples in part.get("examples", {}).items():
+            ex = out.examples.setdefault(name, [])
+            ex.extend(examples[: max(0, 5 - len(ex))])
+    return out
