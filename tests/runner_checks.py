@@ -1,8 +1,8 @@
 """Checks shared by the distributed-runner tests (tests/test_dask_runner.py, tests/test_spark_runner.py).
 
 ``probe`` runs 6 elements through each graph construct the pipelines use; ``run_and_compare`` runs
-read -> mine -> clusters -> tasks on FnApiRunner and on another runner and asserts byte-identical
-outputs and counts that add up.
+read -> mine -> clusters -> tasks (each a Beam graph) on FnApiRunner and on another runner and
+asserts byte-identical outputs and counts that add up.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.conftest import REPO
 N_PAIRS = 40
 # Outputs that must be byte-identical between runners (a subset of all compared files).
 KEY_OUTPUTS = {
+    "records/records-00000.parquet",
     "mined/kept/records-00000.parquet",
     "mined/rejects/records-00000.parquet",
     "clusters/clusters.parquet",
@@ -147,10 +148,11 @@ def run_and_compare(tmp_path: Path, name: str, runner: str, extra: list[str]) ->
     from mining.demo_corpus import generate
 
     generate(str(tmp_path / "corpus"), n=N_PAIRS, seed=0)
-    records = tmp_path / "records"
-    cli("mining.readers", "--input", str(tmp_path / "corpus" / "pairs.csv"), "--output", str(records))
-    chain(records, tmp_path / "fnapi", "fnapi", [])
-    chain(records, tmp_path / name, runner, extra)
+    pairs = str(tmp_path / "corpus" / "pairs.csv")
+    for folder, run, args in (("fnapi", "fnapi", []), (name, runner, extra)):
+        records = tmp_path / folder / "records"
+        cli("mining.readers", "--input", pairs, "--output", str(records), "--runner", run, *args)
+        chain(records, tmp_path / folder, run, args)
 
     rows = compare(tmp_path / "fnapi", tmp_path / name, {"format"})
     assert [
