@@ -92,14 +92,20 @@ def write_sorted(rows: Iterable[dict], path: str, schema: pa.Schema, row_group_r
             if len(batch) >= BATCH or n_group + len(batch) >= row_group_rows:
                 flush_batch()
                 if n_group >= row_group_rows:
-                    writer.write_table(pa.concat_tables(group), row_group_size=row_group_rows)
+                    writer.write_table(_contiguous(group), row_group_size=row_group_rows)
                     group, n_group, wrote = [], 0, True
         flush_batch()
         if group or not wrote:  # an empty table still gets its (empty) row group, as write_table does
-            writer.write_table(pa.concat_tables(group) if group else to_table([], schema),
+            writer.write_table(_contiguous(group) if group else to_table([], schema),
                                row_group_size=row_group_rows)
         writer.close()
     return path
+
+
+def _contiguous(group: list[pa.Table]) -> pa.Table:
+    """One row group as one chunk per column: the parquet writer's batches, pages and dictionary
+    fallback then fall where a one-shot write of the same rows puts them (same bytes)."""
+    return pa.concat_tables(group).combine_chunks()
 
 
 _PART = re.compile(r"-(\d{5,})-of-(\d{5,})\.parquet$")
