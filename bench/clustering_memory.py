@@ -112,6 +112,12 @@ def _cluster_row(i: int) -> dict:
 
 
 def _peak_mib() -> float:
+    """This process image's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child started by
+    subprocess inherits from its parent's size at fork)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
