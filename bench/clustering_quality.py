@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "already in the work folder in process (e.g. an earlier mining version's output)",
     )
     args = ap.parse_args(argv)
-    from core import storage
+    from core import tables
     from pipelines.build_clusters import run
 
     n = args.n or {"demo": 400, "coco": 120, "flickr": 200}[args.dataset]
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     pipe_s = time.perf_counter() - t0
     truth = read_truth(truth_path)
     cdir = os.path.join(work, "clusters")
-    clusters = storage.read_parquet(os.path.join(cdir, "clusters.parquet")).to_pylist()
-    dups = storage.read_parquet(os.path.join(cdir, "duplicates.parquet")).to_pylist()
+    clusters = tables.read_table(os.path.join(cdir, "clusters.parquet")).to_pylist()
+    dups = tables.read_table(os.path.join(cdir, "duplicates.parquet")).to_pylist()
     points = load_points(cdir)
     embedded = {p["key"] for p in points}
     pipeline = score(clusters, dups, truth, embedded)

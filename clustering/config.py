@@ -2,8 +2,9 @@
 
 Sections: ``embedding`` (embedder, batch size, calibration), ``cluster`` (:class:`ClusterConfig`,
 with its ``dedup`` rules, :class:`DedupConfig`), ``cross_domain`` (:class:`CrossDomainConfig`),
-``kmeans``, ``shards``, and ``exact_fields``. ``python -m pipelines.build_clusters``' flags,
-YAML / ``--set`` keys and the summary's ``config`` all come from here. :func:`effective` fills
+``kmeans``, ``shards``, ``tables`` (:class:`TablesConfig`) and ``exact_fields``.
+``python -m pipelines.build_clusters``' flags, YAML / ``--set`` keys and the summary's ``config``
+all come from here. :func:`effective` fills
 the values a calibration decides (thresholds left ``None``), so the Beam graph and the local path
 (``clustering/local.py``) run one resolved config.
 """
@@ -50,6 +51,23 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class TablesConfig:
+    """How the graph writes ``clusters.parquet`` / ``duplicates.parquet`` (``core/tables.py``)."""
+
+    rows_per_shard: int = field(default=200_000, metadata=knob(
+        "rows per table part the graph writes (N = ceil(rows / this) parts; a worker holds one part)", min=1))
+    merge: bool = field(default=True, metadata=knob(
+        "merge the parts into the single clusters.parquet / duplicates.parquet (off at web scale: consumers "
+        "read the parts in tables/)"))
+    row_group_rows: int = field(default=131072, metadata=knob(
+        "rows per row group of the merged files (the merge holds one; 1048576, pyarrow's default, gives "
+        "the bytes of a one-shot write at any size)", min=1))
+    root_rounds: int = field(default=4, metadata=knob(
+        "pointer-jumping rounds resolving duplicate chains (chains up to 2^rounds links; longer ones and "
+        "cycles are settled on one worker)", min=0))
+
+
+@dataclass(frozen=True)
 class ClusteringConfig:
     """Everything the clustering stage takes besides its folders and the Beam runner."""
 
@@ -60,6 +78,7 @@ class ClusteringConfig:
     )
     kmeans: KMeansConfig = section(KMeansConfig, "k-means groups")
     shards: ShardConfig = section(ShardConfig, "cluster shards")
+    tables: TablesConfig = section(TablesConfig, "clusters / duplicates tables", prefix=True)
     exact_fields: tuple[str, ...] = field(default=EXACT_FIELDS, metadata=knob(
         "exact-match duplicate keys, in order"))
 

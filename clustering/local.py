@@ -92,6 +92,7 @@ def cluster_local(mined: str, output: str, config: ClusteringConfig | None = Non
     if not files:
         raise FileNotFoundError(f"no kept parquet files under {mined}")
     steps.remove_stale_embedding_shards(output, len(files))
+    steps.remove_tables(output)  # a Beam run's parts (tables.merge off) would otherwise outlive this run
     stage = EmbedStage(cfg.embedding)
     points = [p for i, path in enumerate(files) for p in embed_file(stage, output, i, path)]
     dups: list[dict] = []

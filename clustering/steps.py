@@ -25,8 +25,8 @@ from clustering.config import ALL_DOMAINS
 from clustering.cross_domain import cross_domain_duplicates, list_assignments, resolve_roots
 from clustering.dedup import DedupConfig, exact_duplicates
 from clustering.kmeans import assign, hash01, num_centroids, sample_size, train_centroids
-from core import storage
-from core.contracts import load_image_bytes
+from core import storage, tables
+from core.contracts import RunLayout, load_image_bytes
 
 GLOBAL = "\x00global"  # the plan / centroid key of the cross-domain lists
 
@@ -139,6 +139,19 @@ def write_duplicates(rows: list[dict], path: str, schema) -> str:
     return write_rows(resolve_roots(rows), path, schema, "key")
 
 
+def write_chain_stats(stats: dict, output: str, rounds: int) -> None:
+    """The duplicate-root rounds' counts: pointers moved per round, rows left to the one-worker rule."""
+    moved = [stats.get(f"moved_round_{i:02d}", 0) for i in range(1, rounds + 1)]
+    note = {"rounds": rounds, "rounds_moving": sum(1 for m in moved if m), "moved": moved,
+            "residue": stats.get("residue", 0)}
+    storage.atomic_write_bytes(RunLayout.duplicate_chains(output), json.dumps(note, sort_keys=True).encode())
+
+
+def chain_stats(output: str) -> dict | None:
+    path = RunLayout.duplicate_chains(output)
+    return json.loads(storage.read_bytes(path)) if storage.exists(path) else None
+
+
 def write_group_stats(stats: dict, output: str) -> None:
     storage.atomic_write_bytes(
         storage.join(output, "group_stats.json"), json.dumps(stats, sort_keys=True).encode()
@@ -191,7 +204,7 @@ def remove_stale_embedding_shards(output: str, n_files: int) -> None:
 
 def remove_stale_cluster_shards(output: str, per_shard: int) -> list[str]:
     """Cluster shards that no cluster of this run's ``clusters.parquet`` maps to."""
-    ids = storage.read_parquet(storage.join(output, "clusters.parquet"), columns=["cluster_id"])
+    ids = tables.read_table(RunLayout.clusters_table(output), columns=["cluster_id"])
     cluster_ids = ids.column("cluster_id").to_pylist()
     ns = shard_count(len(cluster_ids), per_shard)
     want = {shards.shard_path(output, shard_index(c, ns)) for c in cluster_ids}
@@ -211,10 +224,8 @@ def summarize(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
 
     read = sum(pq.ParquetFile(io.BytesIO(storage.read_bytes(f))).metadata.num_rows for f in files)
     rej = storage.read_parquet(storage.join(output, "embeddings", "rejects")).to_pylist()
-    dups = storage.read_parquet(storage.join(output, "duplicates.parquet")).to_pylist()
-    n_clusters = storage.read_parquet(
-        storage.join(output, "clusters.parquet"), columns=["cluster_id"]
-    ).num_rows
+    dups = tables.read_table(RunLayout.duplicates_table(output), columns=["reason"]).to_pylist()
+    n_clusters = tables.read_table(RunLayout.clusters_table(output), columns=["cluster_id"]).num_rows
     stats = json.loads(storage.read_bytes(storage.join(output, "group_stats.json")))
     rejected = Counter(r["reason"] for r in rej)
     dup_reasons = Counter(f"duplicate_{d['reason']}" for d in dups)
@@ -242,10 +253,12 @@ def summarize(output: str, files: list[str], upstream: dict) -> dict[str, Any]:
         "shards": len(storage.list_files(storage.join(output, "shards"), "*.tar")) if storage.exists(
             storage.join(output, "shards")) else 0,
         "upstream": upstream,
+        **({"duplicate_chains": chains} if (chains := chain_stats(output)) else {}),
     }
 
 
 TABLES = ("clusters.parquet", "duplicates.parquet", "group_stats.json")  # written by the graph's sinks
+# (the two parquet tables as parts in tables/ first, core/tables.py; merged by the launcher)
 
 
 class AccountingError(RuntimeError):
@@ -257,12 +270,29 @@ def remove_tables(output: str) -> None:
     """Drop the previous run's tables before the graph runs, so a sink the runner skips shows as missing
     instead of leaving an older run's file in place."""
     gone = [storage.join(output, t) for t in TABLES if storage.exists(storage.join(output, t))]
+    if storage.exists(RunLayout.duplicate_chains(output)):
+        gone.append(RunLayout.duplicate_chains(output))
     if gone:
         storage.FileSystems.delete(gone)
+    for t in TABLES:
+        if t.endswith(".parquet"):
+            tables.remove_parts(storage.join(output, t))
+
+
+def merge_tables(output: str, schemas: dict, row_group_rows: int) -> None:
+    """The single ``clusters.parquet`` / ``duplicates.parquet`` from the graph's parts (streaming k-way
+    merge, atomic), then the parts go."""
+    for t in TABLES:
+        if t in schemas:
+            path = storage.join(output, t)
+            tables.merge(path, schemas[t], row_group_rows)
+            tables.remove_parts(path)
 
 
 def check_tables(output: str) -> None:
-    missing = [t for t in TABLES if not storage.exists(storage.join(output, t))]
+    """Every table in place: a file, or for the parquet tables a complete set of parts."""
+    missing = [t for t in TABLES if not (tables.exists if t.endswith(".parquet") else storage.exists)(
+        storage.join(output, t))]
     if missing:
         raise AccountingError(f"the runner finished without writing {', '.join(missing)} in {output}: "
                               "it dropped a sink of the graph")

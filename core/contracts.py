@@ -64,15 +64,18 @@ CLUSTER_SCHEMA = pa.schema([
 ])
 # duplicates.parquet: one row per record clustering flagged as a copy of another.
 DUP_SCHEMA = pa.schema([("key", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string())])
+# The column each of those tables is sorted by (unique per row): the order of the merged file and
+# of every part file in ``RunLayout.table_parts`` (core/tables.py reads and merges them).
+TABLE_SORT_KEYS = {"clusters": "cluster_id", "duplicates": "key"}
 
 
 class RunLayout:
     """Where each stage's inputs and outputs live in a run folder (local path or Beam URI).
 
     ``RUN/records/`` (reader), ``RUN/mined/{kept,rejects}/`` (mining), ``RUN/clusters/``
-    (embeddings/, clusters.parquet, duplicates.parquet, shards/), ``RUN/tasks/`` (shards/,
-    manifests/, the card), ``RUN/train/``, ``RUN/report/``. A stage given explicit folders uses
-    those instead; the layout never probes which of several places holds a file.
+    (embeddings/, clusters.parquet, duplicates.parquet, their sorted parts in tables/, shards/),
+    ``RUN/tasks/`` (shards/, manifests/, the card), ``RUN/train/``, ``RUN/report/``. A stage given
+    explicit folders uses those instead; the layout never probes which of several places holds a file.
     """
 
     def __init__(self, root: str):
@@ -120,6 +123,22 @@ class RunLayout:
     @staticmethod
     def duplicates_table(clusters: str) -> str:
         return clusters.rstrip("/") + "/duplicates.parquet"
+
+    @staticmethod
+    def table_parts(clusters: str) -> str:
+        """The clustering graph's table parts: each of ``clusters`` / ``duplicates`` as ``count`` sorted
+        parquet files, hash-split by :data:`TABLE_SORT_KEYS` (merged into the single files unless
+        ``tables.merge`` is off; ``core/tables.py`` reads either)."""
+        return clusters.rstrip("/") + "/tables"
+
+    @staticmethod
+    def table_part(clusters: str, table: str, index: int, count: int) -> str:
+        return f"{RunLayout.table_parts(clusters)}/{table}-{index:05d}-of-{count:05d}.parquet"
+
+    @staticmethod
+    def duplicate_chains(clusters: str) -> str:
+        """The pointer-jumping rounds' counts (``pipelines/table_transforms.py``), read into the summary."""
+        return f"{RunLayout.table_parts(clusters)}/duplicate_chains.json"
 
     @staticmethod
     def shards(folder: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from core import samples as sample_format
-from core import storage
+from core import storage, tables
 from core.cli import InputError
 from core.contracts import REJECT_SCHEMA, RunLayout, reject, url_key
 from core.safe_files import read_file_bytes
@@ -72,11 +72,12 @@ class TaskInputs:
 
     @property
     def clusters_table(self) -> str | None:
-        """``CLUSTERS/clusters.parquet``; None when absent (an explicit --clusters must hold it)."""
+        """``CLUSTERS/clusters.parquet``; None when absent (an explicit --clusters must hold it). With
+        ``tables.merge`` off only its parts exist: the path still names the table (``core/tables.py``)."""
         if self.clusters is None:
             return None
         path = RunLayout.clusters_table(self.clusters)
-        if storage.exists(path):
+        if tables.exists(path):
             return path
         if self.clusters_given:
             raise InputError(f"--clusters {self.clusters}: no clusters.parquet there")
@@ -88,7 +89,7 @@ class TaskInputs:
         if self.clusters is None:
             return None
         path = RunLayout.duplicates_table(self.clusters)
-        return path if storage.exists(path) else None
+        return path if tables.exists(path) else None
 
 
 def as_inputs(inputs: str | TaskInputs) -> TaskInputs:
@@ -107,7 +108,7 @@ def exclude_duplicates(rows: dict[str, dict[str, Any]], inputs: str | TaskInputs
     path = as_inputs(inputs).duplicates_table
     if path is None:
         return rows, set()
-    flagged = {r["key"] for r in storage.read_parquet(path, columns=["key"]).to_pylist()}
+    flagged = set(tables.read_table(path, columns=["key"]).column("key").to_pylist())
     excluded = flagged & set(rows)
     return {k: r for k, r in rows.items() if k not in excluded}, excluded
 
@@ -148,7 +149,7 @@ def load_clusters(inputs: str | TaskInputs) -> list[dict[str, Any]]:
     path = as_inputs(inputs).clusters_table
     if path is None:
         return []
-    return storage.read_parquet(path, columns=None).to_pylist()
+    return tables.read_table(path).to_pylist()
 
 
 def _style_phrase(text: str) -> str:

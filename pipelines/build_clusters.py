@@ -8,8 +8,10 @@ domain) -> kNN, dedup, 5-pair clusters (calibrated coherence rule, ratio test).
 Without ``--mined`` the input goes through ``mining.readers.write_records`` and
 ``pipelines.mine.run`` first (into ``<output>/records`` and ``<output>/mined``). Outputs in
 ``--output``: ``embeddings/`` (clip-retrieval layout), ``clusters.parquet``,
-``duplicates.parquet``, ``shards/clusters-NNNNN.tar``, ``summary.json`` (names the calibration and
-the effective config used: ``--calibration``, ``clustering/calibration.py``). Every option is a
+``duplicates.parquet`` (written by the graph as sorted parts in ``tables/``, merged by this launcher;
+``--no-tables-merge`` keeps only the parts: ``core/tables.py``), ``shards/clusters-NNNNN.tar``,
+``summary.json`` (names the calibration and the effective config used: ``--calibration``,
+``clustering/calibration.py``). Every option is a
 field of ``clustering/config.py:ClusteringConfig`` (also as ``--config FILE.yaml`` / ``--set``);
 ``clustering/local.py`` runs the same stage without Beam.
 """
@@ -32,6 +34,7 @@ from core.config import section
 from core.contracts import CLUSTER_SCHEMA, DUP_SCHEMA, RunLayout
 from pipelines import cluster_transforms as ct
 from pipelines import safe_transforms as st
+from pipelines import table_transforms as tt
 from pipelines.runners import RunnerConfig
 
 # Keyword names ``run`` has always taken for knobs whose leaf name differs or is shared.
@@ -82,16 +85,16 @@ def build_graph(p: beam.Pipeline, files: list[str], output: str, cfg: Clustering
     groups = ct.cluster_groups(points, cfg)
     clusters = groups["clusters"]
     dup_pcs.append(groups["dups"])
+    tab = cfg.tables
+    dups, chain_stats = tt.resolve_roots(tuple(dup_pcs) | "AllDups" >> beam.Flatten(), tab.root_rounds)
     sinks = [
-        clusters
-        | "ListClusters" >> beam.combiners.ToList()
-        | "WriteClusters"
-        >> beam.Map(steps.write_rows, storage.join(output, "clusters.parquet"), CLUSTER_SCHEMA, "cluster_id"),
-        tuple(dup_pcs)
-        | "AllDups" >> beam.Flatten()
-        | "ListDups" >> beam.combiners.ToList()
-        | "WriteDups"
-        >> beam.Map(steps.write_duplicates, storage.join(output, "duplicates.parquet"), DUP_SCHEMA),
+        tt.write_parts(clusters, RunLayout.clusters_table(output), CLUSTER_SCHEMA, tab.rows_per_shard,
+                       "ClusterParts"),
+        tt.write_parts(dups, RunLayout.duplicates_table(output), DUP_SCHEMA, tab.rows_per_shard, "DupParts"),
+        chain_stats
+        | "AllChainStats" >> beam.Flatten()
+        | "SumChainStats" >> beam.CombineGlobally(steps.sum_dicts)
+        | "WriteChainStats" >> beam.Map(steps.write_chain_stats, output, tab.root_rounds),
         (groups["stats"], *stat_pcs)
         | "AllStats" >> beam.Flatten()
         | "SumStats" >> beam.CombineGlobally(steps.sum_dicts)
@@ -133,7 +136,10 @@ def run(input: str | None, output: str, mined: str | None = None, runner: str | 
     steps.remove_tables(output)
     with make_pipeline(runner, beam_args, workers=workers) as p:
         build_graph(p, files, output, cfg)
-    steps.check_tables(output)
+    steps.check_tables(output)  # parts complete (a lost sink fails here, before any merge)
+    if cfg.tables.merge:
+        steps.merge_tables(output, {"clusters.parquet": CLUSTER_SCHEMA, "duplicates.parquet": DUP_SCHEMA},
+                           cfg.tables.row_group_rows)
     steps.remove_stale_cluster_shards(output, cfg.shards.per_shard)
     return steps.finish_summary(output, files, upstream, cfg, cal, time.perf_counter() - t0)
 

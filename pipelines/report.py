@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core import cli, storage
+from core import cli, storage, tables
 from core import config as cfgsys
 from core.cli import require
 from core.config import knob
@@ -59,6 +59,16 @@ def _esc(text: Any) -> str:
 def _first(pattern: str) -> str | None:
     found = sorted(glob.glob(pattern, recursive=True))
     return found[0] if found else None
+
+
+def _table(run: str, name: str) -> str | None:
+    """The run's ``name.parquet`` table (clusters, duplicates): the merged file, or where it would be
+    when only its parts exist (``tables.merge`` off); read it with ``core.tables``."""
+    path = _first(os.path.join(run, "**", f"{name}.parquet"))
+    part = _first(os.path.join(run, "**", "tables", f"{name}-00000-of-*.parquet"))
+    if path is None and part is not None:
+        path = os.path.join(os.path.dirname(os.path.dirname(part)), f"{name}.parquet")
+    return path
 
 
 def _rows_by_key(run: str, keys: set[str]) -> dict[str, dict[str, Any]]:
@@ -178,10 +188,10 @@ def _cluster_summary(clusters_path: str) -> dict[str, Any]:
 def _section_coherence(run: str) -> str:
     """Similarity to the seed of every non-seed member, the weakest member per cluster, and the
     clusters the builder discarded, by reason."""
-    path = _first(os.path.join(run, "**", "clusters.parquet"))
+    path = _table(run, "clusters")
     if not path:
         return "<p>No clusters.parquet in this run.</p>"
-    clusters = storage.read_parquet(path).to_pylist()
+    clusters = tables.read_table(path).to_pylist()
     members = [s for c in clusters for s in (c.get("similarities") or [])[1:]]
     weakest = [min(c["similarities"][1:]) for c in clusters if len(c.get("similarities") or []) > 1]
     summ = _cluster_summary(path)
@@ -252,10 +262,10 @@ def _section_map(run: str, limit: int = 20000) -> str:
 
 def _section_duplicates(run: str, limit: int = 12) -> str:
     """Near-duplicate pairs: the removed record beside the one it duplicates, with the reason."""
-    path = _first(os.path.join(run, "**", "duplicates.parquet"))
+    path = _table(run, "duplicates")
     if not path:
         return "<p>No duplicates.parquet in this run.</p>"
-    dups = storage.read_parquet(path).to_pylist()
+    dups = tables.read_table(path).to_pylist()
     if not dups:
         return "<p>No duplicates were found.</p>"
     by_reason: dict[str, list[dict]] = defaultdict(list)
@@ -283,10 +293,10 @@ def _section_duplicates(run: str, limit: int = 12) -> str:
 
 
 def _section_clusters(run: str, limit: int) -> str:
-    path = _first(os.path.join(run, "**", "clusters.parquet"))
+    path = _table(run, "clusters")
     if not path:
         return "<p>No clusters.parquet in this run.</p>"
-    clusters = storage.read_parquet(path).to_pylist()
+    clusters = tables.read_table(path).to_pylist()
     shown = clusters[:limit]
     rows = _rows_by_key(run, {k for c in shown for k in c["keys"]})
     parts = [f"<p>{len(clusters)} clusters of 5 pairs (showing {len(shown)}); seed first.</p>"]

@@ -129,3 +129,16 @@ def test_build_clusters_on_mined_folder(tmp_path):
     assert len(names) > 8
     for name in names:
         assert (local / name).read_bytes() == (out / name).read_bytes(), name
+    # tables.merge off (web scale): only the sorted parts, which every consumer reads as the table
+    from core import tables
+    from datasets.build import TaskInputs, exclude_duplicates, load_clusters
+
+    parts = tmp_path / "parts"
+    s4 = run("", str(parts), mined=str(mined), per_shard=8, calibration="none", merge=False, rows_per_shard=3)
+    assert not (parts / "clusters.parquet").exists() and len(list((parts / "tables").glob("clusters-*"))) > 1
+    assert s4["clusters_kept"] == s["clusters_kept"] and s4["duplicates_removed"] == s["duplicates_removed"]
+    for name in ("clusters.parquet", "duplicates.parquet"):
+        assert tables.read_table(str(parts / name)).equals(storage.read_parquet(str(out / name))), name
+    where = TaskInputs(mined=str(mined), clusters=str(parts), clusters_given=True)
+    assert load_clusters(where) == clusters and exclude_duplicates({}, where) == ({}, set())
+    assert where.duplicates_table == str(parts / "duplicates.parquet")

@@ -64,7 +64,7 @@ KILL_POINTS = [
     "after_rename:1:records/records-",  # records shard in place, summary not yet
     "after_rename:1:mined/kept/",  # mining: kept shard in place, its rejects not yet
     "before_rename:2:clusters/embeddings",  # clustering: embeddings half written
-    "after_rename:1:clusters/clusters.parquet",  # clusters written, shards not yet
+    "after_rename:1:clusters/clusters.parquet",  # clusters merged from its parts, duplicates not yet
     "before_rename:2:tasks/shards/",  # task shards half written
 ]
 
