@@ -60,6 +60,22 @@ def _mode_name(mode: int) -> str:
     return "special file"
 
 
+READ_CHUNK = 1 << 20
+
+
+def read_capped(fh, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes of ``fh``, read in 1 MiB chunks: one ``read(max_bytes + 1)``
+    makes CPython allocate the whole limit (64 MiB by default) up front for every small image."""
+    chunks, left = [], max_bytes + 1
+    while left > 0:
+        chunk = fh.read(min(READ_CHUNK, left))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_file_bytes(path: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, root: str | None = None,
                     follow_symlinks: bool = False) -> tuple[bytes | None, str | None]:
     """(bytes, None) or (None, read_error): ``missing_file``, ``not_a_regular_file``, ``file_too_large``,
@@ -74,12 +90,12 @@ def read_file_bytes(path: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, root: s
             with os.fdopen(fd, "rb") as fh:
                 if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                     return None, "not_a_regular_file: changed while reading"
-                data = fh.read(max_bytes + 1)
+                data = read_capped(fh, max_bytes)
         else:
             if not FileSystems.exists(path):
                 return None, "missing_file"
             with FileSystems.open(path, compression_type="uncompressed") as fh:
-                data = fh.read(max_bytes + 1)
+                data = read_capped(fh, max_bytes)
         if len(data) > max_bytes:
             return None, f"file_too_large: more than {max_bytes} bytes"
         return data, None

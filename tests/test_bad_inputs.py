@@ -863,3 +863,23 @@ def test_kinds_count():
     assert kinds >= 60, kinds
 
 
+
+
+def test_capped_read_stops_at_the_limit_and_allocates_by_chunk(tmp_path):
+    """A file one byte over the limit is refused, one at the limit is read whole, and a small file
+    read under a large limit does not allocate the limit (chunked reads)."""
+    import tracemalloc
+
+    from core.safe_files import read_file_bytes
+
+    (tmp_path / "big.bin").write_bytes(b"x" * 3_000_001)
+    (tmp_path / "ok.bin").write_bytes(b"y" * 3_000_000)
+    data, err = read_file_bytes(str(tmp_path / "big.bin"), max_bytes=3_000_000)
+    assert data is None and err.startswith("file_too_large")
+    assert read_file_bytes(str(tmp_path / "ok.bin"), max_bytes=3_000_000) == (b"y" * 3_000_000, None)
+    (tmp_path / "small.jpg").write_bytes(b"z" * 1000)
+    tracemalloc.start()
+    data, err = read_file_bytes(str(tmp_path / "small.jpg"), max_bytes=256 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (len(data), err) == (1000, None) and peak < 4 << 20
