@@ -150,6 +150,11 @@ def _require_parts(path: str) -> list[str]:
     return files
 
 
+def files(path: str) -> list[str]:
+    """The table's files: the merged file, else its parts (for readers that take them one by one)."""
+    return [path] if storage.exists(path) else _require_parts(path)
+
+
 def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
     """The whole table (merged file, else its parts in the merged order)."""
     if storage.exists(path):

@@ -118,13 +118,19 @@ def parquet_files(inputs: str | TaskInputs) -> list[str]:
     return storage.list_files(as_inputs(inputs).kept, "*.parquet")
 
 
+def iter_light_rows(path: str):
+    """One mined file's rows with the text/score columns only (no image bytes), in order."""
+    pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(path)))
+    cols = [c for c in LIGHT_COLUMNS if c in pf.schema_arrow.names]
+    for batch in pf.iter_batches(batch_size=1024, columns=cols):
+        yield from batch.to_pylist()
+
+
 def load_light_rows(files: list[str]) -> dict[str, dict[str, Any]]:
-    """key -> row with the text/score columns only (no image bytes), in file order."""
+    """key -> row with the text/score columns only (no image bytes), in file order (first one wins)."""
     rows: dict[str, dict[str, Any]] = {}
     for f in files:
-        pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(f)))
-        cols = [c for c in LIGHT_COLUMNS if c in pf.schema_arrow.names]
-        for r in pf.read(columns=cols).to_pylist():
+        for r in iter_light_rows(f):
             rows.setdefault(r["key"], r)
     return rows
 
@@ -272,24 +278,37 @@ def candidates(inputs: PlanInputs, seed: int, tasks: list[str] | None = None) ->
 
 
 def skip_reasons(inputs: PlanInputs, tasks: list[str] | None) -> dict[str, str]:
+    return skip_reasons_for(
+        depth_available=inputs.depth_available,
+        has_clusters=bool(inputs.clusters),
+        has_art=any(is_art(r) for r in inputs.rows.values()),
+        faces={t: bool(p) for t, p in inputs.faces.items()},
+        has_styles=bool(inputs.styles),
+        tasks=tasks,
+    )
+
+
+def skip_reasons_for(depth_available: bool, has_clusters: bool, has_art: bool, faces: dict[str, bool],
+                     has_styles: bool, tasks: list[str] | None) -> dict[str, str]:
+    """Why each unbuildable task is skipped, from flags only (a distributed planner counts them)."""
     reasons = {}
-    if not inputs.depth_available:
+    if not depth_available:
         reasons["control_depth"] = (
             "no depth model weights offline (MiDaS/DPT need --depth-weights); never faked"
         )
-    if not inputs.clusters:
+    if not has_clusters:
         reasons["subject"] = reasons["retrieval"] = "no clusters.parquet in the input"
-    if not any(is_art(r) for r in inputs.rows.values()):
+    if not has_art:
         reasons["t2i_art"] = "no art-domain pairs in the input (mining's domain 'art')"
-    if not inputs.faces.get("subject_faces"):
+    if not faces.get("subject_faces"):
         reasons["subject_faces"] = (
             "no face folder (--faces-dir: CelebA-style metadata.csv or one folder per person)"
         )
-    if not inputs.faces.get("subject_faces_hq"):
+    if not faces.get("subject_faces_hq"):
         reasons["subject_faces_hq"] = (
             "no high-resolution face folder (--faces-hq-dir, e.g. CelebA-HQ by person)"
         )
-    if not inputs.styles:
+    if not has_styles:
         reasons["styled"] = reasons["style_transfer"] = "no style images (--style-dir)"
     for t in REGISTRY:
         if tasks is not None and t not in tasks:
@@ -405,6 +424,23 @@ def read_manifests(output: str) -> list[dict[str, Any]]:
         if storage.exists(shard_paths(output, m["shard"])["tar"]):
             out.append(m)
     return sorted(out, key=lambda m: m["shard"])
+
+
+def manifest_totals(output: str) -> tuple[dict[str, int], dict[str, dict[str, int]], int]:
+    """(samples per task, rejects per task and reason, longest token count) over the finished shards,
+    one manifest at a time (the lineage lists are not kept)."""
+    written: Counter[str] = Counter()
+    rejects: dict[str, Counter[str]] = defaultdict(Counter)
+    longest = 0
+    for f in storage.list_files(storage.join(output, "manifests"), "*.json"):
+        m = json.loads(storage.read_bytes(f))
+        if not storage.exists(shard_paths(output, m["shard"])["tar"]):
+            continue
+        written.update(m["samples"])
+        for t, rs in m["rejects"].items():
+            rejects[t].update(rs)
+        longest = max(longest, int(m.get("max_tokens", 0)))
+    return dict(written), {t: dict(c) for t, c in rejects.items()}, longest
 
 
 def account(rows: dict[str, dict[str, Any]], plan: MixturePlan, manifests: list[dict[str, Any]],

@@ -21,6 +21,7 @@ of the buildable ratios, and subject gets ``min(5c, n * 0.30 / R)``; see ``alloc
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,16 +97,26 @@ def exhausted_tasks(counts: dict[str, int], available: dict[str, int], ratios: d
     return sorted(t for t, n in counts.items() if ratios.get(t, 0) > 0 and n and n >= available.get(t, 0))
 
 
-def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed: int,
-                 max_samples: int | None = None, skip_reasons: dict[str, str] | None = None,
-                 default_total: int | None = None) -> MixturePlan:
-    """Choose jobs per task to follow the configured ratios; deterministic for a seed.
+def job_rank(seed: int, job: Job, *prefix: str) -> str:
+    """The hash a job is ranked by: ``prefix`` () selects within its task, ("order",) orders the output."""
+    return _rank(seed, *prefix, job.task, job.target_key, *job.context_keys)
+
+
+def job_text(job: Job) -> str:
+    """The job's JSON: breaks rank ties (identical candidates), the same in every planner."""
+    return json.dumps(job.to_dict(), sort_keys=True, default=str)
+
+
+def plan_counts(available: dict[str, int], config: dict[str, Any], max_samples: int | None = None,
+                skip_reasons: dict[str, str] | None = None, default_total: int | None = None) -> MixturePlan:
+    """The plan without its jobs: samples per task from the candidate counts alone (``allocate``).
 
     N = ``max_samples`` when given, else ``default_total`` (the builder passes the number of captioned
-    input pairs), else every candidate.
+    input pairs), else every candidate. A distributed planner (``pipelines/task_plan.py``) calls this
+    on counts summed over shards; :func:`plan_mixture` on its own lists.
     """
     ratios = {t: float(spec["ratio"]) for t, spec in config["tasks"].items()}
-    available = {t: len(candidates.get(t, [])) for t in ratios}
+    available = {t: int(available.get(t, 0)) for t in ratios}
     skipped = {}
     for t, r in ratios.items():
         if r <= 0:
@@ -117,13 +128,28 @@ def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed:
     active = {t: r for t, r in ratios.items() if r > 0 and available[t] > 0}
     wsum = sum(active.values()) or 1.0
     effective = {t: (r / wsum if t in active else 0.0) for t, r in ratios.items()}
-    chosen: list[Job] = []
-    for t, n in counts.items():
-        pool = sorted(candidates.get(t, []), key=lambda j: _rank(seed, t, j.target_key, *j.context_keys))
-        chosen.extend(pool[:n])
-    chosen.sort(key=lambda j: _rank(seed, "order", j.task, j.target_key, *j.context_keys))
-    for i, j in enumerate(chosen):
-        j.order = i
     return MixturePlan(targets=ratios, effective=effective, available=available, counts=counts,
                        skipped=skipped, exhausted=exhausted_tasks(counts, available, ratios),
-                       total=int(total if total is not None else sum(available.values())), jobs=chosen)
+                       total=int(total if total is not None else sum(available.values())))
+
+
+def plan_mixture(candidates: dict[str, list[Job]], config: dict[str, Any], seed: int,
+                 max_samples: int | None = None, skip_reasons: dict[str, str] | None = None,
+                 default_total: int | None = None) -> MixturePlan:
+    """Choose jobs per task to follow the configured ratios; deterministic for a seed.
+
+    Per task the ``counts[t]`` candidates of smallest :func:`job_rank` are chosen, and all chosen jobs
+    are ordered by their ("order",) rank; both rules are per job, so a planner that sees the
+    candidates shard by shard can reproduce them exactly (``pipelines/task_plan.py``).
+    """
+    available = {t: len(candidates.get(t, [])) for t in config["tasks"]}
+    plan = plan_counts(available, config, max_samples, skip_reasons, default_total)
+    chosen: list[Job] = []
+    for t, n in plan.counts.items():
+        pool = sorted(candidates.get(t, []), key=lambda j: (job_rank(seed, j), job_text(j)))
+        chosen.extend(pool[:n])
+    chosen.sort(key=lambda j: (job_rank(seed, j, "order"), job_text(j)))
+    for i, j in enumerate(chosen):
+        j.order = i
+    plan.jobs = chosen
+    return plan

