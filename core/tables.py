@@ -167,7 +167,7 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
     return table if columns is None else table.select(columns)
 
 
-def _open(path: str):
+def open_seekable(path: str):
     """A seekable binary stream (parquet reads the footer, then one row group at a time)."""
     if "://" not in path:
         return open(path, "rb")
@@ -178,7 +178,7 @@ def _open(path: str):
 
 def iter_row_groups(path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """One file's row groups, one at a time."""
-    with _open(path) as fh:
+    with open_seekable(path) as fh:
         pf = pq.ParquetFile(fh)
         for g in range(pf.num_row_groups):
             yield pf.read_row_group(g, columns=columns)

@@ -118,6 +118,21 @@ def parquet_files(inputs: str | TaskInputs) -> list[str]:
     return storage.list_files(as_inputs(inputs).kept, "*.parquet")
 
 
+def check_mined_files(files: list[str]) -> None:
+    """Each mined file must be Parquet with a ``key`` column: its footer is read here, in the launcher,
+    so a broken file is a one-line :class:`InputError` before any worker starts (not a traceback
+    from inside the graph)."""
+    for f in files:
+        try:
+            with tables.open_seekable(f) as fh:
+                names = pq.ParquetFile(fh).schema_arrow.names
+        except Exception as exc:  # noqa: BLE001 - ArrowInvalid, truncated, not Parquet at all
+            raise InputError(f"mined file {f} is not a readable Parquet file ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())})") from exc
+        if "key" not in names:
+            raise InputError(f"mined file {f} has no 'key' column (columns: {', '.join(names)})")
+
+
 def iter_light_rows(path: str):
     """One mined file's rows with the text/score columns only (no image bytes), in order."""
     pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(path)))

@@ -106,3 +106,17 @@ def test_rerun_skips_finished_shards_with_the_same_bytes(inputs, tmp_path):
     assert after == before
     for k in ("read", "kept", "rejected", "samples"):
         assert again[k] == first[k], k
+
+
+def test_a_broken_mined_file_is_one_line_and_exit_2(inputs, tmp_path, capsys):
+    import shutil
+
+    from pipelines.build_tasks import main
+
+    shutil.copytree(inputs / "in", tmp_path / "in")
+    (tmp_path / "in" / "mined" / "kept" / "part-99999.parquet").write_bytes(b"not parquet")
+    from core import cli
+
+    rc = cli.run(main, ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--tasks", "t2i"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: mined file ") and "part-99999.parquet" in err[-1]
