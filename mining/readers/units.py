@@ -7,27 +7,34 @@ How that holds:
 - **Units are ranges of whole output shards.** A unit is the records ``start`` .. ``start + rows - 1``
   of the input's record sequence, ``start`` a multiple of ``shard_size`` and ``rows`` too (but the
   last), so it writes exactly the shards the loop writes there, under the loop's names. Ranges come
-  from cheap metadata only: the folder listing (one record per image), Parquet footers (one record
-  per row; an img2dataset shard's row list gives one record per row). A unit spanning several
-  img2dataset shards reads a row slice of each (in the reader's key order).
+  from cheap metadata: the folder listing (one record per image), Parquet footers (one record
+  per row; an img2dataset shard's row list gives one record per row), and for CSV/TSV and JSONL
+  (``.gz`` too) one streaming scan in the launcher (:mod:`mining.readers.line_marks`): a byte
+  range cannot tell a line start from a newline inside a quoted field, so the scan runs the loop's
+  own ``csv.DictReader`` over the file's lines and notes, at every unit start, the byte offset, the
+  lines before it and the parser's line counter there (a bad line's number in its reject is the
+  loop's), and the header; the unit's worker opens the file at that offset and reads its ``rows``
+  records with the loop's code (``table_rows.iter_text_slice``; a ``.gz`` is decompressed up to
+  there). A unit spanning several img2dataset shards reads a row slice of each (in the reader's
+  key order).
 - **Occurrence keys do not depend on the split.** ``core.contracts.OccurrenceKeys`` numbers a source
   repeated within one input (``sha1(src#n)``), a count over the whole input. With several units, a
   pre-pass reads only the columns keys are made of (url/path; img2dataset's url/record_key), counts
   each unit's sources, and a group-by-source gives every unit the occurrences before it
   (:func:`repeat_offsets`: only sources repeated across units travel); the unit's counter starts
   there. Image folders need none (a key is its path's own).
-- **Everything else is one unit** (``whole``: the loop itself, in one worker): CSV/TSV (a byte range
-  cannot tell a line start from a newline inside a quoted field without parsing from the file's
-  start, so CSV is split only by file, and a table input is one file), JSON/JSONL, URL lists and
-  url-only tables (img2dataset parallelises the download itself), one img2dataset shard file, an
-  img2dataset folder with a shard whose row list is missing, corrupt or foreign (its record count
-  is not in any footer), and any input that fits in one unit.
+- **Everything else is one unit** (``whole``: the loop itself, in one worker): JSON arrays (parsed
+  whole), URL lists and url-only tables (img2dataset parallelises the download itself), one
+  img2dataset shard file, an img2dataset folder with a shard whose row list is missing, corrupt or
+  foreign (its record count is not in any footer), a CSV whose every row before a unit start is a
+  bad line (no header yet), and any input that fits in one unit.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 from core.contracts import OccurrenceKeys
@@ -35,8 +42,16 @@ from mining.readers import folder as folder_reader
 from mining.readers import img2dataset_output as i2d
 from mining.readers.common import ReadStats, absolute, lower_ext
 from mining.readers.dispatch import read_any
+from mining.readers.line_marks import csv_marks, line_marks
 from mining.readers.table import table_path_column, table_rows_records, table_sources
-from mining.readers.table_rows import iter_parquet_range, parquet_row_count, table_columns
+from mining.readers.table_rows import (
+    CSV_EXTS,
+    JSONL_EXTS,
+    iter_parquet_range,
+    iter_text_slice,
+    parquet_row_count,
+    table_columns,
+)
 
 WHOLE = {"kind": "whole", "start": 0, "rows": None}
 FILE_OPTS = ("load_bytes", "max_image_bytes", "follow_symlinks")
@@ -73,6 +88,18 @@ def plan_units(input: str, kind: str, shard_size: int, unit_rows: int, limit: in
             return [dict(WHOLE)], stats
         return [{"kind": "parquet", "path": path, "pcol": pcol, "start": a, "rows": min(per, n - a)}
                 for a in range(0, n, per)], stats
+    if kind == "table" and lower_ext(input) in CSV_EXTS + JSONL_EXTS:
+        path = absolute(input)
+        pcol = table_path_column(path, opts.get("caption_col"), opts.get("path_col"),
+                                 opts.get("url_col", "url"))
+        if pcol is None:
+            return [dict(WHOLE)], stats
+        scan = csv_marks(path, per, limit) if lower_ext(path) in CSV_EXTS else line_marks(path, per, limit)
+        if scan is None or scan[1] <= per:
+            return [dict(WHOLE)], stats
+        marks, n = scan
+        return [{"kind": "text", "path": path, "pcol": pcol, "start": a, "rows": min(per, n - a),
+                 "at": marks[a // per - 1] if a else None} for a in range(0, n, per)], stats
     if kind == "img2dataset":
         folder = absolute(input).rstrip("/")
         shards = i2d.list_shards(folder)
@@ -101,7 +128,7 @@ def _pieces(shards: list[str], counts: list[int], a: int, b: int) -> list[tuple[
 
 def needs_key_offsets(units: list[dict[str, Any]]) -> bool:
     """Several units of a kind whose keys count repeats (folders' keys are their paths)."""
-    return len(units) > 1 and units[0]["kind"] in ("parquet", "img2dataset")
+    return len(units) > 1 and units[0]["kind"] in ("parquet", "text", "img2dataset")
 
 
 def unit_sources(unit: dict[str, Any], url_col: str = "url") -> Counter:
@@ -111,6 +138,8 @@ def unit_sources(unit: dict[str, Any], url_col: str = "url") -> Counter:
         cols = list(dict.fromkeys(c for c in (unit["pcol"], url_col) if c in have))
         rows = iter_parquet_range(unit["path"], unit["start"], unit["start"] + unit["rows"], columns=cols)
         return Counter(table_sources(unit["path"], rows, unit["pcol"], url_col))
+    if unit["kind"] == "text":
+        return Counter(table_sources(unit["path"], _text_rows(unit), unit["pcol"], url_col))
     if unit["kind"] == "img2dataset":
         c: Counter = Counter()
         for shard, lo, hi in unit["pieces"]:
@@ -149,12 +178,21 @@ def read_unit(unit: dict[str, Any], input: str, kind: str, stats: ReadStats,
         yield from table_rows_records(unit["path"], rows, unit["pcol"], OccurrenceKeys(key_start),
                                       first_row=start, caption_col=opts.get("caption_col"),
                                       url_col=opts.get("url_col", "url"), stats=stats, **file_opts)
+    elif unit["kind"] == "text":
+        yield from table_rows_records(unit["path"], _text_rows(unit), unit["pcol"], OccurrenceKeys(key_start),
+                                      first_row=unit["start"], caption_col=opts.get("caption_col"),
+                                      url_col=opts.get("url_col", "url"), stats=stats, **file_opts)
     elif unit["kind"] == "img2dataset":
         keys = OccurrenceKeys(key_start)
         for shard, lo, hi in unit["pieces"]:
             yield from i2d.read_shard(unit["folder"], shard, keys=keys, stats=stats, lo=lo, hi=hi)
     else:
         raise ValueError(f"unknown read unit kind {unit['kind']!r}")
+
+
+def _text_rows(unit: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A CSV/JSONL unit's rows: from its mark (the first unit: from the file's start), ``rows`` of them."""
+    return islice(iter_text_slice(unit["path"], unit["at"]), unit["rows"])
 
 
 def merge_stats(parts: list[dict[str, Any]]) -> ReadStats:
