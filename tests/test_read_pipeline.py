@@ -10,7 +10,9 @@ keys do not depend on the split; missing files and failed downloads check kept +
 from __future__ import annotations
 
 import io
+import json
 import tarfile
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -253,3 +255,80 @@ def test_dask_cluster_writes_the_loops_bytes(tmp_path):
     finally:
         dask_cluster.stop(c)
     assert graph["units"] == 3 and _files(out) == files
+
+
+@pytest.fixture
+def url_server():
+    """PNGs on a loopback HTTP server (tests/test_img2dataset_loopback.py's)."""
+    from tests.test_img2dataset_loopback import _Server
+
+    with _Server({f"/i{i}.png": _png(i) for i in range(4)}) as server:
+        yield server
+
+
+URL_DL = {"processes": 1, "threads": 4, "timeout": 5, "retries": 0, "shard_samples": 2,
+          "allow_private_addresses": True}  # img2dataset shards of 2: a unit of 4 rows is two of them
+
+
+def _url_list(base: str) -> list[str]:
+    """11 URL rows, units of 4: the first and last units hold only refused URLs (they run no img2dataset;
+    one repeats across units), the middle one downloads as img2dataset shards 2 and 3 of the whole
+    input: two images, a 404, a URL repeated within the unit."""
+    ok = [f"{base}/i{i}.png" for i in range(2)]
+    return ["ftp://h/x.png", "file:///etc/passwd", "ftp://h/a", "gopher://h/c",
+            ok[0], ok[1], f"{base}/missing.png", ok[0],
+            "ftp://h/x.png", "ftp://h/b", "javascript:x"]
+
+
+def test_url_list_split_into_units_writes_the_loops_bytes(url_server, tmp_path):
+    """A URL list (blank lines, CRLF) downloaded by one img2dataset run (the loop) and by a run per unit:
+    the same shards (img2dataset's shard names and sample keys in source_meta included) and summary,
+    reader counts included. Two img2dataset runs in all (each costs seconds of process start-up)."""
+    urls = _url_list(url_server.base)
+    src = tmp_path / "urls.txt"
+    src.write_bytes(b"\r\n".join(u.encode() + (b"\r\n  " if i == 5 else b"") for i, u in enumerate(urls)))
+    out = tmp_path / "out"
+    files, loop, graph = _loop_then(str(src), out, run_graph, shard_size=SHARD, unit_rows=UNIT_ROWS,
+                                    runner="fnapi", loop=lambda s, o: write_records(s, o, shard_size=SHARD,
+                                                                                    **URL_DL), **URL_DL)
+    assert graph["units"] == 3 and loop["read"] == 11
+    assert loop["rejected"] == {"download_failed": 1, "unsupported_url_scheme": 7}
+    assert loop["reader_stats"]["counts"] == loop["rejected"]  # a refused row counts once
+    assert _files(out) == files
+    assert {k: v for k, v in graph.items() if k not in ("seconds", "units")} == {
+        k: v for k, v in loop.items() if k != "seconds"}
+    rows = storage.read_parquet(str(out)).to_pylist()
+    metas = [json.loads(r["source_meta"]).get("img2dataset", {}) for r in rows[4:8]]
+    assert [m.get("shard") for m in metas] == ["00002", "00002", "00003", "00003"]
+    for url, n in ((url_server.base + "/i0.png", 2), ("ftp://h/x.png", 2)):
+        assert [r["key"] for r in rows if r["url"] == url] == [url_key(url, i) for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv", "jsonl", "parquet"])
+def test_url_table_units_read_the_loops_rows(fmt, tmp_path):
+    """A URL list (blank lines) and a url-only table are split alike: each unit's rows (what its
+    download gets) are the loop's, in order, and the key pre-pass counts every row's url (no download)."""
+    urls = _url_list("http://127.0.0.1:9") + ["http://h/z.png"]
+    src = tmp_path / f"t.{fmt}"
+    rows = [{"url": u, "caption": f"cap {i}\r\nline two"} for i, u in enumerate(urls)]
+    if fmt == "txt":
+        src.write_text("\n \n".join(r["url"] for r in rows))
+        rows = [{"url": r["url"]} for r in rows]
+    elif fmt == "csv":
+        body = "".join(f'{r["url"]},"{r["caption"]}"\r\n' for r in rows)
+        src.write_bytes(b"url,caption\r\n" + body.encode())
+    elif fmt == "jsonl":
+        src.write_text("\n\n".join(json.dumps(r) for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=3)
+    kind = "urls" if fmt == "txt" else "table"
+    units, _ = ru.plan_units(str(src), kind, SHARD, UNIT_ROWS, shard_samples=2)
+    from mining.readers.table_rows import iter_table_rows
+    from mining.readers.urls import iter_url_lines
+
+    assert [(u["kind"], u["start"], u["rows"]) for u in units] == [("urls", a, 4) for a in (0, 4, 8)]
+    loop = list(iter_url_lines(str(src)) if fmt == "txt" else iter_table_rows(str(src)))
+    assert [r for u in units for r in ru._url_unit_rows(u)] == loop and len(loop) == 12
+    assert sum((ru.unit_sources(u) for u in units), Counter())["ftp://h/x.png"] == 2
+    assert ru.needs_key_offsets(units)
+    assert len(ru.plan_units(str(src), kind, SHARD, UNIT_ROWS, shard_samples=3)[0]) == 2  # lcm(2, 3) = 6

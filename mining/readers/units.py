@@ -32,16 +32,18 @@ How that holds:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+from core import storage
 from core.contracts import OccurrenceKeys
 from mining.readers import folder as folder_reader
 from mining.readers import img2dataset_output as i2d
-from mining.readers.common import ReadStats, absolute, lower_ext
-from mining.readers.dispatch import read_any
+from mining.readers.common import URL_LIST_EXTENSIONS, ReadStats, absolute, clean_text, lower_ext
+from mining.readers.dispatch import download_opts, read_any
 from mining.readers.line_marks import csv_marks, line_marks
 from mining.readers.table import table_path_column, table_rows_records, table_sources
 from mining.readers.table_rows import (
@@ -52,6 +54,7 @@ from mining.readers.table_rows import (
     parquet_row_count,
     table_columns,
 )
+from mining.readers.urls import DEFAULTS, default_work_dir, iter_url_lines, read_url_rows
 
 WHOLE = {"kind": "whole", "start": 0, "rows": None}
 FILE_OPTS = ("load_bytes", "max_image_bytes", "follow_symlinks")
@@ -82,19 +85,23 @@ def plan_units(input: str, kind: str, shard_size: int, unit_rows: int, limit: in
         path = absolute(input)
         pcol = table_path_column(path, opts.get("caption_col"), opts.get("path_col"),
                                  opts.get("url_col", "url"))
+        if pcol is None:
+            return _url_units(path, shard_size, unit_rows, limit, opts), stats
         n = parquet_row_count(path)
         n = min(n, limit) if limit is not None else n
-        if pcol is None or n <= per:
+        if n <= per:
             return [dict(WHOLE)], stats
         return [{"kind": "parquet", "path": path, "pcol": pcol, "start": a, "rows": min(per, n - a)}
                 for a in range(0, n, per)], stats
-    if kind == "table" and lower_ext(input) in CSV_EXTS + JSONL_EXTS:
+    if kind == "urls" or (kind == "table" and lower_ext(input) in CSV_EXTS + JSONL_EXTS):
         path = absolute(input)
-        pcol = table_path_column(path, opts.get("caption_col"), opts.get("path_col"),
-                                 opts.get("url_col", "url"))
+        pcol = None
+        if kind == "table":
+            pcol = table_path_column(path, opts.get("caption_col"), opts.get("path_col"),
+                                     opts.get("url_col", "url"))
         if pcol is None:
-            return [dict(WHOLE)], stats
-        scan = csv_marks(path, per, limit) if lower_ext(path) in CSV_EXTS else line_marks(path, per, limit)
+            return _url_units(path, shard_size, unit_rows, limit, opts), stats
+        scan = _text_marks(path, per, limit)
         if scan is None or scan[1] <= per:
             return [dict(WHOLE)], stats
         marks, n = scan
@@ -115,6 +122,46 @@ def plan_units(input: str, kind: str, shard_size: int, unit_rows: int, limit: in
     return [dict(WHOLE)], stats
 
 
+def _text_marks(path: str, every: int, limit: int | None) -> tuple[list[dict[str, Any]], int] | None:
+    """The launcher's pre-pass of a CSV/TSV, JSONL or URL list (:mod:`mining.readers.line_marks`)."""
+    return csv_marks(path, every, limit) if lower_ext(path) in CSV_EXTS else line_marks(path, every, limit)
+
+
+def _url_units(path: str, shard_size: int, unit_rows: int, limit: int | None,
+               opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Units of a URL list or url-only table: whole img2dataset shards as well as whole output shards
+    (a unit downloads its rows as its own img2dataset run, whose shards are then named as the whole
+    input's run names them)."""
+    samples = int(opts.get("shard_samples", DEFAULTS["shard_samples"]))
+    per = unit_size(unit_rows, math.lcm(shard_size, samples))
+    if lower_ext(path) == ".parquet":
+        n = parquet_row_count(path)
+        n, marks = (min(n, limit) if limit is not None else n), None
+    elif lower_ext(path) in URL_LIST_EXTENSIONS + CSV_EXTS + JSONL_EXTS:
+        scan = _text_marks(path, per, limit)
+        if scan is None:
+            return [dict(WHOLE)]
+        marks, n = scan
+    else:
+        return [dict(WHOLE)]
+    if n <= per:
+        return [dict(WHOLE)]
+    return [{"kind": "urls", "path": path, "start": a, "rows": min(per, n - a),
+             "at": marks[a // per - 1] if marks and a else None} for a in range(0, n, per)]
+
+
+def _url_unit_rows(unit: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A URL unit's input rows, as ``read_url_list`` / ``read_table`` give them to the download."""
+    path, start = unit["path"], unit["start"]
+    if lower_ext(path) == ".parquet":
+        return iter_parquet_range(path, start, start + unit["rows"])
+    if lower_ext(path) in URL_LIST_EXTENSIONS:
+        rows = iter_url_lines(path, unit["at"]["offset"] if unit["at"] else 0)
+    else:
+        rows = iter_text_slice(path, unit["at"])
+    return islice(rows, unit["rows"])
+
+
 def _pieces(shards: list[str], counts: list[int], a: int, b: int) -> list[tuple[str, int, int]]:
     """(shard, lo, hi) slices of img2dataset shards that hold records ``a`` .. ``b - 1``."""
     out, first = [], 0
@@ -128,7 +175,7 @@ def _pieces(shards: list[str], counts: list[int], a: int, b: int) -> list[tuple[
 
 def needs_key_offsets(units: list[dict[str, Any]]) -> bool:
     """Several units of a kind whose keys count repeats (folders' keys are their paths)."""
-    return len(units) > 1 and units[0]["kind"] in ("parquet", "text", "img2dataset")
+    return len(units) > 1 and units[0]["kind"] in ("parquet", "text", "urls", "img2dataset")
 
 
 def unit_sources(unit: dict[str, Any], url_col: str = "url") -> Counter:
@@ -140,6 +187,8 @@ def unit_sources(unit: dict[str, Any], url_col: str = "url") -> Counter:
         return Counter(table_sources(unit["path"], rows, unit["pcol"], url_col))
     if unit["kind"] == "text":
         return Counter(table_sources(unit["path"], _text_rows(unit), unit["pcol"], url_col))
+    if unit["kind"] == "urls":  # write_url_table numbers every row's url
+        return Counter(clean_text(row.get(url_col)) or "" for row in _url_unit_rows(unit))
     if unit["kind"] == "img2dataset":
         c: Counter = Counter()
         for shard, lo, hi in unit["pieces"]:
@@ -182,6 +231,11 @@ def read_unit(unit: dict[str, Any], input: str, kind: str, stats: ReadStats,
         yield from table_rows_records(unit["path"], _text_rows(unit), unit["pcol"], OccurrenceKeys(key_start),
                                       first_row=unit["start"], caption_col=opts.get("caption_col"),
                                       url_col=opts.get("url_col", "url"), stats=stats, **file_opts)
+    elif unit["kind"] == "urls":
+        unit_dir = storage.join(work_dir or default_work_dir(unit["path"]), "units", f"{unit['start']:012d}")
+        yield from read_url_rows(_url_unit_rows(unit), unit["path"], work_dir=unit_dir, stats=stats,
+                                 first_row=unit["start"], keys=OccurrenceKeys(key_start),
+                                 **download_opts(opts))
     elif unit["kind"] == "img2dataset":
         keys = OccurrenceKeys(key_start)
         for shard, lo, hi in unit["pieces"]:
