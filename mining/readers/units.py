@@ -17,17 +17,34 @@ How that holds:
   records with the loop's code (``table_rows.iter_text_slice``; a ``.gz`` is decompressed up to
   there). A unit spanning several img2dataset shards reads a row slice of each (in the reader's
   key order).
+- **URL lists and url-only tables are split into whole img2dataset shards too** (units of a
+  multiple of both ``shard_size`` and ``shard_samples``; the row ranges from the same scan, or the
+  Parquet footer). The loop downloads the whole input in one img2dataset run; a unit runs
+  img2dataset on its own rows only (``urls.read_url_rows(first_row=...)``, in
+  ``<work_dir>/units/<start>/``). That is byte-identical because img2dataset's output for a shard
+  depends on that shard's rows alone, and the only things in a record that name the run, shard
+  ``s``'s name ``f"{s:05d}"`` and its samples' keys ``s * 10**d + i`` (``d`` digits of
+  ``shard_samples``), are renamed to the whole run's (``img2dataset_output.shifted_names``: the
+  unit's first img2dataset shard is ``start // shard_samples`` of the whole run); input row numbers
+  and record keys are the loop's (numbered from ``start``, key offsets as below). A refused URL's
+  record is the refusal whether img2dataset ran or not, and it is counted once (img2dataset's
+  failure for the empty URL it was handed is not counted: a unit of refused rows only runs no
+  img2dataset). Not the loop's, in theory: a download that answers differently to the two runs
+  (a flaky or changing server, a timeout; the same as rerunning the loop), and the shard paths in
+  the examples of a corrupt img2dataset output (``truncated_tar``, ``bad_shard``: img2dataset's own
+  fresh output is not corrupt).
 - **Occurrence keys do not depend on the split.** ``core.contracts.OccurrenceKeys`` numbers a source
   repeated within one input (``sha1(src#n)``), a count over the whole input. With several units, a
-  pre-pass reads only the columns keys are made of (url/path; img2dataset's url/record_key), counts
+  pre-pass reads only the columns keys are made of (url/path; img2dataset's url/record_key; a CSV,
+  JSONL or URL list unit parses its rows but reads no image and downloads nothing), counts
   each unit's sources, and a group-by-source gives every unit the occurrences before it
   (:func:`repeat_offsets`: only sources repeated across units travel); the unit's counter starts
   there. Image folders need none (a key is its path's own).
 - **Everything else is one unit** (``whole``: the loop itself, in one worker): JSON arrays (parsed
-  whole), URL lists and url-only tables (img2dataset parallelises the download itself), one
-  img2dataset shard file, an img2dataset folder with a shard whose row list is missing, corrupt or
-  foreign (its record count is not in any footer), a CSV whose every row before a unit start is a
-  bad line (no header yet), and any input that fits in one unit.
+  whole; a url-only JSON array too), one img2dataset shard file, an img2dataset folder with a
+  shard whose row list is missing, corrupt or foreign (its record count is not in any footer), a
+  CSV whose every row before a unit start is a bad line (no header yet), and any input that fits
+  in one unit.
 """
 
 from __future__ import annotations
