@@ -1,12 +1,15 @@
 """The read stage's Beam graph (``pipelines/read.py``) against the one-process loop, on real images,
 and one read unit's peak memory as a function of the unit size.
 
-    nice -n 10 .venv/bin/python -m bench.read_units [--work /tmp/read_units_bench]
+    nice -n 10 .venv/bin/python -m bench.read_units [--work /tmp/read_units_bench] [--only csv]
 
 Input: the 1,000 Flickr8k images of ``../shared/data/flickr8k_1k`` (all of them; no split is
 involved, nothing is tuned), as an image folder and as a Parquet table of paths (row groups of
 128 rows). ``same``: the loop and the graph on FnApiRunner with units of 200 records (5 units),
-shards of 100: seconds of each, their ratio, and whether every output file is byte-identical.
+shards of 100: seconds of each, their ratio, and whether every output file is byte-identical; the
+same for the table as a CSV (quoted captions). ``scan``: the launcher's pre-pass of a CSV
+(``mining.readers.line_marks.csv_marks``: where each unit starts) against the loop's own parse of
+the same file (``iter_table_rows``, no images read), on the CSV repeated 100 times (100,000 rows).
 ``memory``: a process that plans the table (each image three times, 3,000 rows) and reads its first unit
 (``mining.readers.units.read_unit`` into ``ShardWriter``), for unit sizes 100, 500 and 1,000 records
 at shards of 100, and for shards of 50 and 200 at units of 1,000: its peak resident set size
@@ -83,15 +86,36 @@ def same(src: str, work: Path, label: str) -> None:
           f"byte-identical files: {files(out) == loop} ({len(loop)} files)")
 
 
+def scan(csv_path: Path, work: Path) -> None:
+    """The launcher's CSV pre-pass against the loop's parse of the same rows, on 100 copies of the CSV."""
+    from mining.readers.line_marks import csv_marks
+    from mining.readers.table_rows import iter_table_rows
+
+    head, *rows = csv_path.read_bytes().splitlines(keepends=True)
+    big = work / "flickr-x100.csv"
+    big.write_bytes(head + b"".join(rows) * 100)
+    t0 = time.perf_counter()
+    n_loop = sum(1 for _ in iter_table_rows(str(big)))
+    t_loop = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    marks, n = csv_marks(str(big), 1000)
+    t_scan = time.perf_counter() - t0
+    print(f"csv scan: {n} rows ({big.stat().st_size / 2**20:.1f} MiB), {len(marks) + 1} units of 1,000; "
+          f"launcher scan {t_scan:.2f} s, loop's parse {t_loop:.2f} s ({n_loop} rows), scan/parse "
+          f"{t_scan / t_loop:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/read_units_bench")
+    ap.add_argument("--only", choices=("csv",), help="only the CSV table and the CSV scan")
     args = ap.parse_args(argv)
     data = SHARED / "flickr8k_1k"
     if not (data / "images").is_dir():
         print(f"skipped: {data} is absent")
         return 0
     import pyarrow as pa
+    import pyarrow.csv  # noqa: F401 - pa.csv
     import pyarrow.parquet as pq
 
     work = Path(args.work)
@@ -100,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     table = work / "flickr.parquet"
     pq.write_table(pa.table({"file": [str(data / m["file"]) for m in meta],
                              "caption": [m["captions"][0] for m in meta]}), table, row_group_size=128)
+    csv_table = work / "flickr.csv"
+    pa.csv.write_csv(pq.read_table(table), csv_table)  # quotes every string
+    same(str(csv_table), work, "csv table")
+    scan(csv_table, work)
+    if args.only == "csv":
+        return 0
     same(str(data / "images"), work, "folder")
     same(str(table), work, "parquet table")
     big = work / "flickr-x3.parquet"  # every image three times: every unit size below is a split unit

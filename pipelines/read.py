@@ -3,7 +3,8 @@
     python -m mining.readers --input X --output DIR --runner fnapi|direct-mp|DataflowRunner ...
 
 The launcher plans units from cheap metadata (``mining.readers.units.plan_units``: the folder
-listing, Parquet footers), then::
+listing, Parquet footers, one streaming scan of a CSV/TSV, JSONL or URL list for the byte offset
+of each unit's first record: ``mining/readers/line_marks.py``), then::
 
     Create(units) -> [pre-pass: unit_sources -> GroupByKey(source) -> repeat_offsets
                       -> CoGroupByKey(unit)]            (only with several units of a counted kind)

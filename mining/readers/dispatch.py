@@ -78,13 +78,14 @@ def read_any(input: str, work_dir: str | None = None, stats: ReadStats | None = 
         yield from table.read_table(input, work_dir=work_dir, stats=stats, limit=limit, **opts)
     elif kind == "urls":
         yield from urls.read_url_list(
-            input, work_dir=work_dir, stats=stats, limit=limit, **_download_opts(opts)
+            input, work_dir=work_dir, stats=stats, limit=limit, **download_opts(opts)
         )
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
 
 
-def _download_opts(opts: dict[str, Any]) -> dict[str, Any]:
+def download_opts(opts: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``read_any`` that URL inputs take (download knobs, caption and url columns)."""
     keep = set(urls.DEFAULTS) | {"caption_col", "url_col"}
     return {k: v for k, v in opts.items() if k in keep}
 

@@ -51,13 +51,14 @@ def list_shards(folder: str) -> list[str]:
 
 
 def read_output(
-    folder: str, stats: ReadStats | None = None, limit: int | None = None
+    folder: str, stats: ReadStats | None = None, limit: int | None = None, shard_offset: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """Records for every row of every shard, shard by shard (keys unique across the folder)."""
+    """Records for every row of every shard, shard by shard (keys unique across the folder;
+    ``shard_offset``: see :func:`shifted_names`)."""
     keys = OccurrenceKeys()
     n = 0
     for shard in list_shards(folder):
-        for rec in read_shard(folder, shard, keys=keys, stats=stats):
+        for rec in read_shard(folder, shard, keys=keys, stats=stats, shard_offset=shard_offset):
             if limit is not None and n >= limit:
                 return
             n += 1
@@ -72,12 +73,13 @@ def read_shard_file(path: str, keys: OccurrenceKeys | None = None,
 
 
 def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
-               stats: ReadStats | None = None, lo: int = 0,
-               hi: int | None = None) -> Iterator[dict[str, Any]]:
+               stats: ReadStats | None = None, lo: int = 0, hi: int | None = None,
+               shard_offset: int = 0) -> Iterator[dict[str, Any]]:
     """Records for one shard, in key order (``lo`` .. ``hi - 1`` of them: a Beam read unit's part of
     a shard with a usable row list; the shard's own counts, e.g. ``truncated_tar``, go to the part
     with row 0)."""
     keys = keys if keys is not None else OccurrenceKeys()
+    name = shifted_names(shard, None, shard_offset)[0]
     row_stats = stats
     if lo > 0 and stats is not None:
         stats = ReadStats()
@@ -98,24 +100,39 @@ def read_shard(folder: str, shard: str, keys: OccurrenceKeys | None = None,
                     stats.add("bad_shard", parquet_path)
                 log.warning("img2dataset shard %s unusable: %s", parquet_path, exc)
                 yield make_record(key=keys(parquet_path), url=parquet_path, caption=None, source=SOURCE,
-                                  source_meta={"img2dataset": {"shard": shard}},
+                                  source_meta={"img2dataset": {"shard": name}},
                                   read_error=f"bad_shard: {parquet_path}: {type(exc).__name__}: {exc}"[:300])
         if rows is None:  # no (usable) row list: the tar's samples are the rows
             rows = _tar_json_rows(tar, members, stats)
         stats = row_stats
         for row in _in_key_order(rows)[lo:hi]:
             try:
-                yield _row_record(row, shard, members, tar, keys, stats)
+                yield _row_record(row, shard, members, tar, keys, stats, shard_offset)
             except Exception as exc:  # noqa: BLE001 - a bad row is a counted error record, never fatal
+                key = shifted_names(shard, row.get("key"), shard_offset)[1]
                 if stats is not None:
-                    stats.add("bad_row", f"{shard}/{row.get('key')}")
+                    stats.add("bad_row", f"{name}/{key}")
                 url = clean_text(row.get("url")) or f"{tar_path}#{row.get('key')}"
                 yield make_record(key=keys(url), url=url, caption=None, source=SOURCE,
-                                  source_meta={"img2dataset": {"shard": shard, "key": row.get("key")}},
+                                  source_meta={"img2dataset": {"shard": name, "key": key}},
                                   read_error=f"bad_row: {type(exc).__name__}: {exc}"[:300])
     finally:
         if tar_fh is not None:
             tar_fh.close()
+
+
+def shifted_names(shard: str, key: Any, offset: int) -> tuple[str, Any]:
+    """(shard name, sample key) of a shard ``offset`` shards later: what img2dataset names the shard and
+    its sample in a run over the whole input when this shard is ``offset`` shards into it (a Beam read
+    unit downloads its URL rows as shards 0, 1, ...). img2dataset names shard ``s`` ``f"{s:05d}"`` and
+    sample ``i`` of it ``s * 10**d + i`` padded to ``d + 5`` digits, ``d`` the digits of its
+    shard size: the key's length less the name's."""
+    if not offset:
+        return shard, key
+    name = f"{int(shard) + offset:0{len(shard)}d}"
+    if isinstance(key, str) and key.isdigit() and len(key) > len(shard):
+        key = f"{int(key) + offset * 10 ** (len(key) - len(shard)):0{len(key)}d}"
+    return name, key
 
 
 def _in_key_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,7 +232,7 @@ def _member_bytes(tar: tarfile.TarFile | None, exts: dict[str, tarfile.TarInfo],
 
 
 def _row_record(row: dict[str, Any], shard: str, members: dict, tar: tarfile.TarFile | None,
-                keys: OccurrenceKeys, stats: ReadStats | None) -> dict[str, Any]:
+                keys: OccurrenceKeys, stats: ReadStats | None, shard_offset: int = 0) -> dict[str, Any]:
     sample_key = str(row.get("key") or "")
     exts = members.get(sample_key, {})
     url = clean_text(row.get("url")) or ""
@@ -246,7 +263,9 @@ def _row_record(row: dict[str, Any], shard: str, members: dict, tar: tarfile.Tar
             i2d["exif"] = json.loads(i2d["exif"])
         except ValueError:
             pass
-    i2d["shard"] = shard
+    i2d["shard"], key = shifted_names(shard, i2d.get("key"), shard_offset)
+    if "key" in i2d:
+        i2d["key"] = key
     meta: dict[str, Any] = {"img2dataset": i2d}
     if row.get("input_meta"):
         meta.update(json.loads(row["input_meta"]))

@@ -19,6 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from mining.readers.common import InputError, lower_ext, open_input, raw_field
 
+CSV_EXTS = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+JSONL_EXTS = (".jsonl", ".jsonl.gz")
 EXTRA_FIELDS = "_extra_fields"  # CSV values beyond the header's columns
 BAD_ROW = "_bad_row"  # set (with the parser's message) on a row the parser could not read
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -34,33 +36,10 @@ def iter_table_rows(path: str) -> Iterator[dict[str, Any]]:
             pf = pq.ParquetFile(fh)
             for batch in pf.iter_batches(batch_size=256):
                 yield from batch.to_pylist()
-    elif ext in (".csv", ".tsv", ".csv.gz", ".tsv.gz"):
-        delimiter = "\t" if ext.startswith(".tsv") else ","
-        with open_input(path) as fh:
-            text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            reader = csv.DictReader(text, delimiter=delimiter, restkey=EXTRA_FIELDS)
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:  # one bad line becomes a bad_row record; reading goes on
-                    yield {BAD_ROW: str(exc), "line": reader.line_num}
-                    continue
-                yield {str(k): [raw_field(x) for x in v] if isinstance(v, list) else raw_field(v)
-                       for k, v in row.items()}
-    elif ext in (".jsonl", ".jsonl.gz"):
-        with open_input(path) as fh:
-            for n, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:  # one bad line becomes a bad_row record naming its line
-                    yield {BAD_ROW: f"invalid JSON: {exc}", "line": n}
-                    continue
-                yield row if isinstance(row, dict) else {BAD_ROW: f"a {type(row).__name__}, not an object",
-                                                         "line": n}
+    elif ext in CSV_EXTS:
+        yield from _iter_csv(path)
+    elif ext in JSONL_EXTS:
+        yield from _iter_jsonl(path)
     elif ext == ".json":
         with open_input(path) as fh:
             try:
@@ -75,6 +54,74 @@ def iter_table_rows(path: str) -> Iterator[dict[str, Any]]:
                                                      "line": n + 1}
     else:
         raise InputError(f"{path}: not a table (expected one of parquet, csv, tsv, jsonl, json)")
+
+
+def csv_delimiter(path: str) -> str:
+    return "\t" if lower_ext(path).startswith(".tsv") else ","
+
+
+def iter_text_slice(path: str, at: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The rows ``iter_table_rows`` gives for a CSV/TSV or JSONL file from the record that ``at``
+    (:func:`mining.readers.line_marks.table_marks`) marks on: a Beam read unit's rows, the same dicts,
+    line numbers included; ``at=None``: from the file's start, as the loop."""
+    if lower_ext(path) in CSV_EXTS:
+        return _iter_csv(path, at)
+    return _iter_jsonl(path, at)
+
+
+def open_at(path: str, offset: int) -> io.BufferedReader:
+    """A binary stream of an input file from byte ``offset`` (of the decompressed bytes for ``.gz``)."""
+    fh = open_input(path)
+    if offset and fh.seekable():
+        fh.seek(offset)
+    else:
+        left = offset
+        while left > 0:
+            got = len(fh.read(min(left, 1 << 20)))
+            if not got:
+                break
+            left -= got
+    return fh
+
+
+def _iter_csv(path: str, at: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """CSV rows; from ``at`` on: the slice is parsed with the header the launcher read, and a bad line's
+    number is the loop's: csv.DictReader moves ``line_num`` only once a call got a line parsed, so
+    until then in a slice it is the loop's value at the slice's start, ``at["dict_line"]`` (-1 marks
+    that state: it also keeps DictReader from resetting ``line_num`` through its header property)."""
+    base, held = (at["lines"], at["dict_line"]) if at else (0, 0)
+    with open_at(path, at["offset"] if at else 0) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8" if at else "utf-8-sig", errors="surrogateescape",
+                                newline="")
+        reader = csv.DictReader(text, fieldnames=at["fieldnames"] if at else None,
+                                delimiter=csv_delimiter(path), restkey=EXTRA_FIELDS)
+        if at:
+            reader.line_num = -1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # one bad line becomes a bad_row record; reading goes on
+                yield {BAD_ROW: str(exc), "line": held if reader.line_num < 0 else reader.line_num + base}
+                continue
+            yield {str(k): [raw_field(x) for x in v] if isinstance(v, list) else raw_field(v)
+                   for k, v in row.items()}
+
+
+def _iter_jsonl(path: str, at: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    with open_at(path, at["offset"] if at else 0) as fh:
+        lines = io.TextIOWrapper(fh, encoding="utf-8", errors="replace")
+        for n, line in enumerate(lines, start=(at["lines"] if at else 0) + 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:  # one bad line becomes a bad_row record naming its line
+                yield {BAD_ROW: f"invalid JSON: {exc}", "line": n}
+                continue
+            yield row if isinstance(row, dict) else {BAD_ROW: f"a {type(row).__name__}, not an object",
+                                                     "line": n}
 
 
 def parquet_row_count(path: str) -> int:
@@ -118,10 +165,10 @@ def table_columns(path: str) -> list[str]:
 
         with FileSystems.open(path, compression_type="uncompressed") as fh:
             return list(pq.ParquetFile(fh).schema_arrow.names)
-    if lower_ext(path) in (".csv", ".tsv", ".csv.gz", ".tsv.gz"):
+    if lower_ext(path) in CSV_EXTS:
         with open_input(path) as fh:
             text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            header = next(csv.reader(text, delimiter="\t" if ".tsv" in lower_ext(path) else ","), [])
+            header = next(csv.reader(text, delimiter=csv_delimiter(path)), [])
         return [str(c) for c in header]
     for row in iter_table_rows(path):
         if BAD_ROW not in row:

@@ -42,9 +42,8 @@ from mining.readers.common import (
     clean_text,
     log,
     lower_ext,
-    open_input,
 )
-from mining.readers.table_rows import iter_table_rows, pick_caption
+from mining.readers.table_rows import iter_table_rows, open_at, pick_caption
 
 URL_TABLE_SCHEMA = pa.schema([
     pa.field("input_row", pa.int64()),
@@ -62,6 +61,9 @@ DEFAULTS = {"processes": 1, "threads": 16, "timeout": 10, "retries": 0, "shard_s
             "resize_mode": "no", "image_size": 256}
 DISTRIBUTORS = ("multiprocessing", "pyspark")  # img2dataset's own; ray is left out (not a dependency)
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+# The guard proxy is set through this process's environment: one download at a time per process (a
+# Dask worker runs Beam read units in threads).
+_DOWNLOAD_LOCK = threading.Lock()
 
 
 def _local_spark_defaults() -> None:
@@ -81,9 +83,10 @@ def default_work_dir(input_path: str) -> str:
     return os.path.join(tempfile.gettempdir(), "mining-readers", digest)
 
 
-def iter_url_lines(path: str) -> Iterator[dict[str, Any]]:
-    """``{"url": ...}`` per non-blank line of a URL list (.txt or .txt.gz), streamed."""
-    with open_input(path) as fh:
+def iter_url_lines(path: str, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """``{"url": ...}`` per non-blank line of a URL list (.txt or .txt.gz), streamed (from byte
+    ``offset``, a line start: a Beam read unit's, from ``mining.readers.line_marks.line_marks``)."""
+    with open_at(path, offset) as fh:
         for line in io.TextIOWrapper(fh, encoding="utf-8", errors="replace"):
             if line.strip():
                 yield {"url": line.strip()}
@@ -104,25 +107,32 @@ def read_url_list(path: str, work_dir: str | None = None, stats: ReadStats | Non
 
 def read_url_rows(rows: Iterable[dict[str, Any]], input_path: str, work_dir: str | None = None,
                   caption_col: str | None = None, url_col: str = "url", stats: ReadStats | None = None,
+                  first_row: int = 0, keys: OccurrenceKeys | None = None,
                   **opts: Any) -> Iterator[dict[str, Any]]:
-    """Download ``rows`` (dicts with a url) via img2dataset and yield one record per row."""
+    """Download ``rows`` (dicts with a url) via img2dataset and yield one record per row.
+
+    A Beam read unit passes its part of the input: rows from input row ``first_row`` (a multiple of
+    ``shard_samples``), ``keys`` started with the occurrences before it; its img2dataset shards are
+    then named as the whole input's run names them (``shifted_names``), so its records are the loop's.
+    """
     work_dir = absolute(work_dir or default_work_dir(input_path)).rstrip("/")
     table_path = FileSystems.join(work_dir, "urls.parquet")
     out_dir = FileSystems.join(work_dir, "img2dataset")
     shard_samples = int(opts.get("shard_samples", DEFAULTS["shard_samples"]))
     allow_private = opts.get("allow_private_addresses", False)
     allow_private = allow_private if isinstance(allow_private, bool) else sorted(allow_private)
-    n_rows = write_url_table(rows, table_path, out_dir, caption_col, url_col, shard_samples, allow_private)
+    n_rows = write_url_table(rows, table_path, out_dir, caption_col, url_col, shard_samples, allow_private,
+                             first_row=first_row, keys=keys)
     n_shards = -(-n_rows // shard_samples)
     if n_shards and _fetchable(table_path) and not finished_shards(out_dir) >= set(range(n_shards)):
         # every fetch (redirects included) goes through the guard proxy: see mining/readers/url_guard.py
-        with url_guard.guarded_environment(
+        with _DOWNLOAD_LOCK, url_guard.guarded_environment(
             allow_private,
             timeout_s=float(opts.get("timeout", 10)) + 5,
             max_bytes=int(opts.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)),
         ):
             run_img2dataset(table_path, out_dir, **opts)
-    yield from merge_with_input(table_path, out_dir, stats)
+    yield from merge_with_input(table_path, out_dir, stats, shard_offset=first_row // shard_samples)
 
 
 def finished_shards(out_dir: str) -> set[int]:
@@ -136,11 +146,13 @@ def finished_shards(out_dir: str) -> set[int]:
 
 def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: str,
                     caption_col: str | None = None, url_col: str = "url", shard_samples: int = 10000,
-                    allow_private: bool | list[str] = False) -> int:
-    """Write the normalised input atomically; a changed input (or shard size) clears stale output."""
+                    allow_private: bool | list[str] = False, first_row: int = 0,
+                    keys: OccurrenceKeys | None = None) -> int:
+    """Write the normalised input atomically; a changed input (or shard size) clears stale output.
+    Rows are numbered from ``first_row``; returns how many were written."""
     makedirs(FileSystems.split(table_path)[0])
     tmp = f"{table_path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-    keys, n, batch = OccurrenceKeys(), 0, []
+    keys, n, batch = keys if keys is not None else OccurrenceKeys(), 0, []
     schema = URL_TABLE_SCHEMA.with_metadata({"shard_samples": str(shard_samples),
                                              "allow_private_addresses": json.dumps(allow_private)})
     with FileSystems.create(tmp) as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
@@ -155,7 +167,8 @@ def write_url_table(rows: Iterable[dict[str, Any]], table_path: str, out_dir: st
                     raw_hex, caption = caption.hex(), caption.decode("utf-8", "replace")
             extra = {k: clean_text(v) for k, v in row.items() if k not in (url_col, used)}
             refusal = url_guard.check_url(url, allow_private)
-            batch.append({"input_row": n, "url": url, "caption": caption if caption is None else str(caption),
+            batch.append({"input_row": first_row + n, "url": url,
+                          "caption": caption if caption is None else str(caption),
                           "caption_raw_hex": raw_hex, "record_key": keys(url),
                           "input_meta": json.dumps(extra, sort_keys=True, default=str),
                           "fetch_url": "" if refusal else url,
@@ -231,10 +244,16 @@ def _no_signal_handler(module: types.ModuleType):
 
 
 def merge_with_input(
-    table_path: str, out_dir: str, stats: ReadStats | None = None
+    table_path: str, out_dir: str, stats: ReadStats | None = None, shard_offset: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """img2dataset's records in input order, plus a failure record for any input row it lost."""
-    out = i2d_out.read_output(out_dir, stats=stats) if i2d_out.is_output_folder(out_dir) else iter(())
+    """img2dataset's records in input order, plus a failure record for any input row it lost.
+
+    A row the guard refused reached img2dataset as an empty URL; its record is the refusal, and
+    img2dataset's failure for it is not counted in ``stats`` (so a refused row counts once, whether or
+    not img2dataset ran: a Beam read unit of refused rows only does not run it)."""
+    i2d_stats = _RefusedUncounted(stats) if stats is not None else None
+    out = (i2d_out.read_output(out_dir, stats=i2d_stats, shard_offset=shard_offset)
+           if i2d_out.is_output_folder(out_dir) else iter(()))
     inputs = _iter_input(table_path)
     pending = next(inputs, None)
     for rec in out:
@@ -250,6 +269,17 @@ def merge_with_input(
     while pending is not None:
         yield _lost(pending, stats)
         pending = next(inputs, None)
+
+
+class _RefusedUncounted:
+    """Passes img2dataset's counts on to ``stats`` but those of empty URLs (only a refused row is one)."""
+
+    def __init__(self, stats: ReadStats):
+        self.stats = stats
+
+    def add(self, name: str, example: str | None = None, n: int = 1) -> None:
+        if example != "":
+            self.stats.add(name, example, n)
 
 
 def _iter_input(table_path: str) -> Iterator[dict[str, Any]]:
