@@ -179,6 +179,7 @@ class Prepared:
     needed: list[str] = field(default_factory=list)
     counts: dict[str, int] | None = None
     account: dict[str, Any] | None = None
+    skipped: int | None = None  # finished shards skipped (the graph planner's count; else len(done))
 
 
 def gather_inputs(cfg: TasksConfig, input: str | None = None, mined: str | None = None,
@@ -327,6 +328,7 @@ def finish(prep: Prepared, output: str) -> dict[str, Any]:
         acc = build.account(rows, plan, manifests, duplicates)
     counts = prep.counts or {"records": len(rows), "clusters": len(clusters_rows),
                              "duplicates": len(duplicates)}
+    n_skipped = prep.skipped if prep.skipped is not None else len(done)
     _, scorer_name = load_scorer(cfg.quality_scorer)
     notes = [f"{t}: {r}" for t, r in sorted(plan.skipped.items())] + ([depth_note] if depth_note else [])
     from datasets import templates as T
@@ -339,7 +341,7 @@ def finish(prep: Prepared, output: str) -> dict[str, Any]:
         "outputs": {"shards": storage.join(output, "shards"),
                     "plan": storage.join(output, "plan.json" if cfg.plan_json or prep.account is None
                                          else "plan.parts")},
-        "shards": {"total": n_shards, "skipped_existing": len(done), "written_now": n_shards - len(done)},
+        "shards": {"total": n_shards, "skipped_existing": n_skipped, "written_now": n_shards - n_skipped},
         "inputs": {
             "kept": where.kept,
             "records": counts["records"],

@@ -190,7 +190,7 @@ def run(input: str | None, output: str, runner: str = "fnapi", workers: int = 2,
             | "WriteShards" >> beam.ParDo(WriteShardFn(output))
         )
         TP.account(planned, manifests, output)
-    acc, done = TP.read_account(output)
+    acc, skipped = TP.read_account(output)
     if cfg.plan_json:
         TP.write_plan_json(output, plan.summary(), cfg.seed, n_shards)
     elif storage.exists(storage.join(output, "plan.json")):  # an earlier run's: it would not match the parts
@@ -200,7 +200,7 @@ def run(input: str | None, output: str, runner: str = "fnapi", workers: int = 2,
         styles=ins.styles, style_bytes=ins.style_bytes, style_rejects=ins.style_rejects,
         face_stats=ins.face_stats,
         depth_weights=ins.depth_weights, depth_note=ins.depth_note, duplicates=set(), plan=plan,
-        n_shards=n_shards, fps={}, done=done, pending=[], tasks=ins.tasks,
+        n_shards=n_shards, fps={}, done=set(), skipped=skipped, pending=[], tasks=ins.tasks,
         counts={k: stats[k] for k in ("records", "clusters", "duplicates")},
         account=acc,
     )

@@ -330,7 +330,7 @@ def _verdict(element):
 
 def account(planned: Planned, manifests, output: str) -> None:
     """Per mined row: kept (in a written sample's lineage) or its reject reason, summed into
-    ``plan.parts/account.json`` with the number of finished shards."""
+    ``plan.parts/account.json``; the number of finished shards skipped into ``skipped.json``."""
     used_new = manifests | "NewLineage" >> beam.FlatMap(lambda m: [(k, 1) for k in m["lineage"]])
     used_old = planned.done | "OldLineage" >> beam.FlatMap(_done_lineage(output))
     used = (used_new, used_old) | "Used" >> beam.Flatten()
@@ -338,24 +338,29 @@ def account(planned: Planned, manifests, output: str) -> None:
         lambda d: [(k, 1) for k in Job.from_dict(d).record_keys])
     verdicts = ({"row": planned.rows, "used": used, "planned": planned_keys}
                 | "JoinAccount" >> beam.CoGroupByKey() | "Verdict" >> beam.FlatMap(_verdict))
-    done = planned.done | "DoneCount" >> beam.Map(lambda s: ("done_shard", s))
-    ((verdicts, done) | "AccountKeys" >> beam.Flatten() | "Account" >> beam.CombineGlobally(CounterFn())
-     | "AccountDoc" >> beam.Map(account_doc)
+    (verdicts | "Account" >> beam.CombineGlobally(CounterFn()) | "AccountDoc" >> beam.Map(account_doc)
      | "WriteAccount" >> beam.Map(_write_json(parts_path(output, "account.json"))))
+    # which shards this run skipped: the summary's, not the plan's (a resumed run's account.json and
+    # plan parts are an uninterrupted run's bytes), so a file the launcher reads and deletes
+    (planned.done | "DoneShards" >> beam.combiners.Count.Globally()
+     | "WriteDone" >> beam.Map(_write_json(parts_path(output, "skipped.json"))))
 
 
 def account_doc(counter: dict) -> dict[str, Any]:
-    """``{"account": {read, kept, rejected}, "done": [finished shards skipped]}`` from the counter."""
-    reasons = {k[0]: n for k, n in counter.items() if k[0] != "done_shard"}
+    """``{read, kept, rejected}`` (``datasets.build.account``'s figures) from the verdict counter."""
+    reasons = {k[0]: n for k, n in counter.items()}
     rejected = {r: n for r, n in sorted(reasons.items()) if r != "kept"}
-    return {"account": {"read": sum(reasons.values()), "kept": reasons.get("kept", 0), "rejected": rejected},
-            "done": sorted(k[1] for k in counter if k[0] == "done_shard")}
+    return {"read": sum(reasons.values()), "kept": reasons.get("kept", 0), "rejected": rejected}
 
 
-def read_account(output: str) -> tuple[dict[str, Any], set[int]]:
-    """(read / kept / rejected as ``datasets.build.account`` gives them, the finished shards skipped)."""
-    doc = json.loads(storage.read_bytes(parts_path(output, "account.json")))
-    return doc["account"], set(doc["done"])
+def read_account(output: str) -> tuple[dict[str, Any], int]:
+    """(read / kept / rejected as ``datasets.build.account`` gives them, how many finished shards this
+    run skipped)."""
+    acc = json.loads(storage.read_bytes(parts_path(output, "account.json")))
+    skipped_path = parts_path(output, "skipped.json")
+    skipped = int(json.loads(storage.read_bytes(skipped_path)))
+    storage.FileSystems.delete([skipped_path])
+    return acc, skipped
 
 
 def remove_stale_parts(output: str, n_shards: int) -> None:
