@@ -118,8 +118,8 @@ def parquet_files(inputs: str | TaskInputs) -> list[str]:
     return storage.list_files(as_inputs(inputs).kept, "*.parquet")
 
 
-def check_mined_files(files: list[str]) -> None:
-    """Each mined file must be Parquet with a ``key`` column: its footer is read here, in the launcher,
+def check_parquet_files(files: list[str], needs: tuple[str, ...], what: str = "mined file") -> None:
+    """Each file must be Parquet with the ``needs`` columns: its footer is read here, in the launcher,
     so a broken file is a one-line :class:`InputError` before any worker starts (not a traceback
     from inside the graph)."""
     for f in files:
@@ -127,10 +127,21 @@ def check_mined_files(files: list[str]) -> None:
             with tables.open_seekable(f) as fh:
                 names = pq.ParquetFile(fh).schema_arrow.names
         except Exception as exc:  # noqa: BLE001 - ArrowInvalid, truncated, not Parquet at all
-            raise InputError(f"mined file {f} is not a readable Parquet file ({type(exc).__name__}: "
+            raise InputError(f"{what} {f} is not a readable Parquet file ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())})") from exc
-        if "key" not in names:
-            raise InputError(f"mined file {f} has no 'key' column (columns: {', '.join(names)})")
+        missing = [c for c in needs if c not in names]
+        if missing:
+            raise InputError(f"{what} {f} has no {', '.join(repr(c) for c in missing)} column "
+                             f"(columns: {', '.join(names)})")
+
+
+def check_inputs(files: list[str], inputs: TaskInputs) -> None:
+    """The mined files and clustering's tables, checked by their footers (:func:`check_parquet_files`)."""
+    check_parquet_files(files, ("key",))
+    for path, needs, what in ((inputs.clusters_table, ("keys",), "clusters table"),
+                              (inputs.duplicates_table, ("key",), "duplicates table")):
+        if path is not None:
+            check_parquet_files(tables.files(path), needs, what)
 
 
 def iter_light_rows(path: str):

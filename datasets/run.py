@@ -206,7 +206,7 @@ def gather_inputs(cfg: TasksConfig, input: str | None = None, mined: str | None 
             else ""
         ),
     )
-    build.check_mined_files(files)
+    build.check_inputs(files, where)
     style_rejects: list[dict[str, Any]] = []
     styles, style_bytes = build.load_styles(cfg.style_dir, rejects=style_rejects)
     faces, face_stats = {}, {}

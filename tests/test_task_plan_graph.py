@@ -120,3 +120,16 @@ def test_a_broken_mined_file_is_one_line_and_exit_2(inputs, tmp_path, capsys):
     rc = cli.run(main, ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--tasks", "t2i"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: mined file ") and "part-99999.parquet" in err[-1]
+
+
+def test_a_broken_clusters_table_is_one_line_and_exit_2(inputs, tmp_path, capsys):
+    import shutil
+
+    from core import cli
+    from pipelines.build_tasks import main
+
+    shutil.copytree(inputs / "in", tmp_path / "in")
+    (tmp_path / "in" / "clusters" / "clusters.parquet").write_bytes(b"PAR1 truncated")
+    rc = cli.run(main, ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--tasks", "t2i"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: clusters table ") and "clusters.parquet" in err[-1]
