@@ -133,3 +133,20 @@ def test_a_broken_clusters_table_is_one_line_and_exit_2(inputs, tmp_path, capsys
     rc = cli.run(main, ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--tasks", "t2i"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: clusters table ") and "clusters.parquet" in err[-1]
+
+
+def test_no_plan_json_leaves_the_parts_as_the_plan(inputs, tmp_path):
+    import json
+
+    from pipelines.build_tasks import run
+
+    opts = dict(seed=3, shard_size=4, max_samples=10, max_side=160, tasks=["t2i"])
+    full = run(str(inputs / "in"), str(tmp_path / "a"), tools=stand_in_tools(), **opts)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "plan.json").write_text("{}")  # an earlier run's: it must not stay beside the parts
+    parts = run(str(inputs / "in"), str(tmp_path / "b"), tools=stand_in_tools(), plan_json=False, **opts)
+    assert not (tmp_path / "b" / "plan.json").exists() and parts["outputs"]["plan"].endswith("plan.parts")
+    folder = tmp_path / "b" / "plan.parts"
+    jobs = [j for i in range(3) for j in json.loads((folder / f"jobs-{i:05d}.json").read_text())]
+    assert jobs == json.loads((tmp_path / "a" / "plan.json").read_text())["jobs"]
+    assert parts["samples"] == full["samples"] == {"t2i": 10}
