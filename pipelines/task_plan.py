@@ -34,6 +34,7 @@ from core import storage, tables
 from datasets import build
 from datasets import plan_parts as P
 from datasets.tasks.base import Job
+from pipelines import safe_transforms
 
 PARTS = "plan.parts"
 
@@ -338,12 +339,14 @@ def account(planned: Planned, manifests, output: str) -> None:
         lambda d: [(k, 1) for k in Job.from_dict(d).record_keys])
     verdicts = ({"row": planned.rows, "used": used, "planned": planned_keys}
                 | "JoinAccount" >> beam.CoGroupByKey() | "Verdict" >> beam.FlatMap(_verdict))
-    (verdicts | "Account" >> beam.CombineGlobally(CounterFn()) | "AccountDoc" >> beam.Map(account_doc)
-     | "WriteAccount" >> beam.Map(_write_json(parts_path(output, "account.json"))))
+    wrote_account = (verdicts | "Account" >> beam.CombineGlobally(CounterFn())
+                     | "AccountDoc" >> beam.Map(account_doc)
+                     | "WriteAccount" >> beam.Map(_write_json(parts_path(output, "account.json"))))
     # which shards this run skipped: the summary's, not the plan's (a resumed run's account.json and
     # plan parts are an uninterrupted run's bytes), so a file the launcher reads and deletes
-    (planned.done | "DoneShards" >> beam.combiners.Count.Globally()
-     | "WriteDone" >> beam.Map(_write_json(parts_path(output, "skipped.json"))))
+    wrote_done = (planned.done | "DoneShards" >> beam.combiners.Count.Globally()
+                  | "WriteDone" >> beam.Map(_write_json(parts_path(output, "skipped.json"))))
+    safe_transforms.finish([wrote_account, wrote_done], "AccountDone")  # DaskRunner runs the last only
 
 
 def account_doc(counter: dict) -> dict[str, Any]:
