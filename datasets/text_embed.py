@@ -35,9 +35,12 @@ class TokenEmbedder:
 
     def _load(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            from core.model_packages import HF_LOAD_LOCK
 
-            self._model = SentenceTransformer(self.model_path or default_model_path(), device=self.device)
+            with HF_LOAD_LOCK:
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self.model_path or default_model_path(), device=self.device)
         return self._model
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
