@@ -151,5 +151,6 @@ def plan_json_pieces(summary: dict[str, Any], seed: int) -> tuple[bytes, bytes]:
     return head.encode(), tail.encode()
 
 
-def job_json(job: Job | dict[str, Any]) -> str:
-    return json.dumps(job if isinstance(job, dict) else job.to_dict(), sort_keys=True)
+def job_json(job: dict[str, Any]) -> str:
+    """One job dict as ``plan.json`` writes it (no ``default=``: the bytes of ``json.dumps`` there)."""
+    return json.dumps(job, sort_keys=True)

@@ -143,7 +143,7 @@ def run(input: str | None, output: str, runner: str = "fnapi", workers: int = 2,
 
     cfg = cfgsys.replace_leaves(config or TasksConfig(), **options)
     ins = gather_inputs(cfg, input=input, mined=mined, clusters=clusters, tools=tools)
-    src = TP.PlanSources.of(ins, ins.faces)
+    src = TP.PlanSources.of(ins)
     with make_pipeline(runner, beam_args or [], workers=workers) as p:  # pass 1: counts only
         TP.count_pass(p, src, output)
     counted = TP.read_counts(output)

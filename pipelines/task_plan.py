@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -61,7 +61,7 @@ class PlanSources:
     face_jobs: tuple = ()  # job dicts planned by the launcher from the face folders
 
     @classmethod
-    def of(cls, ins, people: dict[str, list]) -> PlanSources:
+    def of(cls, ins) -> PlanSources:
         """From :class:`datasets.run.Inputs`."""
         where, seed, tasks = ins.where, ins.cfg.seed, ins.tasks
         dup, clu = where.duplicates_table, where.clusters_table
@@ -69,7 +69,7 @@ class PlanSources:
                    clusters=tuple(tables.files(clu)) if clu else (), seed=seed,
                    tasks=tuple(tasks) if tasks else None, styles=tuple(ins.styles),
                    depth_available=bool(ins.depth_weights),
-                   face_jobs=tuple(j.to_dict() for j in P.face_candidates(people, seed, tasks)))
+                   face_jobs=tuple(j.to_dict() for j in P.face_candidates(ins.faces, seed, tasks)))
 
 
 class CounterFn(beam.CombineFn):
@@ -266,7 +266,6 @@ class Planned:
     done: Any  # shard index of finished shards
     rows: Any  # (key, (file index, row, duplicate))
     chosen: Any  # every chosen job dict (done shards' too)
-    extra: dict = field(default_factory=dict)
 
 
 def plan_jobs(p, src: PlanSources, output: str, cuts: dict, shard_size: int, base_fp: dict) -> Planned:
