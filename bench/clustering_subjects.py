@@ -147,7 +147,7 @@ def configs():
     from clustering.dedup import DedupConfig
 
     hist = ClusterConfig(reciprocal=0)
-    cal = resolve("auto", "offline")
+    cal = resolve("auto", "offline", faces=False)  # the cached descriptors are the trunk's alone
     dd = replace(DedupConfig(), **cal.dedup_overrides()) if cal else DedupConfig()
     after = ClusterConfig(dedup=dd, member_floor=cal.member_floor if cal else -1.0,
                           unrelated_median=cal.unrelated_median if cal else 0.0, reciprocal=5)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clustering.config import faces_knob
 from core import cli
 from core import config as cfgsys
 from core.config import knob
@@ -29,6 +30,7 @@ class CalibrateOptions:
     embedder: str = field(
         default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT")
     )
+    faces: bool = faces_knob()
     max_images: int = field(default=400, metadata=knob("images embedded (the first decodable ones)", min=1))
     copies_per_kind: int = field(default=40, metadata=knob("planted copies per variant kind", min=1))
     seed: int = field(default=0, metadata=knob("seed of the image sample and the planted copies"))
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # flag mistakes: ConfigError, one line via cli.run
     try:
         images = decoded_images(args.input, opts.max_images)
-        emb = make_embedder(opts.embedder)
+        emb = make_embedder(opts.embedder, faces=opts.faces)
         m = measure(images, emb, seed=opts.seed, copies_per_kind=opts.copies_per_kind)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"calibrate: {exc}", file=sys.stderr)

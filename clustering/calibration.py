@@ -152,27 +152,29 @@ def load(path: str) -> Calibration:
         raise ValueError(f"not a calibration file: {path} ({exc})") from exc
 
 
-def shipped_path(embedder_spec: str) -> str | None:
-    """The calibration shipped for an embedder spec (only the offline default has one)."""
-    name = "offline" if embedder_spec in ("offline", "", None) else None
+def shipped_path(embedder_spec: str, faces: bool = True) -> str | None:
+    """The calibration shipped for an embedder spec (only ``offline`` has them: with and without its
+    face part)."""
+    name = ("offline" if faces else "offline-nofaces") if embedder_spec in ("offline", "", None) else None
     path = os.path.join(SHIPPED, f"{name}.json") if name else None
     return path if path and os.path.exists(path) else None
 
 
-def resolve(spec: str | None, embedder_spec: str) -> Calibration | None:
+def resolve(spec: str | None, embedder_spec: str, faces: bool = True) -> Calibration | None:
     """``spec``: a calibration file, 'none' (historical fixed thresholds), or None/'auto' (the shipped one
     for this embedder, else none)."""
     if spec in (None, "", "auto"):
-        path = shipped_path(embedder_spec)
+        path = shipped_path(embedder_spec, faces)
         if not path:
             return None
         cal = load(path)
         from clustering.embedders import OfflineEmbedder
 
-        if cal.embedder != OfflineEmbedder().name:  # pooling or whitening changed since it was measured
+        now = OfflineEmbedder(faces=faces).name
+        if cal.embedder != now:  # pooling, whitening or the face part changed since it was measured
             import sys
 
-            print(f"calibration: shipped {path} is for {cal.embedder}, not {OfflineEmbedder().name}; "
+            print(f"calibration: shipped {path} is for {cal.embedder}, not {now}; "
                   "using the historical thresholds", file=sys.stderr)
             return None
         return cal

@@ -21,11 +21,19 @@ EXACT_FIELDS: tuple[str, ...] = ("sha256", "url")
 ALL_DOMAINS = "\x00all"  # the group key when k-means runs over every domain (clusters vote their domain)
 
 
+def faces_knob():
+    """The ``faces`` field (the clustering stage's and ``clustering.calibrate``'s: one text)."""
+    return field(default=True, metadata=knob(
+        "offline embedder: append a face-identity descriptor (dlib) for photos with a dominant face, so "
+        "portrait clusters hold one person (clustering/face_identity.py; ~20 ms a photo)"))
+
+
 @dataclass(frozen=True)
 class EmbeddingConfig:
     embedder: str = field(
         default="offline", metadata=knob("offline | openclip:MODEL:PRETRAINED_OR_CHECKPOINT")
     )
+    faces: bool = faces_knob()
     batch_size: int = field(default=64, metadata=knob("embedding batch size", min=1))
     calibration: str = field(default="auto", metadata=knob(
         "per-embedder thresholds (python -m clustering.calibrate): a JSON file, 'auto' (the shipped one for "
@@ -88,7 +96,7 @@ def resolve_calibration(cfg: ClusteringConfig):
     ValueError."""
     from clustering.calibration import resolve
 
-    return resolve(cfg.embedding.calibration, cfg.embedding.embedder)
+    return resolve(cfg.embedding.calibration, cfg.embedding.embedder, cfg.embedding.faces)
 
 
 def effective(cfg: ClusteringConfig):

@@ -7,6 +7,9 @@ L2-normalised. ``make_embedder(spec)`` builds one from a string:
 * ``offline`` (default): packaged EfficientNet-Lite0 trunk with instance-retrieval pooling
   (``clustering/retrieval_features.py``: GeM over the head map at several input sizes, optional
   shipped PCA-whitening) and MiniLM text features (384-d); not CLIP, ``shared_space=False``.
+  With ``faces`` (default), photos with a dominant face get a face-identity part appended
+  (``clustering/face_identity.py``: dlib's ResNet descriptor, 128-d; zeros for other photos), so
+  clusters of portraits hold one person.
 * ``offline-imagenet``: the earlier image vectors, ImageNet-pooled (global average of the head
   map of a 224 centre crop, 1280-d), which group by ImageNet class rather than by subject.
 * ``openclip:MODEL:PRETRAINED`` - open_clip model with a pretrained tag (needs the weights
@@ -44,7 +47,7 @@ class OfflineEmbedder:
 
     shared_space = False
 
-    def __init__(self, batch_size: int = 32, pooling: str = "retrieval"):
+    def __init__(self, batch_size: int = 32, pooling: str = "retrieval", faces: bool = True):
         from core.features import EFFNET_DIM, EFFNET_NAME, MINILM_DIM, MINILM_NAME
 
         self.pooling = pooling
@@ -60,6 +63,14 @@ class OfflineEmbedder:
             self.dim = EFFNET_DIM
         else:
             raise ValueError(f"unknown pooling {pooling!r} (retrieval | imagenet)")
+        self.trunk_dim = self.dim
+        self._faces = None
+        if faces and pooling == "retrieval":
+            from clustering.face_identity import FACE_DIM, WEIGHT, FaceIdentity
+
+            self._faces = FaceIdentity()
+            self.name = self.name.replace(f"+{MINILM_NAME}", f"+{self._faces.name}x{WEIGHT:g}+{MINILM_NAME}")
+            self.dim += FACE_DIM
         self.text_dim = MINILM_DIM
         self.batch_size = batch_size
         self._img = self._txt = None
@@ -68,7 +79,12 @@ class OfflineEmbedder:
         if not len(images):
             return np.zeros((0, self.dim), np.float32)
         if self._pool is not None:
-            return l2_normalize(self._pool.embed(list(images), self.batch_size))
+            trunk = l2_normalize(self._pool.embed(list(images), self.batch_size))
+            if self._faces is None:
+                return trunk
+            from clustering.face_identity import combine
+
+            return combine(trunk, self._faces.describe(list(images))[0])
         if self._img is None:
             from core.features import ImageFeatures
 
@@ -85,10 +101,11 @@ class OfflineEmbedder:
         return l2_normalize(self._txt.embed([t or "" for t in texts]))
 
 
-def make_embedder(spec: str = "offline", device: str | None = None, batch_size: int = 32) -> Embedder:
-    """Embedder from a spec string (see module doc)."""
+def make_embedder(spec: str = "offline", device: str | None = None, batch_size: int = 32,
+                  faces: bool = True) -> Embedder:
+    """Embedder from a spec string (see module doc); ``faces`` applies to ``offline`` only."""
     if spec in ("offline", "", None):
-        return OfflineEmbedder(batch_size=batch_size)
+        return OfflineEmbedder(batch_size=batch_size, faces=faces)
     if spec == "offline-imagenet":
         return OfflineEmbedder(batch_size=batch_size, pooling="imagenet")
     if spec.startswith("openclip:"):

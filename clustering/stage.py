@@ -29,7 +29,8 @@ class EmbedStage(Stage):
     def setup(self) -> None:
         from clustering.embedders import make_embedder
 
-        self.embedder = make_embedder(self.config.embedder, batch_size=min(self.config.batch_size, 64))
+        self.embedder = make_embedder(self.config.embedder, batch_size=min(self.config.batch_size, 64),
+                                      faces=self.config.faces)
 
     def process_batch(self, rows: list[dict]) -> tuple[list[dict], list[dict]]:
         return embeddings_io.embed_batch(rows, self.embedder)
@@ -42,7 +43,7 @@ class EmbedStage(Stage):
 def embed_fingerprint(path: str, cfg: EmbeddingConfig) -> dict[str, Any]:
     """What an embedding shard depends on: its kept file, the embedder, the batch size, the code."""
     return storage.fingerprint(
-        [path], {"embedder": cfg.embedder, "batch_size": cfg.batch_size}, stage="embed"
+        [path], {"embedder": cfg.embedder, "batch_size": cfg.batch_size, "faces": cfg.faces}, stage="embed"
     )
 
 

@@ -45,6 +45,15 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
         "pip install 'instruct-imagen-data[models]'",
     ),
     "open_clip": ("open_clip_torch==3.3.0", "models", "pip install 'instruct-imagen-data[models]'"),
+    # dlib's face-recognition ResNet, HOG detector and landmarks (clustering/face_identity.py)
+    "face_recognition_models": (
+        "face_recognition_models==0.3.0",
+        "models",
+        "pip install 'instruct-imagen-data[models]' (or --no-faces)",
+    ),
+    "dlib": (
+        "dlib-bin==20.0.1.post1", "models", "pip install 'instruct-imagen-data[models]' (or --no-faces)"
+    ),
 }
 
 

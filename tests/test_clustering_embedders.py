@@ -50,13 +50,19 @@ def test_offline_retrieval_embedder_matches_the_bench_descriptor_and_keeps_the_i
     rng = np.random.default_rng(0)
     ims = [Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((120, 90), Image.BICUBIC)
            for _ in range(3)]
-    emb = make_embedder("offline")
+    emb = make_embedder("offline", faces=False)
     assert "rmac@320s" in emb.name and emb.dim == 1280 and not emb.shared_space
     v = emb.embed_images(ims)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     with torch.no_grad():
         f = {"head_rmac@320s": pooled(trunk_maps(_effnet(), ims, 320))["head_rmac"].numpy()}
     np.testing.assert_allclose(v, descriptor(f, "head_rmac@320s"), atol=1e-5)
+    # with the face part (the default): photos without a dominant face keep their vectors, plus zeros
+    with_faces = make_embedder("offline")
+    assert with_faces.dim == 1280 + 128 and "dlib-face128" in with_faces.name and with_faces.name != emb.name
+    vf = with_faces.embed_images(ims)
+    np.testing.assert_allclose(vf[:, :1280], v, atol=1e-6)
+    assert not vf[:, 1280:].any()
     old = make_embedder("offline-imagenet")
     np.testing.assert_allclose(old.embed_images(ims), ImageFeatures().embed(ims), atol=1e-5)
     assert old.name != emb.name

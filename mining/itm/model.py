@@ -96,8 +96,10 @@ class ItmSpace:
         )
 
     def embed_image_features(self, feats: np.ndarray) -> np.ndarray:
-        """Project stored EfficientNet-Lite0 vectors (the offline clustering embeddings)."""
-        return self.proj.image(feats)
+        """Project stored EfficientNet-Lite0 vectors (the offline clustering embeddings). Columns past
+        the trunk's (the face-identity part, ``clustering/face_identity.py``) are not image-text
+        features and are left out; ``Projection.image`` re-normalises the trunk part."""
+        return self.proj.image(feats[:, : self.proj.image_w.shape[0]])
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._txt is None:
