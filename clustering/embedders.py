@@ -63,7 +63,6 @@ class OfflineEmbedder:
             self.dim = EFFNET_DIM
         else:
             raise ValueError(f"unknown pooling {pooling!r} (retrieval | imagenet)")
-        self.trunk_dim = self.dim
         self._faces = None
         if faces and pooling == "retrieval":
             from clustering.face_identity import FACE_DIM, WEIGHT, FaceIdentity

@@ -34,6 +34,7 @@ from PIL import Image
 
 FACE_DIM = 128
 DETECT_SIDE = 320  # short side the HOG detector sees (it finds faces of about 80 px and up)
+DETECT_LONG = 1280  # ... and its long side at most (a 1 x 10,000 px strip is not blown up to 3 Gpx)
 MIN_SIDE = 0.25  # a dominant face's box side, as a share of the image's short side
 WEIGHT = 1.0  # the face part's weight against the unit trunk vector (chosen in bench/clustering_faces.py)
 CENTRING = 0.6  # share of the mean descriptor subtracted (chosen with WEIGHT on dev identities)
@@ -87,7 +88,7 @@ class FaceIdentity:
         """The largest detected face as (left, top, right, bottom) in ``image``'s pixels, or None
         when no face reaches ``min_side`` of the short side."""
         det = self._load()[0]
-        s = DETECT_SIDE / max(1, min(image.size))
+        s = min(DETECT_SIDE / max(1, min(image.size)), DETECT_LONG / max(1, max(image.size)))
         grey = image.convert("L").resize((max(1, round(image.width * s)), max(1, round(image.height * s))),
                                          Image.BILINEAR)
         with _RUN_LOCK:

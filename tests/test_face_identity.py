@@ -45,6 +45,8 @@ def test_scenes_and_small_faces_get_no_face_part():
     v, found = fi.describe([noise, canvas, face])
     assert found.tolist() == [False, False, True] and not v[:2].any()
     assert fi.dominant_box(face) is not None
+    strip = Image.new("RGB", (20_000, 2), (128, 128, 128))  # detection size stays bounded
+    assert fi.describe([strip])[1].tolist() == [False]
 
 
 def test_combine_keeps_non_face_cosines_and_weights_the_face_part():
