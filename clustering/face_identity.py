@@ -1,7 +1,7 @@
 """Face-identity descriptors for photos whose subject is a person's face.
 
 The EfficientNet-Lite0 trunk, however it is pooled, hardly tells two people apart: on CelebA the
-4 nearest photos of a face are the same person 22-26% of the time (``docs/clustering.md``). The
+4 nearest photos of a face are the same person 17-26% of the time (``docs/clustering.md``). The
 clustering stage's subject clusters need other photos of the same person, so photos with a
 *dominant* face get a second descriptor: dlib's ResNet face-recognition network (128-d, weights
 from the ``face_recognition_models`` package, CC0), on the 5-landmark aligned chip of the largest
@@ -15,9 +15,9 @@ face found by dlib's HOG detector.
 * **Centred**: raw dlib descriptors of any two faces sit at cosine 0.83 (median, CelebA). ``CENTRING``
   times the shipped mean (``clustering/weights/face_mean.npy``, the mean descriptor of the dev-split
   CelebA photos, ``bench/clustering_faces.py --fit-mean``) is subtracted, which spreads unrelated
-  faces apart while one person's photos stay close. Centring fully puts unrelated faces at cosine 0
-  and half of one person's photos below the calibrated member floor; 0.6 was chosen with the
-  weight on dev identities (``docs/clustering.md``).
+  faces apart while one person's photos stay close. Centring fully puts unrelated faces near cosine 0
+  but also pushes one person's photos under the calibrated member floor (13/30 dev people seeded a
+  cluster); 0.6 was chosen with the weight on dev identities (``docs/clustering.md``).
 
 :func:`combine` appends the centred descriptor, weighted, to the trunk vector (zeros for photos
 without a dominant face), so non-face photos keep their vectors' cosines exactly.
@@ -81,13 +81,10 @@ class FaceIdentity:
         mean = np.load(mean_path, allow_pickle=False).astype(np.float32) if mean_path else None
         self.mean = None if mean is None else centring * mean
 
-    def _load(self):
-        return _models()
-
     def dominant_box(self, image: Image.Image):
         """The largest detected face as (left, top, right, bottom) in ``image``'s pixels, or None
         when no face reaches ``min_side`` of the short side."""
-        det = self._load()[0]
+        det = _models()[0]
         s = min(DETECT_SIDE / max(1, min(image.size)), DETECT_LONG / max(1, max(image.size)))
         grey = image.convert("L").resize((max(1, round(image.width * s)), max(1, round(image.height * s))),
                                          Image.BILINEAR)
@@ -103,7 +100,7 @@ class FaceIdentity:
     def describe(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         import dlib
 
-        _, shape, rec = self._load()
+        _, shape, rec = _models()
         out = np.zeros((len(images), FACE_DIM), np.float32)
         found = np.zeros(len(images), bool)
         for i, im in enumerate(images):
